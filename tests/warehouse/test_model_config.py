@@ -1,0 +1,87 @@
+"""The models file and settings: validated at start-up, errors name the bad field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from warehouse.errors import ConfigError, UnknownFeatureSetError, UnknownModelError
+from warehouse.model_config import load_config
+from warehouse.settings import DEFAULT_MODELS_FILE, Settings
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+    mutate(raw)
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_embedded_models_file_is_valid() -> None:
+    config = load_config(DEFAULT_MODELS_FILE)
+    assert config.model_names == ["churn"]
+    assert config.model("churn").feature_set == "customer_daily"
+    assert len(config.model_features("churn")) == 32
+
+
+def test_unknown_model_and_feature_set() -> None:
+    config = load_config(DEFAULT_MODELS_FILE)
+    with pytest.raises(UnknownModelError, match=r"unknown model 'nope'.*churn"):
+        config.model("nope")
+    with pytest.raises(UnknownFeatureSetError, match="unknown feature set 'nope'"):
+        config.feature_set("nope")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r["models"]["churn"].pop("staleness"), r"models\.churn\.staleness: Field required"),
+        (lambda r: r["models"]["churn"].update(default_score=2), r"models\.churn\.default_score"),
+        (lambda r: r["models"]["churn"].update(feature_set="orders"), r"models\.churn\.feature_set: unknown"),
+        (
+            lambda r: r["models"]["churn"].update(fallback_features=["f00", "zz"]),
+            r"fallback_features: \['zz'\]",
+        ),
+        (lambda r: r["models"]["churn"].update(colour="red"), r"models\.churn\.colour: Extra inputs"),
+        (
+            lambda r: r["models"]["churn"]["staleness"].update(hard_max_age_s=1),
+            r"models\.churn\.staleness: hard_max_age_s must be >= max_age_s",
+        ),
+        (
+            lambda r: r["feature_sets"]["customer_daily"]["features"]["f00"].update(dtype="text"),
+            r"feature_sets\.customer_daily\.features\.f00\.dtype",
+        ),
+    ],
+)
+def test_bad_fields_are_named(tmp_path: Path, mutate, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, mutate))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(bad)
+
+
+def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Embedded defaults; PRESCORE_* variables override them; blank values count as unset."""
+    for var in ("PRESCORE_HOME", "PRESCORE_REDIS_URL", "PRESCORE_CATALOG_URL", "PRESCORE_DASK_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    s = Settings()
+    assert s.redis_url is None and s.dask_address is None
+    assert s.home == Path(".prescore")
+    monkeypatch.setenv("PRESCORE_HOME", str(tmp_path))
+    monkeypatch.setenv("PRESCORE_REDIS_URL", " ")
+    s = Settings()
+    assert s.redis_url is None
+    assert s.resolved_catalog_url == f"sqlite:///{tmp_path / 'catalog.db'}"

@@ -1,0 +1,59 @@
+"""Errors raised by the warehouse layer.
+
+Every error says what happened, where, and what to do. ``PrescoreError`` is the root; the CLI turns any
+``UserError`` into a one-line message and exit code 1, and lets anything else (a bug) propagate.
+"""
+
+from __future__ import annotations
+
+
+class PrescoreError(Exception):
+    """Root of every error prescore raises on purpose."""
+
+
+class UserError(PrescoreError):
+    """A mistake the user can fix (bad input, bad configuration, missing data). Exit code 1 in the CLI."""
+
+
+class ConfigError(UserError):
+    """The settings or the models file are invalid; the message names the field."""
+
+
+class UnknownModelError(UserError):
+    """A model name that the models file does not declare."""
+
+
+class UnknownFeatureSetError(UserError):
+    """A feature-set name that the models file does not declare."""
+
+
+class PartitionNotFoundError(UserError):
+    """A feature (or score) partition that does not exist on disk."""
+
+
+class ContractViolationError(UserError):
+    """A partition breaks its feature-set contract. ``violations`` lists every problem found."""
+
+    def __init__(self, message: str, violations: list[object]) -> None:
+        super().__init__(message)
+        self.violations = violations
+
+
+class RegistryError(UserError):
+    """A model artifact is missing, tampered with, or does not match its contract."""
+
+
+class CatalogError(UserError):
+    """The run catalog cannot be reached or refused an operation."""
+
+
+class RunConflictError(CatalogError):
+    """Another run of the same (model, partition) is already running."""
+
+
+class StoreError(UserError):
+    """The Redis score store refused an operation (bad run, gate failure, bad id...)."""
+
+
+class StoreUnavailableError(PrescoreError):
+    """Redis cannot be reached or timed out. The online reader degrades on this error, and only on it."""

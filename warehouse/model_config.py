@@ -1,0 +1,182 @@
+"""The declarative models file: feature sets (contracts) and models, validated at start-up.
+
+Format (YAML)::
+
+    feature_sets:
+      customer_daily:
+        entity_column: entity_id
+        timestamp_column: as_of
+        features:
+          f00: {dtype: float32, min: -100, max: 100, max_null_fraction: 0.05}
+    models:
+      churn:
+        feature_set: customer_daily
+        schedule: "0 2 * * *"
+        fallback_features: [f00, f01]
+        staleness: {max_age_s: 129600, hard_max_age_s: 604800}
+        default_score: 0.05
+
+Errors name the offending field, e.g. ``models.churn.staleness.max_age_s: must be > 0``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from warehouse.errors import ConfigError, UnknownFeatureSetError, UnknownModelError
+
+FeatureDtype = Literal["float32", "float64", "int32", "int64"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One feature column of a contract: its dtype, allowed range and null policy."""
+
+    dtype: FeatureDtype = "float32"
+    min: float | None = None
+    max: float | None = None
+    max_null_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> FeatureSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class FeatureSetSpec(_Strict):
+    """A feature-set contract: the columns every partition must have, in order."""
+
+    entity_column: str = "entity_id"
+    timestamp_column: str = "as_of"
+    features: dict[str, FeatureSpec] = Field(min_length=1)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.features)
+
+
+class StalenessPolicy(_Strict):
+    """How old a served score may be: fresh up to ``max_age_s``, stale-but-served up to ``hard_max_age_s``."""
+
+    max_age_s: float = Field(gt=0)
+    hard_max_age_s: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _hard_after_soft(self) -> StalenessPolicy:
+        if self.hard_max_age_s < self.max_age_s:
+            raise ValueError("hard_max_age_s must be >= max_age_s")
+        return self
+
+
+class Thresholds(_Strict):
+    """Optional decision thresholds: score >= value → label (checked from the highest value down)."""
+
+    labels: dict[str, float] = Field(default_factory=dict)
+
+
+class TrainingSpec(_Strict):
+    train_days: int = Field(default=3, ge=1)
+    holdout_days: int = Field(default=1, ge=1)
+    max_train_rows: int = Field(default=400_000, ge=1000)
+    primary_trees: int = Field(default=200, ge=1)
+    primary_depth: int = Field(default=8, ge=1, le=16)
+    fallback_trees: int = Field(default=30, ge=1)
+    fallback_depth: int = Field(default=4, ge=1, le=4)
+    promote_margin: float = Field(default=0.005, ge=0.0)
+
+
+class ModelSpec(_Strict):
+    """One scored model: its features, schedule, staleness policy, safe default and retention."""
+
+    feature_set: str
+    features: list[str] | None = None  # None: every feature of the feature set, in contract order
+    fallback_features: list[str] = Field(min_length=1, max_length=8)
+    schedule: str = "0 2 * * *"
+    staleness: StalenessPolicy
+    default_score: float = Field(ge=0.0, le=1.0)
+    thresholds: Thresholds | None = None
+    keep_runs: int = Field(default=2, ge=1, le=20)
+    max_psi: float = Field(default=0.25, gt=0)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+
+class ProjectConfig(_Strict):
+    """The whole models file. Cross-references (feature set names, feature names) are checked too."""
+
+    feature_sets: dict[str, FeatureSetSpec] = Field(min_length=1)
+    models: dict[str, ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> ProjectConfig:
+        for name, model in self.models.items():
+            if model.feature_set not in self.feature_sets:
+                raise ValueError(
+                    f"models.{name}.feature_set: unknown feature set {model.feature_set!r} "
+                    f"(declared: {sorted(self.feature_sets)})"
+                )
+            known = set(self.feature_sets[model.feature_set].features)
+            for field_name in ("features", "fallback_features"):
+                listed = getattr(model, field_name) or []
+                missing = [f for f in listed if f not in known]
+                if missing:
+                    raise ValueError(f"models.{name}.{field_name}: {missing} not in feature set {model.feature_set!r}")
+                if len(set(listed)) != len(listed):
+                    raise ValueError(f"models.{name}.{field_name}: duplicate feature names")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModelError(f"unknown model {name!r}; the models file declares {sorted(self.models)}") from None
+
+    def feature_set(self, name: str) -> FeatureSetSpec:
+        try:
+            return self.feature_sets[name]
+        except KeyError:
+            raise UnknownFeatureSetError(
+                f"unknown feature set {name!r}; the models file declares {sorted(self.feature_sets)}"
+            ) from None
+
+    def model_features(self, name: str) -> list[str]:
+        """The primary model's ordered feature list."""
+        spec = self.model(name)
+        return list(spec.features) if spec.features else self.feature_set(spec.feature_set).feature_names
+
+    @cached_property
+    def model_names(self) -> list[str]:
+        return sorted(self.models)
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"invalid models file {path}: " + "; ".join(parts)
+
+
+def load_config(path: Path) -> ProjectConfig:
+    """Read and validate a models file. Raises ``ConfigError`` naming the bad field and the file."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"models file {path} does not exist; set PRESCORE_MODELS_FILE") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"models file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"models file {path} must be a mapping with 'feature_sets' and 'models'")
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
