@@ -1,0 +1,398 @@
+"""The run catalog: model versions, score runs and publications, in SQLite (default) or PostgreSQL.
+
+Contract:
+- ``Catalog.open(url)`` connects, upgrades the schema to the newest Alembic revision, and raises
+  ``CatalogError`` (with the password hidden) when the database cannot be reached.
+- At most one run per (model, partition_date) is ``running`` at a time: a partial unique index enforces it in
+  the database itself, so two processes cannot both start one; the loser gets ``RunConflictError``.
+- Every timestamp is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from warehouse.errors import CatalogError, RunConflictError
+
+RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores UTC; always returns aware datetimes (SQLite drops the zone otherwise)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalog; pass a UTC-aware datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (sa.UniqueConstraint("model", "kind", "version", name="uq_model_versions"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    version: Mapped[str] = mapped_column(sa.String(64))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    artifact_path: Mapped[str] = mapped_column(sa.Text)
+    features: Mapped[list[str]] = mapped_column(sa.JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    training_window: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScoreRun(Base):
+    __tablename__ = "score_runs"
+    __table_args__ = (
+        sa.Index(
+            "uq_score_runs_one_running",
+            "model",
+            "partition_date",
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+    )
+
+    run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    partition_date: Mapped[dt.date] = mapped_column(sa.Date)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    device: Mapped[str] = mapped_column(sa.String(16), default="cpu")
+    rows_in: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    rows_out: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    input_fingerprint: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    output_path: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    timings: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    report: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Publication(Base):
+    __tablename__ = "publications"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    action: Mapped[str] = mapped_column(sa.String(16))  # publish | rollback | retire
+    run_id: Mapped[str] = mapped_column(sa.String(64))
+    previous_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    forced: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A read-only copy of a score run row (safe to use after the session closes)."""
+
+    run_id: str
+    model: str
+    model_version: str
+    partition_date: dt.date
+    status: str
+    device: str
+    rows_in: int | None
+    rows_out: int | None
+    input_fingerprint: str | None
+    output_path: str | None
+    timings: dict[str, Any]
+    report: dict[str, Any]
+    error: str | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: ScoreRun) -> RunRecord:
+        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+def new_run_id(model: str, partition_date: dt.date) -> str:
+    return f"{partition_date:%Y%m%d}-{utcnow():%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+class Catalog:
+    """Access to the catalog database. Create with ``Catalog.open(url)``; ``close()`` when done."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, migrate: bool = True) -> Catalog:
+        try:
+            parsed = make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise CatalogError(f"PRESCORE_CATALOG_URL {url!r} is not a database URL: {exc}") from None
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        elif parsed.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 5}
+        try:
+            engine = sa.create_engine(parsed, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise CatalogError(f"cannot use catalog URL {redact(url)}: {exc}") from None
+        catalog = cls(engine)
+        try:
+            with engine.connect():
+                pass
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise CatalogError(
+                f"cannot reach the catalog database at {redact(url)}: {reason}. "
+                "Check PRESCORE_CATALOG_URL and that the server is running."
+            ) from None
+        if migrate:
+            catalog.migrate()
+        return catalog
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision (a no-op when current)."""
+        from warehouse.migrations import upgrade_to_head
+
+        upgrade_to_head(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # ---- model versions -------------------------------------------------------------------------------
+    def record_model_version(
+        self,
+        *,
+        model: str,
+        kind: str,
+        version: str,
+        sha256: str,
+        artifact_path: str,
+        features: list[str],
+        metrics: dict[str, Any],
+        training_window: dict[str, Any],
+        created_at: dt.datetime,
+    ) -> None:
+        with self.session() as s:
+            s.add(
+                ModelVersion(
+                    model=model,
+                    kind=kind,
+                    version=version,
+                    sha256=sha256,
+                    artifact_path=artifact_path,
+                    features=features,
+                    metrics=metrics,
+                    training_window=training_window,
+                    created_at=created_at,
+                )
+            )
+
+    def mark_promoted(self, model: str, kind: str, version: str) -> None:
+        with self.session() as s:
+            row = s.scalars(sa.select(ModelVersion).filter_by(model=model, kind=kind, version=version)).one_or_none()
+            if row is not None:
+                row.promoted_at = utcnow()
+
+    def model_versions(self, model: str) -> list[ModelVersion]:
+        with self.session() as s:
+            stmt = sa.select(ModelVersion).filter_by(model=model).order_by(ModelVersion.created_at)
+            return list(s.scalars(stmt))
+
+    # ---- score runs -----------------------------------------------------------------------------------
+    def start_run(
+        self,
+        *,
+        model: str,
+        model_version: str,
+        partition_date: dt.date,
+        device: str = "cpu",
+        run_id: str | None = None,
+        abandon_after_s: float = 6 * 3600,
+    ) -> str:
+        """Insert a ``running`` run, or raise ``RunConflictError`` naming the run already running.
+
+        A ``running`` row whose heartbeat is older than ``abandon_after_s`` (its process died) is marked
+        failed first, so a crash never blocks the partition forever.
+        """
+        run_id = run_id or new_run_id(model, partition_date)
+        now = utcnow()
+        with self.session() as s:
+            stale = s.scalars(
+                sa.select(ScoreRun).filter_by(model=model, partition_date=partition_date, status=RUNNING)
+            ).all()
+            for row in stale:
+                if (now - row.heartbeat_at).total_seconds() > abandon_after_s:
+                    row.status, row.error, row.finished_at = FAILED, "abandoned (no heartbeat)", now
+        try:
+            with self.session() as s:
+                s.add(
+                    ScoreRun(
+                        run_id=run_id,
+                        model=model,
+                        model_version=model_version,
+                        partition_date=partition_date,
+                        status=RUNNING,
+                        device=device,
+                        timings={},
+                        report={},
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            other = self.running_run(model, partition_date)
+            raise RunConflictError(
+                f"model {model!r} partition {partition_date} is already being scored by run "
+                f"{other.run_id if other else '?'}; wait for it to finish or fail"
+            ) from None
+        return run_id
+
+    def running_run(self, model: str, partition_date: dt.date) -> RunRecord | None:
+        with self.session() as s:
+            row = s.scalars(
+                sa.select(ScoreRun).filter_by(model=model, partition_date=partition_date, status=RUNNING)
+            ).first()
+            return RunRecord.of(row) if row else None
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.session() as s:
+            s.execute(sa.update(ScoreRun).filter_by(run_id=run_id).values(heartbeat_at=utcnow()))
+
+    def finish_run(self, run_id: str, *, status: str, error: str | None = None, **fields: Any) -> RunRecord:
+        """Close a run as ``committed`` or ``failed`` and store its report fields."""
+        if status not in (COMMITTED, FAILED):
+            raise ValueError(f"finish_run status must be committed or failed, not {status!r}")
+        with self.session() as s:
+            row = s.get(ScoreRun, run_id)
+            if row is None:
+                raise CatalogError(f"unknown run {run_id!r}")
+            row.status, row.error, row.finished_at = status, error, utcnow()
+            for key, value in fields.items():
+                setattr(row, key, value)
+            return RunRecord.of(row)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self.session() as s:
+            row = s.get(ScoreRun, run_id)
+            if row is None:
+                raise CatalogError(f"unknown run {run_id!r}; `prescore status` lists the runs")
+            return RunRecord.of(row)
+
+    def runs(
+        self, model: str, *, partition_date: dt.date | None = None, status: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Newest first."""
+        with self.session() as s:
+            stmt = sa.select(ScoreRun).filter_by(model=model)
+            if partition_date is not None:
+                stmt = stmt.filter_by(partition_date=partition_date)
+            if status is not None:
+                stmt = stmt.filter_by(status=status)
+            stmt = stmt.order_by(ScoreRun.started_at.desc()).limit(limit)
+            return [RunRecord.of(r) for r in s.scalars(stmt)]
+
+    def latest_committed(
+        self, model: str, *, before: dt.date | None = None, exclude: str | None = None
+    ) -> RunRecord | None:
+        with self.session() as s:
+            stmt = sa.select(ScoreRun).filter_by(model=model, status=COMMITTED)
+            if before is not None:
+                stmt = stmt.where(ScoreRun.partition_date <= before)
+            if exclude is not None:
+                stmt = stmt.where(ScoreRun.run_id != exclude)
+            stmt = stmt.order_by(ScoreRun.partition_date.desc(), ScoreRun.finished_at.desc()).limit(1)
+            row = s.scalars(stmt).first()
+            return RunRecord.of(row) if row else None
+
+    # ---- publications ---------------------------------------------------------------------------------
+    def record_publication(
+        self,
+        *,
+        model: str,
+        action: str,
+        run_id: str,
+        previous_run_id: str | None,
+        forced: bool = False,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self.session() as s:
+            s.add(
+                Publication(
+                    model=model,
+                    action=action,
+                    run_id=run_id,
+                    previous_run_id=previous_run_id,
+                    forced=forced,
+                    detail=detail or {},
+                    at=utcnow(),
+                )
+            )
+
+    def publications(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first, as plain dicts."""
+        with self.session() as s:
+            stmt = (
+                sa.select(Publication)
+                .filter_by(model=model)
+                .order_by(Publication.at.desc(), Publication.id.desc())
+                .limit(limit)
+            )
+            return [
+                {
+                    "action": p.action,
+                    "run_id": p.run_id,
+                    "previous_run_id": p.previous_run_id,
+                    "forced": p.forced,
+                    "detail": p.detail,
+                    "at": p.at.isoformat(),
+                }
+                for p in s.scalars(stmt)
+            ]

@@ -1,0 +1,190 @@
+"""The model registry: xgboost artifacts with manifests, hash-checked on load, one production version per kind.
+
+Layout under ``<home>/models/<model>/<kind>/``::
+
+    <version>/model.ubj         native xgboost (UBJSON) artifact
+    <version>/manifest.json     name, kind, version, ordered features, sha256, metrics, window, versions
+    production.json             {"version": ...}: the promoted version of this kind (atomic replace)
+
+Contract: ``load`` returns a booster only if the artifact's sha256 equals the manifest's and the manifest's
+feature list is the one the models file declares for this model and kind (same names, same order);
+otherwise ``RegistryError`` saying which check failed and what to do (retrain, or restore the file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import xgboost as xgb
+
+from warehouse.errors import RegistryError
+
+Kind = Literal["primary", "fallback"]
+KINDS: tuple[Kind, ...] = ("primary", "fallback")
+ARTIFACT = "model.ubj"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    kind: Kind
+    version: str
+    features: list[str]
+    sha256: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    training_window: dict[str, Any] = field(default_factory=dict)
+    library_versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    manifest: Manifest
+    booster: xgb.Booster
+    path: Path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise RegistryError(f"unknown model kind {kind!r}; use one of {list(KINDS)}")
+    return kind
+
+
+class Registry:
+    """File-based model registry rooted at ``<home>/models``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def kind_dir(self, model: str, kind: str) -> Path:
+        return self.root / model / _check_kind(kind)
+
+    def register(
+        self,
+        model: str,
+        kind: str,
+        booster: xgb.Booster,
+        features: list[str],
+        metrics: dict[str, float],
+        training_window: dict[str, Any],
+    ) -> Manifest:
+        """Save the booster and its manifest as a new version (staged, then renamed into place)."""
+        if booster.num_features() != len(features):
+            raise RegistryError(
+                f"{model}/{kind}: booster has {booster.num_features()} features but {len(features)} names given"
+            )
+        kdir = self.kind_dir(model, kind)
+        kdir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=kdir, prefix=".staging-"))
+        artifact = staging / ARTIFACT
+        booster.save_model(artifact)
+        digest = sha256_file(artifact)
+        created = dt.datetime.now(dt.UTC)
+        version = f"{created:%Y%m%dT%H%M%S%f}-{digest[:8]}"
+        manifest = Manifest(
+            name=model,
+            kind=kind,  # type: ignore[arg-type]  # checked by kind_dir above
+            version=version,
+            features=list(features),
+            sha256=digest,
+            metrics={k: float(v) for k, v in metrics.items()},
+            training_window=training_window,
+            library_versions={"xgboost": xgb.__version__, "python": platform.python_version()},
+            created_at=created.isoformat(),
+        )
+        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True))
+        os.rename(staging, kdir / version)
+        return manifest
+
+    def versions(self, model: str, kind: str) -> list[str]:
+        kdir = self.kind_dir(model, kind)
+        if not kdir.exists():
+            return []
+        return sorted(p.name for p in kdir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def manifest(self, model: str, kind: str, version: str) -> Manifest:
+        path = self.kind_dir(model, kind) / version / MANIFEST
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RegistryError(
+                f"no {kind} model {model!r} version {version!r} at {path.parent}; "
+                f"`prescore train --model {model}` registers one"
+            ) from None
+        except ValueError as exc:
+            raise RegistryError(f"manifest {path} is not valid JSON: {exc}") from None
+        return Manifest(**raw)
+
+    def promote(self, model: str, kind: str, version: str) -> None:
+        """Make ``version`` the production version of this kind (one atomic file replace)."""
+        self.manifest(model, kind, version)  # must exist
+        _atomic_write_text(self.kind_dir(model, kind) / "production.json", json.dumps({"version": version}))
+
+    def production_version(self, model: str, kind: str) -> str | None:
+        path = self.kind_dir(model, kind) / "production.json"
+        if not path.exists():
+            return None
+        return str(json.loads(path.read_text())["version"])
+
+    def require_production(self, model: str, kind: str) -> str:
+        version = self.production_version(model, kind)
+        if version is None:
+            raise RegistryError(f"model {model!r} has no production {kind} model; run `prescore train --model {model}`")
+        return version
+
+    def load(self, model: str, kind: str, expected_features: list[str], version: str | None = None) -> LoadedModel:
+        """Load a version (default: production), verifying its sha256 and its features against the contract."""
+        version = version or self.require_production(model, kind)
+        manifest = self.manifest(model, kind, version)
+        path = self.kind_dir(model, kind) / version / ARTIFACT
+        if not path.exists():
+            raise RegistryError(f"artifact {path} is missing; retrain or restore it")
+        actual = sha256_file(path)
+        if actual != manifest.sha256:
+            raise RegistryError(
+                f"artifact {path} does not match its manifest (sha256 {actual[:12]}… != "
+                f"{manifest.sha256[:12]}…): the file was changed after registration; restore it or retrain"
+            )
+        if list(manifest.features) != list(expected_features):
+            missing = [f for f in expected_features if f not in manifest.features]
+            extra = [f for f in manifest.features if f not in expected_features]
+            raise RegistryError(
+                f"{kind} model {model!r} {version} was trained on features that do not match the models "
+                f"file (missing {missing}, unexpected {extra}, or a different order); retrain the model"
+            )
+        booster = xgb.Booster()
+        try:
+            booster.load_model(path)
+        except xgb.core.XGBoostError as exc:
+            raise RegistryError(f"artifact {path} cannot be loaded by xgboost: {exc}") from None
+        if booster.num_features() != len(manifest.features):
+            raise RegistryError(f"artifact {path} expects {booster.num_features()} features, manifest lists "
+                                f"{len(manifest.features)}; retrain the model")  # fmt: skip
+        return LoadedModel(manifest=manifest, booster=booster, path=path)
