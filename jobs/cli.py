@@ -1,0 +1,285 @@
+"""The ``prescore`` command line: a thin layer over functions in ``jobs/``.
+
+Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 a usage error.
+``--json`` prints a machine-readable summary on stdout; human output and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jobs.progress import progress_bar
+from warehouse.errors import UserError
+
+if TYPE_CHECKING:
+    from jobs.runtime import Runtime
+
+app = typer.Typer(
+    name="prescore",
+    help="Batch-first scoring: synthesise, train, score on Dask, publish to Redis, serve online.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+redis_app = typer.Typer(help="The embedded Redis server prescore runs when PRESCORE_REDIS_URL is unset.")
+app.add_typer(redis_app, name="redis")
+
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+JSON_OPT = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+def user_errors(fn: F) -> F:
+    """Turn a ``UserError`` into one line on stderr and exit code 1; bugs keep their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def parse_day(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option} {value!r} is not a date: expected YYYY-MM-DD") from None
+
+
+def _runtime() -> Runtime:
+    from jobs.runtime import Runtime
+
+    return Runtime.from_settings()
+
+
+@app.command()
+@user_errors
+def synth(
+    entities: int = typer.Option(1_000_000, "--entities", "-n", help="Entities per day (> 0)."),
+    days: int = typer.Option(4, "--days", help="Number of daily partitions (> 0)."),
+    end_date: str = typer.Option(None, "--end-date", help="Last partition date, YYYY-MM-DD. Default: yesterday (UTC)."),
+    feature_set: str = typer.Option("customer_daily", "--feature-set", help="Feature set from the models file."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default PRESCORE_SEED, 7)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write a deterministic synthetic warehouse: features/<fs>/dt=YYYY-MM-DD/*.parquet plus labels."""
+    from jobs.synth import synth as run_synth
+
+    rt = _runtime()
+    end = parse_day(end_date, "--end-date") if end_date else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    spec = rt.config.feature_set(feature_set)
+    with progress_bar(f"synth {feature_set}", unit="rows") as bar:
+        report = run_synth(
+            rt.home, feature_set=feature_set, spec=spec, entities=entities, days=days, end_date=end,
+            seed=rt.settings.seed if seed is None else seed, progress=bar,
+        )  # fmt: skip
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        err.print(
+            f"wrote {report.rows:,} rows in {report.days} daily partitions of {feature_set} under "
+            f"{rt.home / 'features' / feature_set} ({report.rows_per_s:,.0f} rows/s)"
+        )
+
+
+@app.command()
+@user_errors
+def train(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    end_date: str = typer.Option(None, "--end-date", help="Newest partition to use (hold-out day)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train the primary and fallback models, evaluate on a hold-out day, register and promote them."""
+    from jobs.train import train_model
+
+    rt = _runtime()
+    try:
+        report = train_model(rt, model, parse_day(end_date, "--end-date") if end_date else None)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    table = Table(title=f"{model}: trained on {', '.join(report.train_dates)}; hold-out {report.holdout_date}")
+    for col in ("kind", "version", "features", "AUC", "logloss", "production AUC", "promoted"):
+        table.add_column(col)
+    for r in report.results:
+        prod = f"{r.production_metrics['auc']:.4f}" if r.production_metrics else "-"
+        table.add_row(r.kind, r.version, str(len(r.features)), f"{r.metrics['auc']:.4f}",
+                      f"{r.metrics['logloss']:.4f}", prod, "yes" if r.promoted else "no")  # fmt: skip
+    err.print(table)
+
+
+@app.command()
+@user_errors
+def score(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    date: str = typer.Option(..., "--date", "-d", help="Feature partition date, YYYY-MM-DD."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda when a GPU is visible)."),
+    publish: bool = typer.Option(False, "--publish/--no-publish", help="Load into Redis and publish."),
+    force: bool = typer.Option(False, "--force", help="Rescore even when an identical run is committed."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Validate a feature partition, score it on Dask, commit scores Parquet, record the run."""
+    from jobs.score import score_partition
+
+    rt = _runtime()
+    try:
+        report = score_partition(rt, model, parse_day(date, "--date"), device=device, force=force)
+        result: dict[str, Any] = {"run": report.to_dict()}
+        if publish:
+            from jobs.publish import publish_run
+
+            result["publication"] = publish_run(rt, model, report.run_id, force=force).to_dict()
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(result)
+        return
+    verb = "reused committed run" if report.reused else "committed run"
+    err.print(
+        f"{verb} {report.run_id}: {report.rows_out:,} rows of {model} for {report.partition_date} "
+        f"→ {report.output_path} ({report.rows_per_s:,.0f} rows/s, psi={report.psi})"
+    )
+    if "publication" in result:
+        err.print(f"published: {result['publication']}")
+
+
+def model_status(rt: Any, model: str) -> dict[str, Any]:
+    """Everything ``prescore status`` shows for one model, as plain data."""
+    from warehouse import features as fstore
+    from warehouse.registry import KINDS
+
+    spec = rt.config.model(model)
+    prod: dict[str, Any] = {}
+    for kind in KINDS:
+        version = rt.registry.production_version(model, kind)
+        if version is None:
+            prod[kind] = None
+            continue
+        manifest = rt.registry.manifest(model, kind, version)
+        prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics}
+    runs = rt.catalog.runs(model, limit=10)
+    return {
+        "model": model,
+        "feature_set": spec.feature_set,
+        "feature_dates": [d.isoformat() for d in fstore.available_dates(rt.home, spec.feature_set)],
+        "production": prod,
+        "recent_runs": [
+            {
+                "run_id": r.run_id,
+                "date": r.partition_date.isoformat(),
+                "status": r.status,
+                "rows": r.rows_out,
+                "error": r.error,
+            }
+            for r in runs
+        ],
+        "last_failures": [
+            {"run_id": r.run_id, "date": r.partition_date.isoformat(), "error": r.error}
+            for r in runs
+            if r.status == "failed"
+        ][:3],
+        "publications": rt.catalog.publications(model, limit=5),
+    }
+
+
+@app.command()
+@user_errors
+def status(
+    model: str = typer.Option(None, "--model", "-m", help="One model (default: every model)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Per model: feature partitions, production model versions (with hashes), recent runs and failures."""
+    rt = _runtime()
+    try:
+        if model:
+            rt.config.model(model)  # unknown model → UnknownModelError
+        names = [model] if model else rt.config.model_names
+        data = [model_status(rt, name) for name in names]
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(data)
+        return
+    for item in data:
+        table = Table(title=f"model {item['model']} (feature set {item['feature_set']})", show_header=False)
+        table.add_row("feature partitions", ", ".join(item["feature_dates"]) or "none (run prescore synth)")
+        for kind, info in item["production"].items():
+            text = "none (run prescore train)"
+            if info:
+                text = f"{info['version']}  sha256 {info['sha256'][:12]}…  AUC {info['metrics'].get('auc', 0):.4f}"
+            table.add_row(f"production {kind}", text)
+        for run in item["recent_runs"][:5]:
+            table.add_row(f"run {run['date']}", f"{run['run_id']} {run['status']} rows={run['rows']}")
+        for fail in item["last_failures"]:
+            table.add_row("last failure", f"{fail['date']} {fail['run_id']}: {fail['error']}")
+        err.print(table)
+
+
+@redis_app.command("start")
+@user_errors
+def redis_start() -> None:
+    """Start (or reuse) the embedded Redis under PRESCORE_HOME and print its URL."""
+    from warehouse.local_redis import ensure_local_redis
+    from warehouse.settings import Settings
+
+    server = ensure_local_redis(Settings().home_dir)
+    typer.echo(server.url)
+
+
+@redis_app.command("stop")
+@user_errors
+def redis_stop() -> None:
+    """Stop the embedded Redis of PRESCORE_HOME (it saves a snapshot first)."""
+    from warehouse.local_redis import stop_local_redis
+    from warehouse.settings import Settings
+
+    stopped = stop_local_redis(Settings().home_dir)
+    err.print("stopped the embedded Redis" if stopped else "no embedded Redis was running")
+
+
+@app.command()
+@user_errors
+def demo(
+    entities: int = typer.Option(200_000, "--entities", "-n", help="Synthetic entities per day."),
+    days: int = typer.Option(4, "--days", help="Daily partitions to synthesise."),
+) -> None:
+    """Run prescore end to end on embedded defaults, saying what it does at each step."""
+    from jobs.demo import run_demo
+
+    run_demo(entities=entities, days=days, say=lambda msg: err.print(msg, highlight=False))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

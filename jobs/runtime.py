@@ -1,0 +1,55 @@
+"""What a prescore command works with: settings, the validated models file, the catalog, the registry, Redis.
+
+Built once per command (``Runtime.from_settings``); resources open lazily on first use and close in
+``close()``. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from warehouse.catalog import Catalog
+from warehouse.local_redis import ensure_local_redis
+from warehouse.model_config import ProjectConfig, load_config
+from warehouse.registry import Registry
+from warehouse.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: ProjectConfig
+    _catalog: Catalog | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Runtime:
+        settings = settings or Settings()
+        return cls(settings=settings, config=load_config(settings.models_file))
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home_dir
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog.open(self.settings.resolved_catalog_url)
+        return self._catalog
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.settings.models_dir)
+
+    @cached_property
+    def redis_url(self) -> str:
+        """``PRESCORE_REDIS_URL``, or the embedded server of this home (started on first use)."""
+        if self.settings.redis_url:
+            return self.settings.redis_url
+        return ensure_local_redis(self.home).url
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None

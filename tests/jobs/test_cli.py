@@ -1,0 +1,82 @@
+"""The prescore command line: help on every verb, exit codes, one-line user errors, JSON summaries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from tests.jobs.conftest import END
+from warehouse.local_redis import free_port
+
+runner = CliRunner()
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    return {"PRESCORE_HOME": str(home), "PRESCORE_DASK_LOCAL": "threads", **extra}
+
+
+@pytest.mark.parametrize("verb", [[], ["synth"], ["train"], ["score"], ["status"], ["demo"], ["redis", "stop"]])
+def test_every_verb_has_help(verb: list[str]) -> None:
+    result = runner.invoke(app, [*verb, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_usage_error_exits_2() -> None:
+    result = runner.invoke(app, ["score", "--model", "churn"])
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["synth", "--entities", "0"], "entities"),
+        (["synth", "--days", "-1"], "days"),
+        (["synth", "--end-date", "2026-02-30"], "2026-02-30"),
+        (["train", "--model", "nope"], "unknown model 'nope'"),
+        (["status", "--model", "nope"], "unknown model 'nope'"),
+    ],
+)
+def test_user_errors_exit_1_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, args, env=_env(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_models_file_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "models.yaml"
+    bad.write_text("feature_sets: {fs: {features: {a: {}}}}\nmodels: {m: {feature_set: fs}}\n")
+    result = runner.invoke(app, ["status"], env=_env(tmp_path, PRESCORE_MODELS_FILE=str(bad)))
+    assert result.exit_code == 1
+    assert "models.m.fallback_features: Field required" in result.output
+
+
+def test_unreachable_catalog_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://u:pw@127.0.0.1:{free_port()}/db"
+    result = runner.invoke(app, ["status"], env=_env(tmp_path, PRESCORE_CATALOG_URL=url))
+    assert result.exit_code == 1
+    assert "cannot reach the catalog database" in result.output
+    assert "Traceback" not in result.output and "pw" not in result.output.replace("PRESCORE", "")
+
+
+def test_score_and_status_json(trained_template: tuple[Path, Path], tmp_path: Path) -> None:
+    """`score --json` prints the run report; `status --json` then lists the committed run."""
+    import shutil
+
+    home, models_file = trained_template
+    shutil.copytree(home, tmp_path / "home")
+    env = _env(tmp_path / "home", PRESCORE_MODELS_FILE=str(models_file))
+    result = runner.invoke(app, ["score", "-m", "churn", "-d", END.isoformat(), "--device", "cpu", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)["run"]
+    assert run["status"] == "committed" and run["rows_out"] > 0
+    status = runner.invoke(app, ["status", "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    (model,) = json.loads(status.stdout)
+    assert model["recent_runs"][0]["run_id"] == run["run_id"]
+    assert model["production"]["primary"]["sha256"]
