@@ -1,0 +1,120 @@
+"""Which Dask cluster a job runs on.
+
+- ``PRESCORE_DASK_ADDRESS`` is a scheduler address → connect to it (external CPU or dask-cuda cluster).
+- device ``cuda`` (or ``auto`` with a visible GPU) and no address → a dask-cuda ``LocalCUDACluster``.
+- otherwise a local CPU cluster sized to the machine: worker processes, except inside an Airflow task
+  (or ``PRESCORE_DASK_LOCAL=threads``), where it uses threads because spawned worker processes re-import
+  Airflow and crash on its blocked metadata-DB access.
+
+The dashboard link is logged. ``open_cluster`` is a context manager: the local cluster it starts is closed
+on exit; an external one is only disconnected from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from distributed import Client, LocalCluster
+
+from warehouse.errors import UserError
+from warehouse.settings import Settings
+
+log = logging.getLogger(__name__)
+Device = Literal["cpu", "cuda"]
+
+
+def gpu_visible() -> bool:
+    """True when cupy can see at least one CUDA device (False when cupy is not installed)."""
+    try:
+        import cupy
+
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
+    except Exception:
+        return False
+
+
+def resolve_device(requested: str) -> Device:
+    """``auto`` → cuda when a GPU is visible, else cpu; ``cuda`` without a GPU is a user error."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {requested!r} is not one of auto, cpu, cuda")
+    if requested == "cpu":
+        return "cpu"
+    if gpu_visible():
+        return "cuda"
+    if requested == "cuda":
+        raise UserError(
+            "--device cuda needs a visible CUDA GPU and the gpu extra (uv sync --extra gpu); none was found. "
+            "Use --device cpu or auto."
+        )
+    return "cpu"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    kind: str  # external | local-processes | local-threads | local-cuda
+    address: str
+    dashboard: str | None
+    workers: int
+
+
+def _local_kind(settings: Settings) -> str:
+    if settings.dask_local != "auto":
+        return settings.dask_local
+    return "threads" if settings.airflow_task else "processes"
+
+
+@contextmanager
+def open_cluster(settings: Settings, device: Device = "cpu") -> Iterator[tuple[Client, ClusterInfo]]:
+    """Yield a connected client and a description of the cluster (see module docstring)."""
+    address = settings.dask_address
+    if address and address != "auto":
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as exc:
+            raise UserError(
+                f"cannot reach the Dask scheduler at {address}: {exc}; check PRESCORE_DASK_ADDRESS"
+            ) from None
+        info = ClusterInfo("external", address, client.dashboard_link, len(client.scheduler_info()["workers"]))
+        log.info("Dask: external scheduler %s, %d workers, dashboard %s", address, info.workers, info.dashboard)
+        try:
+            yield client, info
+        finally:
+            client.close()
+        return
+
+    cluster: LocalCluster
+    if device == "cuda":
+        from dask_cuda import LocalCUDACluster
+
+        cluster = LocalCUDACluster(dashboard_address="127.0.0.1:0", ip="127.0.0.1")
+        kind = "local-cuda"
+    else:
+        kind = "local-" + _local_kind(settings)
+        cores = os.cpu_count() or 1
+        if kind == "local-threads":
+            cluster = LocalCluster(
+                n_workers=1, threads_per_worker=settings.dask_workers or cores, processes=False,
+                dashboard_address="127.0.0.1:0",
+            )  # fmt: skip
+        else:
+            cluster = LocalCluster(
+                n_workers=settings.dask_workers or cores, threads_per_worker=1, processes=True,
+                dashboard_address="127.0.0.1:0", host="127.0.0.1",
+            )  # fmt: skip
+    client = Client(cluster)
+    # the dashboard listens on 127.0.0.1 only; the default link names the host's public address
+    port = urlsplit(client.dashboard_link).port
+    info = ClusterInfo(kind, cluster.scheduler_address, f"http://127.0.0.1:{port}/status", len(cluster.workers))
+    log.info("Dask: %s cluster with %d workers, dashboard %s", kind, info.workers, info.dashboard)
+    try:
+        yield client, info
+    finally:
+        with suppress(Exception):
+            client.close()
+        cluster.close()

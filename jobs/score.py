@@ -1,0 +1,382 @@
+"""The bulk scoring job: one (model, date) partition → committed scores Parquet, recorded in the catalog.
+
+``score_partition`` is the per-partition function that the CLI (`prescore score`), the backfill and the
+Airflow DAGs all call. Steps:
+
+1. resolve the production primary model (hash- and contract-checked) and the feature partition's files;
+2. validate the partition against its contract — a violation fails the run before anything is written;
+3. skip when a committed run of this partition exists with the same model version and input (idempotent);
+4. start a catalog run (refused when another run of the partition is running);
+5. map the row groups over Dask: each worker loads the model once (hash-checked), reads its row groups,
+   predicts with ``inplace_predict`` and writes ``part-NNNNN.parquet`` into a staging directory;
+6. commit: one atomic rename of the staging directory to ``scores/<model>/dt=D/run=<run_id>/``;
+   on any failure the staging directory is removed and the run is marked failed with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs import scoring
+from jobs.cluster import ClusterInfo, open_cluster, resolve_device
+from jobs.feature_matrix import to_matrix
+from jobs.runtime import Runtime
+from warehouse import contracts
+from warehouse import features as fstore
+from warehouse.catalog import COMMITTED, FAILED, RunRecord
+from warehouse.errors import ContractViolationError, PrescoreError, UserError
+from warehouse.registry import sha256_file
+
+log = logging.getLogger(__name__)
+TASK_ROWS = 1_000_000  # rows per Dask task (whole row groups are never split)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Row groups of one input file that one task scores into one output part."""
+
+    index: int
+    path: str
+    row_groups: tuple[int, ...]
+    rows: int
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    path: str
+    sha256: str
+    version: str
+    features: tuple[str, ...]
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    model: str
+    model_version: str
+    partition_date: str
+    status: str
+    output_path: str | None
+    device: str
+    cluster: str
+    rows_in: int = 0
+    rows_out: int = 0
+    null_values: int = 0
+    histogram: list[int] = field(default_factory=list)
+    psi: float | None = None
+    psi_against: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    rows_per_s: float = 0.0
+    reused: bool = False
+    dashboard: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- worker side ----------------------------------------------------------------------------------------
+_BOOSTERS: dict[tuple[str, str, str], Any] = {}
+
+
+def _booster(ref: ModelRef, device: str, threads: int) -> Any:
+    """The model, loaded once per worker process and device, after checking its sha256."""
+    import xgboost as xgb
+
+    key = (ref.path, ref.sha256, device)
+    booster = _BOOSTERS.get(key)
+    if booster is None:
+        actual = sha256_file(Path(ref.path))
+        if actual != ref.sha256:
+            raise UserError(f"model artifact {ref.path} changed during the job (sha256 mismatch); rerun")
+        booster = xgb.Booster()
+        booster.load_model(ref.path)
+        booster.set_param({"device": device, "nthread": threads})
+        _BOOSTERS[key] = booster
+    return booster
+
+
+def _to_device(x: np.ndarray, device: str) -> Any:
+    if device != "cuda":
+        return x
+    import cupy
+    import cupyx
+
+    pinned = cupyx.empty_pinned(x.shape, dtype=x.dtype)
+    pinned[...] = x
+    return cupy.asarray(pinned)
+
+
+def score_chunk(
+    chunk: Chunk,
+    ref: ModelRef,
+    entity_col: str,
+    ts_col: str,
+    staging: str,
+    run_id: str,
+    device: str,
+    threads: int,
+) -> dict[str, Any]:
+    """Score one chunk and write its part file; return its statistics (runs on a Dask worker)."""
+    t0 = time.perf_counter()
+    table = pq.ParquetFile(chunk.path).read_row_groups(
+        list(chunk.row_groups), columns=[entity_col, ts_col, *ref.features]
+    )
+    x = to_matrix(table, list(ref.features))
+    t1 = time.perf_counter()
+    scores = scoring.predict(_booster(ref, device, threads), _to_device(x, device))
+    t2 = time.perf_counter()
+    n = table.num_rows
+    out = pa.table(
+        {
+            "entity_id": table.column(entity_col),
+            "score": pa.array(scores, type=pa.float32()),
+            "model_version": pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, dtype=np.int32)), pa.array([ref.version])
+            ),
+            "run_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([run_id])),
+            "as_of": table.column(ts_col),
+            "scored_at": pa.array(
+                np.full(n, np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "us")),
+                type=pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    pq.write_table(out, Path(staging) / f"part-{chunk.index:05d}.parquet", compression="snappy")
+    t3 = time.perf_counter()
+    return {
+        "rows": n,
+        "nulls": int(np.isnan(x).sum()),
+        "histogram": scoring.histogram(scores),
+        "read_s": t1 - t0,
+        "predict_s": t2 - t1,
+        "write_s": t3 - t2,
+    }
+
+
+# ---- driver side ----------------------------------------------------------------------------------------
+def plan_chunks(files: list[Path], task_rows: int = TASK_ROWS) -> list[Chunk]:
+    """Group each file's row groups into tasks of about ``task_rows`` rows."""
+    chunks: list[Chunk] = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        group: list[int] = []
+        rows = 0
+        for rg in range(meta.num_row_groups):
+            group.append(rg)
+            rows += meta.row_group(rg).num_rows
+            if rows >= task_rows:
+                chunks.append(Chunk(len(chunks), str(path), tuple(group), rows))
+                group, rows = [], 0
+        if group:
+            chunks.append(Chunk(len(chunks), str(path), tuple(group), rows))
+    return chunks
+
+
+def fingerprint(files: list[Path]) -> str:
+    """Identity of a partition's input: file names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in files:
+        st = path.stat()
+        digest.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def scores_partition_dir(rt: Runtime, model: str, day: dt.date) -> Path:
+    return rt.settings.scores_dir / model / f"dt={day:%Y-%m-%d}"
+
+
+def _prepare_output(part_dir: Path, run_id: str) -> Path:
+    try:
+        part_dir.mkdir(parents=True, exist_ok=True)
+        staging = part_dir / f".staging-{run_id}"
+        staging.mkdir()
+        probe = staging / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write scores under {part_dir}: {exc.strerror or exc}; "
+            "check that PRESCORE_HOME is writable and has free space"
+        ) from None
+    return staging
+
+
+def _report_of(run: RunRecord, cluster: str, reused: bool) -> RunReport:
+    rep = dict(run.report)
+    return RunReport(
+        run_id=run.run_id,
+        model=run.model,
+        model_version=run.model_version,
+        partition_date=run.partition_date.isoformat(),
+        status=run.status,
+        output_path=run.output_path,
+        device=run.device,
+        cluster=cluster,
+        rows_in=run.rows_in or 0,
+        rows_out=run.rows_out or 0,
+        null_values=rep.get("null_values", 0),
+        histogram=rep.get("histogram", []),
+        psi=rep.get("psi"),
+        psi_against=rep.get("psi_against"),
+        timings=dict(run.timings),
+        rows_per_s=rep.get("rows_per_s", 0.0),
+        reused=reused,
+    )
+
+
+def score_partition(
+    rt: Runtime,
+    model: str,
+    day: dt.date,
+    device: str = "auto",
+    force: bool = False,
+    task_rows: int = TASK_ROWS,
+) -> RunReport:
+    """Score one partition end to end (see module docstring). Returns the run report."""
+    spec = rt.config.model(model)
+    fs = rt.config.feature_set(spec.feature_set)
+    features = rt.config.model_features(model)
+    dev = resolve_device(device)
+    loaded = rt.registry.load(model, "primary", features)  # hash + contract check before any work
+    ref = ModelRef(str(loaded.path), loaded.manifest.sha256, loaded.manifest.version, tuple(features))
+    files = fstore.partition_files(rt.home, spec.feature_set, day)
+    fp = fingerprint(files)
+
+    if not force:
+        for prev in rt.catalog.runs(model, partition_date=day, status=COMMITTED, limit=5):
+            same = prev.model_version == ref.version and prev.input_fingerprint == fp
+            if same and prev.output_path and Path(prev.output_path).is_dir():
+                log.info("%s %s already committed as run %s; reusing it", model, day, prev.run_id)
+                return _report_of(prev, "none", reused=True)
+
+    try:
+        contracts.require_valid(rt.home, spec.feature_set, day, fs)
+    except ContractViolationError as exc:
+        run_id = rt.catalog.start_run(model=model, model_version=ref.version, partition_date=day, device=dev)
+        rt.catalog.finish_run(
+            run_id, status=FAILED, error=str(exc),
+            report={"violations": [vars(v) if hasattr(v, "__dataclass_fields__") else str(v)
+                                   for v in exc.violations]},
+        )  # fmt: skip
+        raise
+
+    run_id = rt.catalog.start_run(model=model, model_version=ref.version, partition_date=day, device=dev)
+    part_dir = scores_partition_dir(rt, model, day)
+    staging: Path | None = None
+    t_start = time.perf_counter()
+    try:
+        staging = _prepare_output(part_dir, run_id)
+        _remove_abandoned_staging(rt, part_dir, keep=staging)
+        chunks = plan_chunks(files, task_rows)
+        with open_cluster(rt.settings, dev) as (client, info):
+            t_cluster = time.perf_counter()
+            threads = _predict_threads(client, info)
+            futures = client.map(
+                score_chunk, chunks, ref=ref, entity_col=fs.entity_column, ts_col=fs.timestamp_column,
+                staging=str(staging), run_id=run_id, device=dev, threads=threads, pure=False,
+            )  # fmt: skip
+            stats = client.gather(futures)
+        t_scored = time.perf_counter()
+        final = part_dir / f"run={run_id}"
+        (staging / "_SUCCESS").write_text(run_id)
+        os.rename(staging, final)  # the commit: readers see all parts or none
+        staging = None
+        report = _build_report(rt, model, day, run_id, ref.version, dev, info, stats, final)
+        report.timings.update(
+            cluster_s=round(t_cluster - t_start, 3),
+            score_wall_s=round(t_scored - t_cluster, 3),
+            total_s=round(time.perf_counter() - t_start, 3),
+        )
+        report.rows_per_s = round(report.rows_out / max(report.timings["score_wall_s"], 1e-9), 1)
+        rt.catalog.finish_run(
+            run_id, status=COMMITTED, rows_in=report.rows_in, rows_out=report.rows_out,
+            input_fingerprint=fp, output_path=str(final), timings=report.timings,
+            report={k: getattr(report, k) for k in ("null_values", "histogram", "psi", "psi_against",
+                                                     "rows_per_s", "cluster", "dashboard")},
+        )  # fmt: skip
+        return report
+    except BaseException as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        reason = str(exc) if isinstance(exc, PrescoreError) else f"{type(exc).__name__}: {exc}"
+        rt.catalog.finish_run(run_id, status=FAILED, error=reason[:2000])
+        raise
+
+
+def _predict_threads(client: Any, info: ClusterInfo) -> int:
+    if info.kind.startswith("local"):
+        slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()) or 1
+        return max(1, (os.cpu_count() or 1) // slots)
+    return 1
+
+
+def _remove_abandoned_staging(rt: Runtime, part_dir: Path, keep: Path) -> None:
+    """Staging directories of runs that are no longer running (crashed jobs) are deleted."""
+    for path in part_dir.glob(".staging-*"):
+        if path == keep:
+            continue
+        run_id = path.name.removeprefix(".staging-")
+        try:
+            still_running = rt.catalog.get_run(run_id).status == "running"
+        except PrescoreError:
+            still_running = False
+        if not still_running:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _build_report(
+    rt: Runtime,
+    model: str,
+    day: dt.date,
+    run_id: str,
+    version: str,
+    device: str,
+    info: ClusterInfo,
+    stats: list[dict[str, Any]],
+    final: Path,
+) -> RunReport:
+    rows = sum(s["rows"] for s in stats)
+    hist = scoring.merge_histograms([s["histogram"] for s in stats])
+    previous = rt.catalog.latest_committed(model, exclude=run_id)
+    psi_value = None
+    if previous and previous.report.get("histogram") and rows:
+        psi_value = round(scoring.psi(previous.report["histogram"], hist), 6)
+    return RunReport(
+        run_id=run_id,
+        model=model,
+        model_version=version,
+        partition_date=day.isoformat(),
+        status=COMMITTED,
+        output_path=str(final),
+        device=device,
+        cluster=info.kind,
+        rows_in=rows,
+        rows_out=rows,
+        null_values=sum(s["nulls"] for s in stats),
+        histogram=hist,
+        psi=psi_value,
+        psi_against=previous.run_id if previous else None,
+        timings={
+            "read_s": round(sum(s["read_s"] for s in stats), 3),
+            "predict_s": round(sum(s["predict_s"] for s in stats), 3),
+            "write_s": round(sum(s["write_s"] for s in stats), 3),
+        },
+        dashboard=info.dashboard,
+    )
+
+
+def read_scores(output_path: str | Path) -> pa.Table:
+    """All parts of a committed run, as one table."""
+    return pq.read_table(output_path)
