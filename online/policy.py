@@ -1,0 +1,90 @@
+"""The staleness and degradation ladder: a pure function, no I/O.
+
+For one lookup, given the precomputed hit (or a miss), the current time, the model's policy, and whether the
+request brought features that the fallback model can use:
+
+1. hit with ``age <= max_age``                        → ``precomputed`` (fresh)
+2. otherwise, features given and a fallback model     → ``fallback`` (scored now)
+3. otherwise, hit with ``age <= hard_max_age``        → ``precomputed`` flagged ``stale``
+4. otherwise                                          → ``default`` (the model's safe default score)
+
+A miss skips rungs 1 and 3. A score whose ``as_of`` lies in the future (clock skew) counts as age 0.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+
+from warehouse.model_config import ModelSpec
+
+
+class Source(enum.StrEnum):
+    PRECOMPUTED = "precomputed"
+    FALLBACK = "fallback"
+    DEFAULT = "default"
+
+
+class Rung(enum.StrEnum):
+    """Which rung answered; counted in metrics."""
+
+    FRESH = "fresh"
+    FALLBACK_MISS = "fallback_miss"
+    FALLBACK_STALE = "fallback_stale"
+    STALE = "stale"
+    DEFAULT_MISS = "default_miss"
+    DEFAULT_EXPIRED = "default_expired"
+
+
+@dataclass(frozen=True)
+class Decision:
+    source: Source
+    rung: Rung
+    stale: bool
+    age_s: float | None  # age of the precomputed score consulted, None on a miss
+
+
+def decide(
+    as_of_epoch: float | None,
+    now_epoch: float,
+    max_age_s: float,
+    hard_max_age_s: float,
+    can_fallback: bool,
+) -> Decision:
+    """Pick the rung (see module docstring). ``as_of_epoch`` is None on a miss."""
+    if as_of_epoch is None:
+        if can_fallback:
+            return Decision(Source.FALLBACK, Rung.FALLBACK_MISS, False, None)
+        return Decision(Source.DEFAULT, Rung.DEFAULT_MISS, False, None)
+    age = max(0.0, now_epoch - as_of_epoch)
+    if age <= max_age_s:
+        return Decision(Source.PRECOMPUTED, Rung.FRESH, False, age)
+    if can_fallback:
+        return Decision(Source.FALLBACK, Rung.FALLBACK_STALE, False, age)
+    if age <= hard_max_age_s:
+        return Decision(Source.PRECOMPUTED, Rung.STALE, True, age)
+    return Decision(Source.DEFAULT, Rung.DEFAULT_EXPIRED, False, age)
+
+
+def policy_version(spec: ModelSpec) -> str:
+    """A short, stable id of everything that shapes an answer besides the scores themselves."""
+    payload = {
+        "staleness": spec.staleness.model_dump(),
+        "default_score": spec.default_score,
+        "thresholds": spec.thresholds.model_dump() if spec.thresholds else None,
+        "fallback_features": list(spec.fallback_features),
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return f"p-{digest[:10]}"
+
+
+def decision_label(spec: ModelSpec, score: float) -> str | None:
+    """The threshold label for a score (highest threshold first), or None without thresholds."""
+    if spec.thresholds is None or not spec.thresholds.labels:
+        return None
+    for label, value in sorted(spec.thresholds.labels.items(), key=lambda kv: -kv[1]):
+        if score >= value:
+            return label
+    return "low"
