@@ -1,0 +1,895 @@
+"""The Redis precomputed-score store: create, write, verify, publish, roll back, clean up, and read runs.
+
+Contract (the jobs layer and the online reader use only this):
+
+- A run ``(model, run_id)`` lives in its own namespace (``warehouse.score_layout``) and moves through
+  ``loading → loaded → published → retired``; ``create_run`` → ``RunWriter.write_batch`` (from any number of
+  processes at once) → ``finalize_run`` (counts) → ``sample_check`` → ``publish``.
+- ``publish`` is one atomic pointer change; readers see the old run or the new one, never a mix. The current run
+  and the ``keep_runs`` previously published runs stay loaded for an instant ``rollback``; ``cleanup`` removes older
+  runs, runs of crashed loaders, and leftovers of interrupted cleanups.
+- Readers: ``get_many`` returns one entry per requested id, in order; a miss is ``None``; a hit carries the score,
+  run id, model version and ``as_of`` (UTC). All hits of one call come from one run.
+- Refusals raise ``StoreError`` (what, where, what to do); lost connections and timeouts raise
+  ``StoreUnavailableError`` (retry later; ``create_run``, ``write_batch``, ``finalize_run``, ``publish`` and
+  ``rollback(to_run=...)`` are safe to retry).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias
+
+import numpy as np
+import pyarrow as pa
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from warehouse.errors import StoreError, StoreUnavailableError
+from warehouse.score_layout import (
+    BucketedBatch,
+    RunInfo,
+    RunState,
+    StoredScore,
+    assemble,
+    bucket_count,
+    bucket_of,
+    bucketize,
+    crc32s,
+    decode_score,
+    encode_entity_id,
+    encode_score,
+    has_duplicates,
+    hset_commands,
+    id_array,
+    indices,
+    plan_lookup,
+    resp,
+    restore_commands,
+    restore_payloads,
+    run_of_bucket_key,
+    score_array,
+    store_key,
+    to_utc,
+    validate_name,
+)
+
+__all__ = [
+    "AsyncScoreReader",
+    "CleanupReport",
+    "Mismatch",
+    "Publication",
+    "RunInfo",
+    "RunState",
+    "RunWriter",
+    "ScoreLookup",
+    "ScoreReader",
+    "ScoreStore",
+    "StoredScore",
+    "connect",
+]
+
+IdsLike: TypeAlias = Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
+ScoresLike: TypeAlias = Sequence[float] | np.ndarray | pa.Array
+SCAN_COUNT = 1000  # keys per SCAN step and per UNLINK
+
+# Bump loaded_rows and the heartbeat only while the run's metadata exists (a cleaned-up run is not resurrected).
+_ACCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HINCRBY', KEYS[1], 'loaded_rows', ARGV[1])
+redis.call('HSET', KEYS[1], 'heartbeat', ARGV[2])
+return redis.call('HGET', KEYS[1], 'state')
+"""
+
+
+def connect(url: str, *, socket_timeout: float = 5.0, connect_timeout: float = 2.0) -> redis.Redis:
+    """A client with explicit timeouts and a single immediate reconnect attempt (callers own longer retries)."""
+    return redis.Redis.from_url(
+        url,
+        protocol=2,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+@contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailableError(f"Redis is unavailable while {what} ({exc}); retry when it answers again") from exc
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _epoch(as_of: datetime | float) -> float:
+    if isinstance(as_of, datetime):
+        if as_of.tzinfo is None:
+            raise StoreError(f"as_of {as_of.isoformat()} has no time zone: pass an aware datetime (UTC)")
+        return as_of.timestamp()
+    return float(as_of)
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The outcome of ``publish`` or ``rollback``: which run was current before and which is now (``at`` UTC)."""
+
+    model: str
+    run_id: str
+    previous_run_id: str | None
+    at: datetime
+    already_current: bool = False
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A sampled entity whose stored score differs from the expected one (``actual`` None: missing)."""
+
+    entity_id: str
+    expected: float
+    actual: float | None
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    """Runs removed by ``cleanup`` (run id → reason) and how many keys were unlinked."""
+
+    model: str
+    removed: dict[str, str] = field(default_factory=dict)
+    keys_deleted: int = 0
+
+
+class ScoreStore:
+    """Run lifecycle (create, verify, publish, rollback, cleanup) and status of the score store.
+
+    Give it a ``redis.Redis`` (``ScoreStore.from_url`` builds one with timeouts). Thread-safe as the client is.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._account = client.register_script(_ACCOUNT)
+        self._listpack_entries: int | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = 5.0) -> ScoreStore:
+        return cls(connect(url, socket_timeout=socket_timeout))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ScoreStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ status
+
+    def get_run(self, model: str, run_id: str) -> RunInfo | None:
+        """Metadata of one run, or None when the run is unknown."""
+        validate_name("model", model)
+        validate_name("run id", run_id)
+        with _unavailable(f"reading run {run_id} of model {model}"):
+            meta = self.client.hgetall(store_key(model, "meta", run_id))
+        return RunInfo.from_meta(meta) if meta else None
+
+    def list_runs(self, model: str) -> list[RunInfo]:
+        """Every known run of ``model``, newest first."""
+        validate_name("model", model)
+        with _unavailable(f"listing runs of model {model}"):
+            run_ids = [_text(r) for r in self.client.zrange(store_key(model, "runs"), 0, -1, desc=True)]
+            with self.client.pipeline(transaction=False) as pipe:
+                for run_id in run_ids:
+                    pipe.hgetall(store_key(model, "meta", str(run_id)))
+                metas = pipe.execute()
+        return [RunInfo.from_meta(m) for m in metas if m]
+
+    def current_run(self, model: str) -> RunInfo | None:
+        """The published run of ``model``, or None before the first publish."""
+        validate_name("model", model)
+        with _unavailable(f"reading the current run of model {model}"):
+            current = _text(self.client.get(store_key(model, "current")))
+        return self.get_run(model, current) if current else None
+
+    def _require(self, model: str, run_id: str) -> RunInfo:
+        info = self.get_run(model, run_id)
+        if info is None:
+            raise StoreError(f"unknown run {run_id!r} of model {model!r}: create it with create_run (or check the id)")
+        return info
+
+    # ------------------------------------------------------------ loading
+
+    def _listpack_limit(self) -> int:
+        if self._listpack_entries is None:
+            try:
+                raw = self.client.config_get("hash-max-listpack-entries").get("hash-max-listpack-entries")
+                self._listpack_entries = int(raw or 128)
+            except redis.ResponseError:  # CONFIG disabled (managed Redis): assume the default
+                self._listpack_entries = 128
+        return self._listpack_entries
+
+    def create_run(
+        self, model: str, run_id: str, model_version: str, as_of: datetime | float, expected_rows: int
+    ) -> RunInfo:
+        """Register a run in state ``loading`` with its bucket count sized for ``expected_rows``.
+
+        Retrying with the same arguments returns the existing run; a different run under the same id is refused.
+        """
+        validate_name("model", model)
+        validate_name("run id", run_id)
+        epoch, expected = _epoch(as_of), int(expected_rows)
+        if expected < 0:
+            raise StoreError(f"expected_rows must be >= 0, got {expected_rows}")
+        meta_key = store_key(model, "meta", run_id)
+        with _unavailable(f"creating run {run_id} of model {model}"), self._out_of_memory(model, run_id, False):
+            now = time.time()
+            fields: dict[Any, Any] = {
+                "model": model, "run_id": run_id, "model_version": model_version, "as_of": repr(epoch),
+                "state": RunState.LOADING.value, "expected_rows": expected, "loaded_rows": 0,
+                "n_buckets": bucket_count(expected, self._listpack_limit()), "created_at": repr(now),
+                "heartbeat": repr(now),
+            }  # fmt: skip
+            with self.client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(meta_key)
+                        existing = pipe.hgetall(meta_key)
+                        if existing:
+                            info = RunInfo.from_meta(existing)
+                            same = (info.model_version, info.as_of.timestamp(), info.expected_rows) == (
+                                model_version, epoch, expected)  # fmt: skip
+                            if same and info.state is RunState.LOADING:
+                                return info
+                            raise StoreError(
+                                f"run {run_id!r} of model {model!r} already exists (state {info.state.value}, "
+                                f"as_of {info.as_of.isoformat()}): pick a new run id"
+                            )
+                        pipe.multi()
+                        pipe.hset(meta_key, mapping=fields)
+                        pipe.zadd(store_key(model, "runs"), {run_id: now})
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        continue
+        return self._require(model, run_id)
+
+    def writer(self, model: str, run_id: str, *, entities_per_round_trip: int = 5000) -> RunWriter:
+        """A writer for a run in state ``loading`` (one per process or thread; each may have its own client)."""
+        info = self._require(model, run_id)
+        if info.state is not RunState.LOADING:
+            raise StoreError(
+                f"run {run_id!r} of model {model!r} is {info.state.value}, not loading: only a loading run accepts "
+                "writes; create a new run to rescore"
+            )
+        return RunWriter(self, info, entities_per_round_trip)
+
+    def write_batch(self, model: str, run_id: str, entity_ids: IdsLike, scores: ScoresLike) -> int:
+        """Shortcut for ``writer(model, run_id).write_batch(...)``."""
+        return self.writer(model, run_id).write_batch(entity_ids, scores)
+
+    def heartbeat(self, model: str, run_id: str) -> None:
+        """Tell ``cleanup`` the loader of this run is alive (``write_batch`` does it on every batch)."""
+        self._bump(model, run_id, 0)
+
+    def _bump(self, model: str, run_id: str, added: int) -> None:
+        with _unavailable(f"updating run {run_id} of model {model}"):
+            state = self._account(keys=[store_key(model, "meta", run_id)], args=[added, repr(time.time())])
+        if state is None:
+            raise StoreError(
+                f"run {run_id!r} of model {model!r} was removed while loading (cleanup judged it abandoned, or "
+                "it was aborted): rerun the load under a new run id"
+            )
+        if _text(state) != RunState.LOADING.value:
+            raise StoreError(f"run {run_id!r} of model {model!r} is {_text(state)}: it no longer accepts writes")
+
+    @contextmanager
+    def _out_of_memory(self, model: str, run_id: str, abort: bool) -> Iterator[None]:
+        try:
+            yield
+        except redis.exceptions.OutOfMemoryError as exc:
+            if abort:
+                try:
+                    self.abort_run(model, run_id)
+                    outcome = "the partial run was deleted"
+                except (redis.RedisError, StoreError, StoreUnavailableError):
+                    outcome = "deleting the partial run failed too (cleanup will remove it)"
+            else:
+                outcome = "nothing was written"
+            raise StoreError(
+                f"loading run {run_id!r} of model {model!r} failed: Redis is out of memory (maxmemory reached); "
+                f"{outcome} and the published run is untouched. Free memory (cleanup, lower keep_runs) or raise "
+                "maxmemory, then rerun the load"
+            ) from exc
+
+    def _raw(self, chunks: list[tuple[bytes, int]], what: str) -> list[Any]:
+        """Send pre-encoded commands pipelined on one connection (the next chunk goes out before the replies of
+        the previous one are read). Returns every reply in order, errors as exception objects."""
+        pool = self.client.connection_pool
+        replies: list[Any] = []
+        with _unavailable(what):
+            conn = pool.get_connection()
+            try:
+                read = _Replies(conn)
+                pending: deque[int] = deque()
+                for wire, count in chunks:
+                    conn.send_packed_command([wire], check_health=False)
+                    pending.append(count)
+                    if len(pending) > 1:
+                        read(pending.popleft(), replies)
+                while pending:
+                    read(pending.popleft(), replies)
+            except BaseException:
+                conn.disconnect()  # replies may be left unread: never hand this connection out again as is
+                raise
+            finally:
+                pool.release(conn)
+        return replies
+
+    def finalize_run(self, model: str, run_id: str) -> RunInfo:
+        """Count the run's rows in Redis; equal to ``expected_rows`` → state ``loaded``, else ``StoreError`` with both
+        numbers (the run stays loading). Idempotent for runs already verified."""
+        info = self._require(model, run_id)
+        if info.state is not RunState.LOADING:
+            return info
+        keys = [store_key(model, "bucket", run_id, b).encode() for b in range(info.n_buckets)]
+        chunks = [
+            (b"".join(resp(b"HLEN", k) for k in keys[i : i + 5000]), len(keys[i : i + 5000]))
+            for i in range(0, len(keys), 5000)
+        ]
+        counted = sum(self._raw(chunks, f"counting rows of run {run_id} of model {model}"))
+        if counted != info.expected_rows:
+            raise StoreError(
+                f"run {run_id!r} of model {model!r} holds {counted} rows in Redis but {info.expected_rows} were "
+                f"expected (loaders reported {info.loaded_rows}); it stays loading: load the missing rows, or "
+                "create a new run with the right expected_rows"
+            )
+        meta_key = store_key(model, "meta", run_id)
+        with _unavailable(f"finalizing run {run_id} of model {model}"), self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(meta_key)
+                    if _text(pipe.hget(meta_key, "state")) != RunState.LOADING.value:
+                        break
+                    pipe.multi()
+                    pipe.hset(meta_key, mapping={"state": RunState.LOADED.value, "loaded_rows": counted})
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        return self._require(model, run_id)
+
+    def sample_check(self, model: str, run_id: str, entity_ids: IdsLike, expected_scores: ScoresLike) -> list[Mismatch]:
+        """Read back ``entity_ids`` from this run (whatever its state) and compare with ``expected_scores`` as float32,
+        bit for bit. Returns the mismatches (empty list: all equal)."""
+        info = self._require(model, run_id)
+        ids = id_array(entity_ids)
+        expected = score_array(expected_scores, ids)
+        raw_ids = [x.as_py() for x in ids]
+        plan = plan_lookup(info, raw_ids)
+        with _unavailable(f"sampling run {run_id} of model {model}"), self.client.pipeline(False) as pipe:
+            for key, fields in zip(plan.keys, plan.fields, strict=True):
+                pipe.hmget(key, fields)
+            found = assemble(info, plan, pipe.execute())
+        return [
+            Mismatch(raw.decode(), float(want), None if hit is None else hit.score)
+            for raw, want, hit in zip(raw_ids, expected.tolist(), found, strict=True)
+            if hit is None or encode_score(hit.score) != encode_score(want)
+        ]
+
+    # ------------------------------------------------------------ publish / rollback
+
+    def publish(self, model: str, run_id: str, *, force: bool = False) -> Publication:
+        """Make a verified run current with one atomic pointer change and push it on the published history.
+
+        Refuses unknown runs, runs not verified (state must be loaded, or retired and still retained), and runs whose
+        ``as_of`` is older than the current run's unless ``force``. Republishing the current run is a no-op that
+        returns ``already_current=True`` (a retry after a lost reply is safe).
+        """
+        validate_name("model", model)
+        validate_name("run id", run_id)
+        current_key, history_key = store_key(model, "current"), store_key(model, "history")
+        meta_key = store_key(model, "meta", run_id)
+        with _unavailable(f"publishing run {run_id} of model {model}"), self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(current_key, history_key, meta_key)
+                    current = _text(pipe.get(current_key))
+                    if current == run_id:
+                        history = [_text(r) for r in pipe.lrange(history_key, 0, 1)]
+                        info = RunInfo.from_meta(pipe.hgetall(meta_key))
+                        pipe.unwatch()
+                        previous = history[1] if len(history) > 1 else None
+                        at = info.published_at or to_utc(time.time())
+                        return Publication(model, run_id, previous, at, already_current=True)
+                    meta = pipe.hgetall(meta_key)
+                    if not meta:
+                        raise StoreError(f"cannot publish unknown run {run_id!r} of model {model!r}")
+                    info = RunInfo.from_meta(meta)
+                    if info.state not in (RunState.LOADED, RunState.RETIRED):
+                        raise StoreError(
+                            f"cannot publish run {run_id!r} of model {model!r}: it is {info.state.value}, not "
+                            "verified; finish the load and call finalize_run first"
+                        )
+                    if current:
+                        pipe.watch(store_key(model, "meta", current))
+                        cur = pipe.hgetall(store_key(model, "meta", current))
+                        cur_as_of = RunInfo.from_meta(cur).as_of if cur else None
+                        if cur_as_of and info.as_of < cur_as_of and not force:
+                            raise StoreError(
+                                f"run {run_id!r} of model {model!r} has as_of {info.as_of.isoformat()}, older than "
+                                f"the current run {current!r} ({cur_as_of.isoformat()}): refusing to publish older "
+                                "scores over newer ones; pass force=True if that is intended"
+                            )
+                    now = time.time()
+                    pipe.multi()
+                    pipe.set(current_key, run_id)
+                    pipe.lrem(history_key, 0, run_id)
+                    pipe.lpush(history_key, run_id)
+                    pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
+                    pipe.hdel(meta_key, "retired_at")
+                    if current:
+                        retired: dict[Any, Any] = {"state": RunState.RETIRED.value, "retired_at": repr(now)}
+                        pipe.hset(store_key(model, "meta", current), mapping=retired)
+                    pipe.execute()
+                    return Publication(model, run_id, current, to_utc(now))
+                except redis.WatchError:
+                    continue
+
+    def rollback(self, model: str, to_run: str | None = None) -> Publication:
+        """Point ``model`` back at the previously published run (or at ``to_run``, which must be a retained
+        published run); runs published after it leave the history and become retired. Instant: a pointer change.
+
+        ``rollback(model, to_run=X)`` is idempotent; ``rollback(model)`` rolls back one more step each call.
+        """
+        validate_name("model", model)
+        if to_run is not None:
+            validate_name("run id", to_run)
+        current_key, history_key = store_key(model, "current"), store_key(model, "history")
+        with _unavailable(f"rolling back model {model}"), self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(current_key, history_key)
+                    current = _text(pipe.get(current_key))
+                    history = [str(_text(r)) for r in pipe.lrange(history_key, 0, -1)]
+                    if to_run is not None and to_run == current:
+                        pipe.unwatch()
+                        return Publication(model, to_run, current, to_utc(time.time()), already_current=True)
+                    target = to_run if to_run is not None else (history[1] if len(history) > 1 else None)
+                    if target is None:
+                        raise StoreError(f"no previous run to roll back to for model {model!r}")
+                    meta_key = store_key(model, "meta", target)
+                    pipe.watch(meta_key)
+                    if target not in history or not pipe.exists(meta_key):
+                        raise StoreError(
+                            f"cannot roll model {model!r} back to run {target!r}: it is not a retained published "
+                            f"run (retained: {', '.join(history) or 'none'})"
+                        )
+                    now = time.time()
+                    pipe.multi()
+                    pipe.set(current_key, target)
+                    pipe.ltrim(history_key, history.index(target), -1)
+                    pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
+                    pipe.hdel(meta_key, "retired_at")
+                    for dropped in history[: history.index(target)]:
+                        retired: dict[Any, Any] = {"state": RunState.RETIRED.value, "retired_at": repr(now)}
+                        pipe.hset(store_key(model, "meta", dropped), mapping=retired)
+                    pipe.execute()
+                    return Publication(model, target, current, to_utc(now))
+                except redis.WatchError:
+                    continue
+
+    # ------------------------------------------------------------ retention
+
+    def abort_run(self, model: str, run_id: str) -> int:
+        """Delete a run that is not current (metadata first, then its buckets). Returns the keys deleted."""
+        validate_name("model", model)
+        validate_name("run id", run_id)
+        with _unavailable(f"deleting run {run_id} of model {model}"):
+            if _text(self.client.get(store_key(model, "current"))) == run_id:
+                raise StoreError(f"run {run_id!r} is the current run of model {model!r}: publish or roll back first")
+            # no transaction: Redis refuses MULTI blocks when out of memory, and cleanup finishes a partial abort
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(store_key(model, "meta", run_id))
+                pipe.zrem(store_key(model, "runs"), run_id)
+                pipe.lrem(store_key(model, "history"), 0, run_id)
+                pipe.execute()
+            return self._unlink_matching(store_key(model, "bucket", run_id, "*"), lambda _: True)
+
+    def cleanup(
+        self, model: str, keep_runs: int = 2, orphan_after_s: float = 3600.0, grace_s: float = 5.0
+    ) -> CleanupReport:
+        """Remove runs outside retention: keep the current run, the ``keep_runs`` runs published before it (the
+        rollback targets), verified runs never published, and loading runs whose heartbeat is younger than
+        ``orphan_after_s``. Removed: retired runs beyond that window (once retired for ``grace_s``, longer than any
+        reader's pointer cache), loading runs of crashed loaders, and bucket keys of runs with no metadata left
+        (interrupted cleanups). Keys go by SCAN MATCH + UNLINK, at most 1000 per command."""
+        validate_name("model", model)
+        if keep_runs < 0:
+            raise StoreError(f"keep_runs must be >= 0, got {keep_runs}")
+        runs_key, current_key, history_key = (store_key(model, k) for k in ("runs", "current", "history"))
+        report = CleanupReport(model)
+        with _unavailable(f"cleaning up model {model}"):
+            with self.client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(current_key, history_key, runs_key)
+                        now = time.time()
+                        current = _text(pipe.get(current_key))
+                        keep = {current, *(_text(r) for r in pipe.lrange(history_key, 0, keep_runs))}
+                        victims: dict[str, str] = {}
+                        for raw in pipe.zrange(runs_key, 0, -1):
+                            run_id = str(_text(raw))
+                            meta = pipe.hgetall(store_key(model, "meta", run_id))
+                            reason = _victim_reason(run_id, meta, keep, now, orphan_after_s, grace_s)
+                            if reason:
+                                victims[run_id] = reason
+                        pipe.multi()
+                        for run_id in victims:
+                            pipe.delete(store_key(model, "meta", run_id))
+                            pipe.zrem(runs_key, run_id)
+                            pipe.lrem(history_key, 0, run_id)
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        continue
+            report.removed.update(victims)
+            alive = {str(run_id): True for run_id in keep if run_id}
+
+            def doomed(key: bytes) -> bool:
+                run_id = run_of_bucket_key(key)
+                if run_id in victims:
+                    return True
+                if run_id not in alive:  # meta is written before any bucket: no meta → deleted run
+                    alive[run_id] = bool(self.client.exists(store_key(model, "meta", run_id)))
+                    if not alive[run_id]:
+                        report.removed.setdefault(run_id, "leftover keys of a deleted run")
+                return not alive[run_id]
+
+            deleted = self._unlink_matching(store_key(model, "bucket", "*", "*"), doomed)
+        return CleanupReport(model, report.removed, deleted)
+
+    def _unlink_matching(self, pattern: str, doomed: Any) -> int:
+        deleted, batch = 0, []
+        for key in self.client.scan_iter(match=pattern, count=SCAN_COUNT):
+            if doomed(key):
+                batch.append(key)
+            if len(batch) >= SCAN_COUNT:
+                deleted += int(self.client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(self.client.unlink(*batch))
+        return deleted
+
+
+def _victim_reason(
+    run_id: str, meta: dict[Any, Any], keep: set[str | None], now: float, orphan_after_s: float, grace_s: float
+) -> str | None:
+    if run_id in keep:
+        return None
+    if not meta:
+        return "metadata missing"
+    info = RunInfo.from_meta(meta)
+    if info.state is RunState.LOADING:
+        beat = (info.heartbeat_at or info.created_at).timestamp()
+        return f"abandoned loader (no heartbeat for {now - beat:.0f}s)" if now - beat > orphan_after_s else None
+    if info.state in (RunState.RETIRED, RunState.PUBLISHED):
+        retired = info.retired_at.timestamp() if info.retired_at else 0.0
+        return "beyond retention" if now - retired > grace_s else None
+    return None
+
+
+class _Replies:
+    """Reads single-line replies (integer, status, error: all that HSET, RESTORE and HLEN answer) of a raw pipeline.
+
+    On a RESP2 connection it parses the socket stream itself: redis-py's parser costs ~20 µs a reply, which was the
+    largest cost of a bulk load. Other connections go through ``read_response``.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.pending, self.lines = conn, b"", list[bytes]()
+        self.fast = str(getattr(conn, "protocol", 2)) == "2" and getattr(conn, "_sock", None) is not None
+
+    def __call__(self, count: int, replies: list[Any]) -> None:
+        if not self.fast:
+            for _ in range(count):
+                try:
+                    replies.append(self.conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return
+        while len(self.lines) < count:
+            try:
+                chunk = self.conn._sock.recv(1 << 16)
+            except TimeoutError as exc:
+                raise redis.TimeoutError(f"timeout reading replies from Redis: {exc}") from exc
+            except OSError as exc:
+                raise redis.ConnectionError(f"error reading replies from Redis: {exc}") from exc
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection")
+            *done, self.pending = (self.pending + chunk).split(b"\r\n")
+            self.lines.extend(done)  # may include replies of the next chunk already
+        lines, self.lines = self.lines[:count], self.lines[count:]
+        for line in lines:
+            kind = line[:1]
+            if kind == b":":
+                replies.append(int(line[1:]))
+            elif kind == b"+":
+                replies.append(line[1:])
+            elif kind == b"-":
+                message = line[1:].decode(errors="replace")
+                error = redis.exceptions.OutOfMemoryError if message.startswith("OOM") else redis.ResponseError
+                replies.append(error(message))
+            else:
+                raise redis.ConnectionError(f"unexpected reply {line[:40]!r} on the bulk path")
+
+
+class RunWriter:
+    """Writes the scores of one run in state ``loading``.
+
+    Any number of writers (threads, or processes each with its own ``ScoreStore.from_url``) may write the same run at
+    once: a batch is grouped by bucket and sent as one HSET per bucket, pipelined without a transaction, ~5000
+    entities per round trip. Writing an id twice keeps the last score. ``write_batch`` returns the rows it added and
+    adds them to the run's ``loaded_rows`` (HINCRBY) with a heartbeat. Redis out of memory → ``StoreError``; the
+    partial run is deleted and the published run is untouched.
+    """
+
+    def __init__(self, store: ScoreStore, info: RunInfo, entities_per_round_trip: int = 5000) -> None:
+        self.store, self.info, self.per_round_trip = store, info, entities_per_round_trip
+        self._bucket_keys: list[bytes] | None = None
+
+    def _keys(self, batch: BucketedBatch) -> list[bytes]:
+        if self._bucket_keys is None:
+            model, run_id = self.info.model, self.info.run_id
+            self._bucket_keys = [store_key(model, "bucket", run_id, b).encode() for b in range(self.info.n_buckets)]
+        keys = self._bucket_keys
+        return [keys[b] for b in batch.bucket_ids]
+
+    def _what(self) -> str:
+        return f"writing run {self.info.run_id} of model {self.info.model}"
+
+    def write_batch(self, entity_ids: IdsLike, scores: ScoresLike) -> int:
+        """Write one batch (ids validated first: ``StoreError`` names a bad id). Returns the rows added."""
+        ids = id_array(entity_ids)
+        batch = bucketize(ids, score_array(scores, ids), self.info.n_buckets)
+        added = self._write(batch)
+        self.store._bump(self.info.model, self.info.run_id, added)
+        return added
+
+    def _write(self, batch: BucketedBatch) -> int:
+        if not batch.bucket_ids:
+            return 0
+        with self.store._out_of_memory(self.info.model, self.info.run_id, True):
+            replies = self.store._raw(hset_commands(batch, self._keys(batch), self.per_round_trip), self._what())
+            _raise_first_error(replies)
+            return int(sum(replies))
+
+    def write_buckets(self, entity_ids: IdsLike, scores: ScoresLike) -> int:
+        """Faster path for a writer that owns whole buckets: each bucket is built client-side and sent with
+        ``RESTORE``. Contract: this call holds every entity of each bucket it touches and no other writer writes
+        those buckets (partition rows by ``score_layout.buckets(ids, n_buckets)``). Buckets that already exist or
+        that the server refuses (other payload version) fall back to HSET, so the result is the same either way."""
+        ids = id_array(entity_ids)
+        values = score_array(scores, ids)
+        crc = crc32s(ids)
+        if has_duplicates(ids, crc):
+            return self.write_batch(ids, values)
+        batch = bucketize(ids, values, self.info.n_buckets, crc)
+        if not batch.bucket_ids:
+            return self.write_batch(ids, values)
+        sizes = np.diff(batch.starts).tolist()
+        keys = self._keys(batch)
+        with self.store._out_of_memory(self.info.model, self.info.run_id, True):
+            chunks = restore_commands(keys, restore_payloads(batch), sizes, self.per_round_trip)
+            replies = self.store._raw(chunks, self._what())
+            _raise_first_error([r for r in replies if isinstance(r, redis.exceptions.OutOfMemoryError)])
+        refused = [k for k, r in enumerate(replies) if isinstance(r, Exception)]
+        added = sum(sizes) - sum(sizes[k] for k in refused)
+        if refused:
+            rows = np.concatenate([np.arange(batch.starts[k], batch.starts[k + 1]) for k in refused])
+            rest = BucketedBatch(
+                [batch.bucket_ids[k] for k in refused],
+                np.cumsum([0] + [sizes[k] for k in refused]).tolist(),
+                batch.ids.take(indices(rows)),
+                batch.scores[rows],
+            )
+            added += self._write(rest)
+        self.store._bump(self.info.model, self.info.run_id, added)
+        return added
+
+
+def _raise_first_error(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
+# ---------------------------------------------------------------- readers
+
+
+class ScoreLookup(Protocol):
+    """Read side of the store. ``get_many`` returns exactly one entry per id, in order; a miss (unknown id, or no
+    published run) is ``None``; a hit's ``as_of`` is UTC; all hits of one call come from one run. Invalid ids raise
+    ``StoreError``; an unreachable Redis raises ``StoreUnavailableError``."""
+
+    def get(self, model: str, entity_id: str) -> StoredScore | None: ...
+
+    def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]: ...
+
+
+def _single(run: RunInfo, entity_id: str) -> tuple[str, bytes]:
+    """Bucket key and field of one id in ``run`` (the one-HGET fast path of ``get``)."""
+    raw = encode_entity_id(entity_id)
+    return store_key(run.model, "bucket", run.run_id, bucket_of(raw, run.n_buckets)), raw
+
+
+def _hit(run: RunInfo, value: Any) -> StoredScore | None:
+    return None if value is None else StoredScore(decode_score(value), run.run_id, run.model_version, run.as_of)
+
+
+@dataclass
+class _Pointer:
+    run: RunInfo | None
+    fetched: float
+
+
+class _PointerCache:
+    """Per-model cache of the current run. Younger than ``refresh_s``: used as is. Up to ``max_stale_s``: used,
+    and the pointer is re-read in the same round trip as the lookup. Older (or never read): read first."""
+
+    def __init__(self, refresh_s: float, max_stale_s: float) -> None:
+        self.refresh_s, self.max_stale_s = refresh_s, max_stale_s
+        self.entries: dict[str, _Pointer] = {}
+
+    def state(self, model: str, now: float) -> tuple[_Pointer | None, bool]:
+        entry = self.entries.get(model)
+        if entry is None or now - entry.fetched > self.max_stale_s:
+            return None, False
+        return entry, now - entry.fetched > self.refresh_s
+
+    def known(self, model: str, run_id: str | None, fetched: float) -> bool:
+        """Record a pointer read; False when it names a run whose metadata must be fetched."""
+        entry = self.entries.get(model)
+        if run_id is None or (entry is not None and entry.run is not None and entry.run.run_id == run_id):
+            self.entries[model] = _Pointer(entry.run if (entry and run_id) else None, fetched)
+            return True
+        return False
+
+
+class ScoreReader:
+    """Synchronous ``ScoreLookup`` over ``redis.Redis``: one round trip per lookup (HMGET per bucket, pipelined);
+    the current-run pointer is cached and re-read at most every ``refresh_s`` (a publish shows within ~1 s)."""
+
+    def __init__(self, client: redis.Redis, *, refresh_s: float = 0.5, max_stale_s: float = 0.9) -> None:
+        self.client = client
+        self._cache = _PointerCache(refresh_s, max_stale_s)
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5) -> ScoreReader:
+        return cls(connect(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout), refresh_s=refresh_s)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _refresh(self, model: str, run_id: str | None, fetched: float) -> _Pointer:
+        if not self._cache.known(model, run_id, fetched):
+            meta = self.client.hgetall(store_key(model, "meta", str(run_id)))
+            self._cache.entries[model] = _Pointer(RunInfo.from_meta(meta) if meta else None, fetched)
+        return self._cache.entries[model]
+
+    def current_run(self, model: str) -> RunInfo | None:
+        """The run lookups are served from now (cached view)."""
+        validate_name("model", model)
+        with _unavailable(f"reading the current run of model {model}"):
+            entry, _ = self._cache.state(model, time.monotonic())
+            if entry is None:
+                now = time.monotonic()
+                entry = self._refresh(model, _text(self.client.get(store_key(model, "current"))), now)
+        return entry.run
+
+    def get(self, model: str, entity_id: str) -> StoredScore | None:
+        entry, piggyback = self._cache.state(model, time.monotonic())
+        if entry is None or entry.run is None or piggyback:
+            return self.get_many(model, [entity_id])[0]
+        key, field = _single(entry.run, entity_id)
+        with _unavailable(f"reading scores of model {model}"):
+            return _hit(entry.run, self.client.hget(key, field))
+
+    def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
+        validate_name("model", model)
+        raw = [encode_entity_id(e) for e in entity_ids]
+        with _unavailable(f"reading scores of model {model}"):
+            now = time.monotonic()
+            entry, piggyback = self._cache.state(model, now)
+            if entry is None:
+                entry = self._refresh(model, _text(self.client.get(store_key(model, "current"))), now)
+            if entry.run is None and not piggyback:
+                return [None] * len(raw)
+            run = entry.run
+            plan = plan_lookup(run, raw) if run is not None else None
+            if plan is not None and len(plan.keys) == 1 and not piggyback:
+                replies = [self.client.hmget(plan.keys[0], plan.fields[0])]
+            else:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for key, fields in zip(plan.keys, plan.fields, strict=True) if plan else ():
+                        pipe.hmget(key, fields)
+                    pipe.get(store_key(model, "current"))
+                    replies = pipe.execute()
+                self._refresh(model, _text(replies.pop()), now)
+        return assemble(run, plan, replies) if run is not None and plan is not None else [None] * len(raw)
+
+
+class AsyncScoreReader:
+    """``ScoreReader`` for ``redis.asyncio`` (same contract, same layout code; methods are coroutines)."""
+
+    def __init__(self, client: redis.asyncio.Redis, *, refresh_s: float = 0.5, max_stale_s: float = 0.9) -> None:
+        self.client = client
+        self._cache = _PointerCache(refresh_s, max_stale_s)
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5) -> AsyncScoreReader:
+        client = redis.asyncio.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+            retry=AsyncRetry(NoBackoff(), 1),
+        )  # fmt: skip
+        return cls(client, refresh_s=refresh_s)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _refresh(self, model: str, run_id: str | None, fetched: float) -> _Pointer:
+        if not self._cache.known(model, run_id, fetched):
+            meta = await self.client.hgetall(store_key(model, "meta", str(run_id)))
+            self._cache.entries[model] = _Pointer(RunInfo.from_meta(meta) if meta else None, fetched)
+        return self._cache.entries[model]
+
+    async def current_run(self, model: str) -> RunInfo | None:
+        validate_name("model", model)
+        with _unavailable(f"reading the current run of model {model}"):
+            entry, _ = self._cache.state(model, time.monotonic())
+            if entry is None:
+                now = time.monotonic()
+                entry = await self._refresh(model, _text(await self.client.get(store_key(model, "current"))), now)
+        return entry.run
+
+    async def get(self, model: str, entity_id: str) -> StoredScore | None:
+        entry, piggyback = self._cache.state(model, time.monotonic())
+        if entry is None or entry.run is None or piggyback:
+            return (await self.get_many(model, [entity_id]))[0]
+        key, field = _single(entry.run, entity_id)
+        with _unavailable(f"reading scores of model {model}"):
+            return _hit(entry.run, await self.client.hget(key, field))
+
+    async def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
+        validate_name("model", model)
+        raw = [encode_entity_id(e) for e in entity_ids]
+        with _unavailable(f"reading scores of model {model}"):
+            now = time.monotonic()
+            entry, piggyback = self._cache.state(model, now)
+            if entry is None:
+                pointer = _text(await self.client.get(store_key(model, "current")))
+                entry = await self._refresh(model, pointer, now)
+            if entry.run is None and not piggyback:
+                return [None] * len(raw)
+            run = entry.run
+            plan = plan_lookup(run, raw) if run is not None else None
+            if plan is not None and len(plan.keys) == 1 and not piggyback:
+                replies = [await self.client.hmget(plan.keys[0], plan.fields[0])]
+            else:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, fields in zip(plan.keys, plan.fields, strict=True) if plan else ():
+                        pipe.hmget(key, fields)
+                    pipe.get(store_key(model, "current"))
+                    replies = await pipe.execute()
+                await self._refresh(model, _text(replies.pop()), now)
+        return assemble(run, plan, replies) if run is not None and plan is not None else [None] * len(raw)
