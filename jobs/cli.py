@@ -171,6 +171,50 @@ def score(
         err.print(f"published: {result['publication']}")
 
 
+@app.command()
+@user_errors
+def publish(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    run: str = typer.Option(..., "--run", "-r", help="A committed run id (see `prescore status`)."),
+    force: bool = typer.Option(False, "--force", help="Override the quality gate and the older-as_of rule."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Load a committed run into Redis, verify it, pass the quality gate, and make it current atomically."""
+    from jobs.publish import publish_run
+
+    rt = _runtime()
+    try:
+        report = publish_run(rt, model, run, force=force)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    note = " (already current)" if report.already_current else ""
+    err.print(f"published run {report.run_id} of {model}{note}; previous {report.previous_run_id}; psi={report.psi}")
+
+
+@app.command()
+@user_errors
+def rollback(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    to: str = typer.Option(None, "--to", help="A retained run id (default: the previously published run)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Point the model back at its previous published run: one pointer change, instant."""
+    from jobs.publish import rollback_model
+
+    rt = _runtime()
+    try:
+        result = rollback_model(rt, model, to)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(result)
+        return
+    err.print(f"{model} now serves run {result['run_id']} (was {result['previous_run_id']})")
+
+
 def model_status(rt: Any, model: str) -> dict[str, Any]:
     """Everything ``prescore status`` shows for one model, as plain data."""
     from warehouse import features as fstore
@@ -186,6 +230,13 @@ def model_status(rt: Any, model: str) -> dict[str, Any]:
         manifest = rt.registry.manifest(model, kind, version)
         prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics}
     runs = rt.catalog.runs(model, limit=10)
+    from jobs.publish import store_status
+    from warehouse.errors import StoreUnavailableError
+
+    try:
+        store: dict[str, Any] = store_status(rt, model)
+    except StoreUnavailableError as exc:
+        store = {"error": str(exc)}
     return {
         "model": model,
         "feature_set": spec.feature_set,
@@ -207,6 +258,7 @@ def model_status(rt: Any, model: str) -> dict[str, Any]:
             if r.status == "failed"
         ][:3],
         "publications": rt.catalog.publications(model, limit=5),
+        "store": store,
     }
 
 
@@ -236,6 +288,21 @@ def status(
             if info:
                 text = f"{info['version']}  sha256 {info['sha256'][:12]}…  AUC {info['metrics'].get('auc', 0):.4f}"
             table.add_row(f"production {kind}", text)
+        current = item["store"].get("current")
+        if "error" in item["store"]:
+            table.add_row("published run", f"Redis unavailable: {item['store']['error']}")
+        elif current:
+            table.add_row(
+                "published run",
+                f"{current['run_id']}  as_of {current['as_of']}  age {current['age_s']}s "
+                f"(max {current['max_age_s']:.0f}s: {current['state']})  rows {current['rows']:,}",
+            )
+            retained = [r["run_id"] for r in item["store"]["runs"] if r["run_id"] != current["run_id"]]
+            table.add_row("retained runs", ", ".join(retained) or "none")
+        else:
+            table.add_row("published run", "none (prescore publish)")
+        for pub in item["publications"][:3]:
+            table.add_row(f"{pub['action']}", f"{pub['run_id']} at {pub['at']} (previous {pub['previous_run_id']})")
         for run in item["recent_runs"][:5]:
             table.add_row(f"run {run['date']}", f"{run['run_id']} {run['status']} rows={run['rows']}")
         for fail in item["last_failures"]:

@@ -57,3 +57,7 @@ class StoreError(UserError):
 
 class StoreUnavailableError(PrescoreError):
     """Redis cannot be reached or timed out. The online reader degrades on this error, and only on it."""
+
+
+class QualityGateError(StoreError):
+    """A run's score distribution drifted too far from the current run's (PSI above the model's max_psi)."""

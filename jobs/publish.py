@@ -1,0 +1,203 @@
+"""Publishing committed runs to the Redis score store, rolling back, and retention.
+
+``publish_run`` (what `prescore publish` and `prescore score --publish` call):
+
+1. the run must be committed in the catalog and belong to the model;
+2. load it into its own Redis namespace unless already loaded: Dask workers read the committed Parquet parts
+   and write them straight to Redis, many entities per command (nothing funnels through this process); a
+   half-loaded namespace left by a crashed loader is removed and loaded again;
+3. verify: the entity count equals the Parquet rows, and a random sample read back equals Parquet exactly;
+4. quality gate: PSI of the run's score histogram against the current run's above ``max_psi`` blocks the
+   publish unless ``force`` (the block is recorded in the catalog);
+5. one atomic pointer change (older ``as_of`` than the current run is refused unless ``force``), recorded in
+   the catalog; then runs beyond ``keep_runs`` and abandoned loads are removed in bounded batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs import scoring
+from jobs.cluster import open_cluster
+from jobs.runtime import Runtime
+from warehouse.catalog import COMMITTED, RunRecord
+from warehouse.errors import CatalogError, QualityGateError, StoreError
+from warehouse.score_store import RunInfo, RunState, ScoreStore
+
+log = logging.getLogger(__name__)
+SAMPLE_ROWS = 1000
+ORPHAN_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    model: str
+    run_id: str
+    previous_run_id: str | None
+    loaded: bool  # False when the run was already loaded in Redis
+    rows: int
+    psi: float | None
+    forced: bool
+    already_current: bool
+    removed_runs: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_part(path: str, model: str, run_id: str, redis_url: str) -> int:
+    """Write one committed Parquet part into the run's Redis namespace (runs on a Dask worker)."""
+    table = pq.read_table(path, columns=["entity_id", "score"])
+    store = ScoreStore.from_url(redis_url)
+    try:
+        return store.writer(model, run_id).write_batch(table.column("entity_id"), table.column("score"))
+    finally:
+        store.close()
+
+
+def _parts(run: RunRecord) -> list[Path]:
+    if not run.output_path or not Path(run.output_path).is_dir():
+        raise StoreError(f"run {run.run_id} has no committed output at {run.output_path}; rescore the partition")
+    return sorted(Path(run.output_path).glob("part-*.parquet"))
+
+
+def _as_of(parts: list[Path]) -> float:
+    latest = max(pc.max(pq.read_table(p, columns=["as_of"]).column("as_of")).as_py() for p in parts)
+    return float(latest.timestamp())
+
+
+def load_run(rt: Runtime, store: ScoreStore, run: RunRecord) -> RunInfo:
+    """Load a committed run into Redis from its Parquet parts, in parallel on Dask workers, and verify counts."""
+    parts = _parts(run)
+    existing = store.get_run(run.model, run.run_id)
+    if existing is not None and existing.state is RunState.LOADING:
+        log.warning("run %s has a half-finished load in Redis; removing it and loading again", run.run_id)
+        store.abort_run(run.model, run.run_id)
+    store.create_run(run.model, run.run_id, run.model_version, _as_of(parts), run.rows_out or 0)
+    with open_cluster(rt.settings, "cpu") as (client, _info):
+        futures = client.map(
+            load_part, [str(p) for p in parts], model=run.model, run_id=run.run_id, redis_url=rt.redis_url, pure=False
+        )
+        written = sum(client.gather(futures))
+    log.info("loaded %s rows of run %s into Redis", f"{written:,}", run.run_id)
+    return store.finalize_run(run.model, run.run_id)
+
+
+def verify_sample(store: ScoreStore, run: RunRecord, seed: int = 0) -> None:
+    """Read back a random sample of the run from Redis and compare it with Parquet, bit for bit."""
+    parts = _parts(run)
+    rng = np.random.default_rng(seed)
+    table = pq.read_table(parts[int(rng.integers(len(parts)))], columns=["entity_id", "score"])
+    if table.num_rows == 0:
+        return
+    idx = rng.choice(table.num_rows, size=min(SAMPLE_ROWS, table.num_rows), replace=False)
+    sample = table.take(np.sort(idx))
+    mismatches = store.sample_check(run.model, run.run_id, sample.column("entity_id"), sample.column("score"))
+    if mismatches:
+        first = mismatches[0]
+        raise StoreError(
+            f"run {run.run_id} failed verification: {len(mismatches)} of {sample.num_rows} sampled entities differ "
+            f"from Parquet (e.g. {first.entity_id}: stored {first.actual}, expected {first.expected}); "
+            "publish again to reload it"
+        )
+
+
+def _gate(rt: Runtime, store: ScoreStore, run: RunRecord) -> tuple[float | None, str | None]:
+    current = store.current_run(run.model)
+    if current is None or current.run_id == run.run_id:
+        return None, None
+    try:
+        previous = rt.catalog.get_run(current.run_id)
+    except CatalogError:
+        return None, current.run_id
+    before, after = previous.report.get("histogram"), run.report.get("histogram")
+    if not before or not after:
+        return None, current.run_id
+    return round(scoring.psi(before, after), 6), current.run_id
+
+
+def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> PublishReport:
+    """Verify, gate and publish a committed run (see module docstring)."""
+    spec = rt.config.model(model)
+    run = rt.catalog.get_run(run_id)
+    if run.model != model:
+        raise StoreError(f"run {run_id} belongs to model {run.model!r}, not {model!r}")
+    if run.status != COMMITTED:
+        raise StoreError(f"run {run_id} is {run.status}: only committed runs can be published")
+    store = ScoreStore.from_url(rt.redis_url)
+    try:
+        info = store.get_run(model, run_id)
+        loaded = info is None or info.state is RunState.LOADING
+        if loaded:
+            load_run(rt, store, run)
+        verify_sample(store, run)
+        psi, current_id = _gate(rt, store, run)
+        if psi is not None and psi > spec.max_psi and not force:
+            rt.catalog.record_publication(
+                model=model, action="blocked", run_id=run_id, previous_run_id=current_id,
+                detail={"psi": psi, "max_psi": spec.max_psi},
+            )  # fmt: skip
+            raise QualityGateError(
+                f"quality gate blocked run {run_id}: score PSI {psi:.4f} against current run {current_id} exceeds "
+                f"max_psi {spec.max_psi}; inspect the run, then publish with --force to override"
+            )
+        pub = store.publish(model, run_id, force=force)
+        if not pub.already_current:
+            rt.catalog.record_publication(
+                model=model, action="publish", run_id=run_id, previous_run_id=pub.previous_run_id, forced=force,
+                detail={"psi": psi, "rows": run.rows_out},
+            )  # fmt: skip
+        cleaned = store.cleanup(model, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
+        return PublishReport(
+            model=model, run_id=run_id, previous_run_id=pub.previous_run_id, loaded=loaded,
+            rows=run.rows_out or 0, psi=psi, forced=force, already_current=pub.already_current,
+            removed_runs=dict(cleaned.removed),
+        )  # fmt: skip
+    finally:
+        store.close()
+
+
+def rollback_model(rt: Runtime, model: str, to_run: str | None = None) -> dict[str, Any]:
+    """Point the model back at its previous published run (or ``to_run``); recorded in the catalog."""
+    rt.config.model(model)
+    store = ScoreStore.from_url(rt.redis_url)
+    try:
+        pub = store.rollback(model, to_run=to_run)
+    finally:
+        store.close()
+    rt.catalog.record_publication(
+        model=model, action="rollback", run_id=pub.run_id, previous_run_id=pub.previous_run_id
+    )
+    return {"model": model, "run_id": pub.run_id, "previous_run_id": pub.previous_run_id, "at": pub.at.isoformat()}
+
+
+def store_status(rt: Runtime, model: str) -> dict[str, Any]:
+    """The model's runs in Redis: current run, its as_of and age, retained runs."""
+    import time
+
+    store = ScoreStore.from_url(rt.redis_url)
+    try:
+        current = store.current_run(model)
+        runs = store.list_runs(model)
+    finally:
+        store.close()
+    spec = rt.config.model(model)
+    out: dict[str, Any] = {"current": None, "runs": [{"run_id": r.run_id, "state": r.state.value,
+                                                    "rows": r.loaded_rows} for r in runs]}  # fmt: skip
+    if current is not None:
+        age = max(0.0, time.time() - current.as_of.timestamp())
+        state = "fresh" if age <= spec.staleness.max_age_s else "stale"
+        if age > spec.staleness.hard_max_age_s:
+            state = "expired"
+        out["current"] = {
+            "run_id": current.run_id, "model_version": current.model_version, "as_of": current.as_of.isoformat(),
+            "age_s": round(age), "max_age_s": spec.staleness.max_age_s, "state": state, "rows": current.loaded_rows,
+        }  # fmt: skip
+    return out
