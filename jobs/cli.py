@@ -67,6 +67,8 @@ def emit_json(payload: Any) -> None:
 
 def parse_day(value: str, option: str) -> dt.date:
     try:
+        if len(value) != 10 or value[4] != "-" or value[7] != "-":
+            raise ValueError(value)
         return dt.date.fromisoformat(value)
     except ValueError:
         raise UserError(f"{option} {value!r} is not a date: expected YYYY-MM-DD") from None
@@ -213,6 +215,62 @@ def rollback(
         emit_json(result)
         return
     err.print(f"{model} now serves run {result['run_id']} (was {result['previous_run_id']})")
+
+
+@app.command()
+@user_errors
+def backfill(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    start: str = typer.Option(..., "--start", help="First partition date, YYYY-MM-DD."),
+    end: str = typer.Option(..., "--end", help="Last partition date, YYYY-MM-DD (inclusive)."),
+    publish: str = typer.Option("latest", "--publish", help="latest: publish the newest date if newer; none."),
+    force: bool = typer.Option(False, "--force", help="Rescore dates already committed with this model version."),
+    max_parallel: int = typer.Option(1, "--max-parallel", help="Partitions scored at once on the one cluster."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Go on when some dates have no features."),
+    via_airflow: bool = typer.Option(False, "--via-airflow", help="Create an Airflow backfill instead and follow it."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Score every date of a range; resumable (rerun continues), history never overwrites the live store."""
+    first, last = parse_day(start, "--start"), parse_day(end, "--end")
+    if first > last:
+        raise UserError(f"--start {first} is after --end {last}; swap them")
+    rt = _runtime()
+    try:
+        if via_airflow:
+            from jobs.airflow_api import AirflowAPI
+
+            rt.config.model(model)
+            api = AirflowAPI.from_settings(rt.settings)
+            reprocess = "completed" if force else "none"
+            dag_id = f"prescore_score__{model}"
+            created = api.create_backfill(dag_id, first, last, reprocess=reprocess, max_active_runs=max_parallel)
+            err.print(f"created Airflow backfill {created.get('id')} of prescore_score__{model}; following it")
+            final = api.follow_backfill(int(created["id"]), say=lambda m: err.print(m, highlight=False))
+            if as_json:
+                emit_json(final)
+            return
+        from jobs.backfill import backfill as run_backfill
+
+        with progress_bar(f"backfill {model} {first}..{last}", unit="dates") as bar:
+            report = run_backfill(
+                rt, model, first, last, publish=publish, force=force,  # type: ignore[arg-type]
+                max_parallel=max_parallel, device=device, skip_missing=skip_missing, progress=bar,
+            )  # fmt: skip
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        table = Table(title=f"backfill {model} {report.start}..{report.end} in {report.seconds:.0f}s")
+        for col in ("date", "status", "run", "rows", "seconds", "error"):
+            table.add_column(col)
+        for d in report.dates:
+            table.add_row(d.date, d.status, d.run_id or "-", f"{d.rows:,}", f"{d.seconds:.1f}", d.error or "")
+        err.print(table)
+        err.print(report.publish_note or f"published: {report.published}")
+    if any(d.status == "failed" for d in report.dates):
+        raise typer.Exit(1)
 
 
 def model_status(rt: Any, model: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,8 +244,13 @@ def score_partition(
     device: str = "auto",
     force: bool = False,
     task_rows: int = TASK_ROWS,
+    cluster: tuple[Any, ClusterInfo] | None = None,
 ) -> RunReport:
-    """Score one partition end to end (see module docstring). Returns the run report."""
+    """Score one partition end to end (see module docstring). Returns the run report.
+
+    ``cluster`` is an open ``(client, info)`` from ``open_cluster`` to reuse (a backfill scores many dates on
+    one cluster); without it a cluster is opened for this call and closed after it.
+    """
     spec = rt.config.model(model)
     fs = rt.config.feature_set(spec.feature_set)
     features = rt.config.model_features(model)
@@ -280,7 +286,7 @@ def score_partition(
         staging = _prepare_output(part_dir, run_id)
         _remove_abandoned_staging(rt, part_dir, keep=staging)
         chunks = plan_chunks(files, task_rows)
-        with open_cluster(rt.settings, dev) as (client, info):
+        with nullcontext(cluster) if cluster else open_cluster(rt.settings, dev) as (client, info):
             t_cluster = time.perf_counter()
             threads = _predict_threads(client, info)
             futures = client.map(

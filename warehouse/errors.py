@@ -61,3 +61,7 @@ class StoreUnavailableError(PrescoreError):
 
 class QualityGateError(StoreError):
     """A run's score distribution drifted too far from the current run's (PSI above the model's max_psi)."""
+
+
+class OlderRunError(StoreError):
+    """Publishing a run whose as_of is older than the current run's (history never overwrites the live store)."""

@@ -33,7 +33,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from warehouse.errors import StoreError, StoreUnavailableError
+from warehouse.errors import OlderRunError, StoreError, StoreUnavailableError
 from warehouse.score_layout import (
     BucketedBatch,
     RunInfo,
@@ -426,7 +426,7 @@ class ScoreStore:
                         cur = pipe.hgetall(store_key(model, "meta", current))
                         cur_as_of = RunInfo.from_meta(cur).as_of if cur else None
                         if cur_as_of and info.as_of < cur_as_of and not force:
-                            raise StoreError(
+                            raise OlderRunError(
                                 f"run {run_id!r} of model {model!r} has as_of {info.as_of.isoformat()}, older than "
                                 f"the current run {current!r} ({cur_as_of.isoformat()}): refusing to publish older "
                                 "scores over newer ones; pass force=True if that is intended"

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     - ``models_file``: unset → the embedded demo models file (model ``churn`` on ``customer_daily``).
     - ``dask_local``: kind of local cluster: ``auto`` (threads inside Airflow tasks, processes elsewhere),
       ``threads`` or ``processes``; ``dask_workers``: its worker count (default: one per core).
+    - ``airflow_url`` / ``airflow_username`` / ``airflow_password``: the Airflow 3 API that
+      ``prescore backfill --via-airflow`` talks to.
     """
 
     model_config = SettingsConfigDict(env_prefix="PRESCORE_", extra="ignore")
@@ -39,6 +41,9 @@ class Settings(BaseSettings):
     dask_workers: int | None = Field(default=None, ge=1)
     # Set by Airflow in every task process; a local Dask cluster then uses threads (spawned worker
     # processes re-import Airflow and crash on its blocked DB access).
+    airflow_url: str = "http://127.0.0.1:8080"
+    airflow_username: str = "admin"
+    airflow_password: str | None = None
     airflow_task: str | None = Field(default=None, validation_alias=AliasChoices("AIRFLOW_CTX_DAG_ID"))
 
     @field_validator("redis_url", "catalog_url", "dask_address", mode="before")

@@ -12,7 +12,7 @@ from jobs.publish import publish_run, rollback_model, store_status
 from jobs.runtime import Runtime
 from jobs.score import score_partition
 from tests.jobs.conftest import END
-from warehouse.errors import CatalogError, QualityGateError, StoreError
+from warehouse.errors import CatalogError, OlderRunError, QualityGateError, StoreError
 from warehouse.score_store import ScoreReader, ScoreStore
 
 PREV = END - dt.timedelta(days=1)
@@ -57,7 +57,7 @@ def test_older_run_is_refused_unless_forced_and_rollback(rt: Runtime) -> None:
     new = score_partition(rt, "churn", END, device="cpu")
     old = score_partition(rt, "churn", PREV, device="cpu")
     publish_run(rt, "churn", new.run_id)
-    with pytest.raises(StoreError, match="older"):
+    with pytest.raises(OlderRunError, match="older"):
         publish_run(rt, "churn", old.run_id)
     publish_run(rt, "churn", old.run_id, force=True)
     assert store_status(rt, "churn")["current"]["run_id"] == old.run_id
