@@ -41,7 +41,7 @@ check: install
 	$(PY) -m pytest
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH)
 
 clean:
 	rm -rf .venv .tools .prescore .pytest_cache .mypy_cache .ruff_cache

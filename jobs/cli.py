@@ -393,7 +393,7 @@ def redis_stop() -> None:
 @app.command()
 @user_errors
 def demo(
-    entities: int = typer.Option(200_000, "--entities", "-n", help="Synthetic entities per day."),
+    entities: int = typer.Option(1_000_000, "--entities", "-n", help="Synthetic entities per day."),
     days: int = typer.Option(4, "--days", help="Daily partitions to synthesise."),
 ) -> None:
     """Run prescore end to end on embedded defaults, saying what it does at each step."""
