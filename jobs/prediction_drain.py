@@ -1,0 +1,163 @@
+"""Drain the prediction-log stream (``warehouse.prediction_stream``) into Parquet, exactly once.
+
+Layout: ``<out_root>/prediction_logs/dt=YYYY-MM-DD/part-<first-id>-<last-id>.parquet``; ``dt`` is the UTC day of
+the stream entries (their ids are Redis timestamps), ``first``/``last`` the ids of the first and last entry in the
+file. Every file holds consecutive entries of one day.
+
+Exactly once, crash-safe:
+
+1. the watermark is the highest ``last-id`` among the part files already written: stream entries up to it are
+   already durable, so they are only deleted (a crash after a write and before its ``XDEL`` leaves exactly those);
+2. the next entries (up to ``batch_entries``, one day) are written to a temp file, fsynced and renamed into place —
+   the name depends only on the entry range, so nothing half-written is ever visible under a part name;
+3. only then are the drained entries deleted from the stream (``XDEL``).
+
+A crash anywhere loses nothing (entries leave the stream only after their file is in place) and duplicates
+nothing (step 1). One drainer at a time: a Redis lock (``SET NX`` with a TTL) refuses a second one. Entries that
+the online writer's ``MAXLEN ~`` trimmed before a drain reached them are gone (the stream is bounded on purpose).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+
+from warehouse.errors import StoreUnavailableError, UserError
+from warehouse.prediction_stream import STREAM_KEY, decode_entry, parse_entry_id, records_table
+
+LOG_DIR = "prediction_logs"
+LOCK_SUFFIX = ":drain-lock"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass
+class DrainReport:
+    """What one drain did: entries and records moved, files written, entries found already drained (deleted)."""
+
+    entries: int = 0
+    records: int = 0
+    files: list[Path] = field(default_factory=list)
+    already_drained: int = 0
+
+
+def part_name(first_id: str, last_id: str) -> str:
+    return f"part-{first_id}-{last_id}.parquet"
+
+
+def _last_id(path: Path) -> tuple[int, int] | None:
+    """``(ms, seq)`` of the last entry in a part file name, or None for a foreign file."""
+    parts = path.name.removeprefix("part-").removesuffix(".parquet").split("-")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[2]), int(parts[3])
+
+
+def watermark(root: Path) -> tuple[int, int] | None:
+    """Highest entry id already written under ``root`` (``prediction_logs``), or None."""
+    ids = [i for p in root.glob("dt=*/part-*.parquet") if (i := _last_id(p)) is not None]
+    return max(ids) if ids else None
+
+
+def _day(entry_id: str) -> str:
+    return datetime.fromtimestamp(parse_entry_id(entry_id)[0] / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def drain_predictions(
+    redis_url: str,
+    out_root: Path,
+    *,
+    batch_entries: int = 1000,
+    max_entries: int | None = None,
+    stream_key: str = STREAM_KEY,
+    lock_ttl_s: int = 600,
+    after_write: Callable[[Path], None] | None = None,
+) -> DrainReport:
+    """Move stream entries to Parquet under ``out_root`` (see the module docstring); returns a ``DrainReport``.
+
+    ``max_entries`` bounds one call (None: until the stream is empty). ``after_write(path)`` runs after each file
+    is in place and before its entries are deleted (tests use it to simulate a crash there). Raises
+    ``StoreUnavailableError`` when Redis cannot be reached and ``UserError`` when another drain holds the lock.
+    """
+    if batch_entries < 1:
+        raise UserError(f"batch_entries must be >= 1, got {batch_entries}")
+    root = Path(out_root) / LOG_DIR
+    client = redis.Redis.from_url(redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
+    token = uuid.uuid4().hex
+    lock = stream_key + LOCK_SUFFIX
+    report = DrainReport()
+    try:
+        if not client.set(lock, token, nx=True, ex=lock_ttl_s):
+            raise UserError(f"another drain of {stream_key} is running (lock {lock}); retry when it has finished")
+        try:
+            _drain(client, root, report, batch_entries, max_entries, stream_key, after_write)
+        finally:
+            client.eval(_RELEASE, 1, lock, token)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailableError(
+            f"Redis is unavailable while draining {stream_key} ({exc}); rerun: nothing is lost or duplicated"
+        ) from exc
+    finally:
+        client.close()
+    return report
+
+
+def _drain(
+    client: redis.Redis,
+    root: Path,
+    report: DrainReport,
+    batch_entries: int,
+    max_entries: int | None,
+    stream_key: str,
+    after_write: Callable[[Path], None] | None,
+) -> None:
+    mark = watermark(root)
+    while max_entries is None or report.entries < max_entries:
+        count = batch_entries if max_entries is None else min(batch_entries, max_entries - report.entries)
+        raw: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream_key, "-", "+", count=count)  # type: ignore[assignment]
+        if not raw:
+            return
+        entries = [(eid.decode(), fields) for eid, fields in raw]
+        done = [eid for eid, _ in entries if mark is not None and parse_entry_id(eid) <= mark]
+        if done:  # written by an earlier drain that stopped before deleting them
+            client.xdel(stream_key, *done)
+            report.already_drained += len(done)
+            entries = entries[len(done) :]
+            if not entries:
+                continue
+        day = _day(entries[0][0])
+        batch = [(eid, fields) for eid, fields in entries if _day(eid) == day]  # ids ascend: a leading run
+        decoded = [(eid, decode_entry(eid, fields)) for eid, fields in batch]
+        path = root / f"dt={day}" / part_name(batch[0][0], batch[-1][0])
+        _write_atomic(records_table(decoded), path)
+        if after_write is not None:
+            after_write(path)
+        client.xdel(stream_key, *[eid for eid, _ in batch])
+        mark = parse_entry_id(batch[-1][0])
+        report.entries += len(batch)
+        report.records += sum(len(records) for _, records in decoded)
+        report.files.append(path)

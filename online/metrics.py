@@ -1,0 +1,152 @@
+"""Prometheus metrics of one app (its own ``CollectorRegistry``, so apps and tests never collide).
+
+The request path counts into plain Python ints (one event loop thread: no locks; ``bisect`` picks a histogram
+bucket), folded into Prometheus counter and histogram families at scrape by ``_Collector`` — a few hundred
+nanoseconds per answer instead of microseconds. Gauges (breaker state, readiness, in-flight requests, prediction
+log, age of each model's current run) are read at scrape from ``values()``.
+
+Series: ``prescore_request_seconds{route,source}`` and ``prescore_redis_seconds{op}`` (histograms),
+``prescore_answers_total{model,rung,source,lookup}`` (sum by the label you need: rung, source, or lookup =
+hit/stale/miss/unavailable), ``prescore_shed_total``, ``prescore_errors_total{status,code}``, the gauges below.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25)
+
+
+class _Histogram:
+    """Bucket counts (the last one is +Inf) and the sum of one labelled series."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family_sample(self) -> tuple[list[tuple[str, float]], float]:
+        buckets, running = [], 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            buckets.append((bound, float(running)))
+        return buckets, self.total
+
+
+class Metrics:
+    """Every series of the online reader. ``values()`` is called at scrape to fill the gauges."""
+
+    def __init__(self, values: Callable[[], dict[str, Any]]) -> None:
+        self.requests: dict[tuple[str, str], _Histogram] = {}
+        self.redis: dict[str, _Histogram] = {}
+        self.answers: dict[tuple[str, str, str, str], int] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.shed = 0
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_Collector(self, values))
+
+    def answered(self, model: str, rung: str, source: str, lookup: str) -> None:
+        """Count one answer: its ladder rung, its source and what the precomputed lookup found."""
+        key = (model, rung, source, lookup)
+        self.answers[key] = self.answers.get(key, 0) + 1
+
+    def request_done(self, route: str, source: str, seconds: float) -> None:
+        series = self.requests.get((route, source))
+        if series is None:
+            series = self.requests[(route, source)] = _Histogram(LATENCY_BUCKETS)
+        series.observe(seconds)
+
+    def redis_call(self, op: str, seconds: float) -> None:
+        series = self.redis.get(op)
+        if series is None:
+            series = self.redis[op] = _Histogram(REDIS_BUCKETS)
+        series.observe(seconds)
+
+    def error(self, status: int, code: str) -> None:
+        key = (str(status), code)
+        self.errors[key] = self.errors.get(key, 0) + 1
+        if code == "overloaded":
+            self.shed += 1
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Collector(Collector):
+    """Folds ``Metrics``' plain counts into Prometheus families, and reads the gauges from ``values()``:
+    ``breaker`` (0 closed, 1 half-open, 2 open), ``ready`` (0/1), ``in_flight``, ``run_as_of`` (model → epoch of
+    the current run's as_of, or None), ``log_dropped``, ``log_written``, ``log_pending``."""
+
+    def __init__(self, metrics: Metrics, values: Callable[[], dict[str, Any]]) -> None:
+        self.metrics, self.values = metrics, values
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        m, v = self.metrics, self.values()
+        requests = HistogramMetricFamily(
+            "prescore_request_seconds", "Time to answer a score request, per route and source (batch: mixed)",
+            labels=["route", "source"],
+        )  # fmt: skip
+        for (route, source), series in sorted(m.requests.items()):
+            requests.add_metric([route, source], *series.family_sample())
+        yield requests
+        redis_seconds = HistogramMetricFamily(
+            "prescore_redis_seconds", "Redis round trips on the request path, per operation", labels=["op"]
+        )
+        for op, series in sorted(m.redis.items()):
+            redis_seconds.add_metric([op], *series.family_sample())
+        yield redis_seconds
+        answers = CounterMetricFamily(
+            "prescore_answers",
+            "Answers per model, ladder rung (fresh, stale, fallback_miss, fallback_stale, default_miss, "
+            "default_expired), source (precomputed, fallback, default) and precomputed lookup result (hit, stale, "
+            "miss, unavailable)",
+            labels=["model", "rung", "source", "lookup"],
+        )
+        for answer, count in sorted(m.answers.items()):
+            answers.add_metric(list(answer), count)
+        yield answers
+        errors = CounterMetricFamily(
+            "prescore_errors", "Error answers per HTTP status and code", labels=["status", "code"]
+        )
+        for labels, count in sorted(m.errors.items()):
+            errors.add_metric(list(labels), count)
+        yield errors
+        yield CounterMetricFamily("prescore_shed", "Requests refused with 503 (too many in flight)", value=m.shed)
+        yield GaugeMetricFamily("prescore_breaker_state", "Redis circuit breaker: 0 closed, 1 half-open, 2 open",
+                                value=v["breaker"])  # fmt: skip
+        yield GaugeMetricFamily("prescore_ready", "1 when the reader is ready to serve", value=v["ready"])
+        yield GaugeMetricFamily("prescore_in_flight", "Requests being answered", value=v["in_flight"])
+        age = GaugeMetricFamily(
+            "prescore_model_run_age_seconds",
+            "Age (now - as_of) of each model's current published run",
+            labels=["model"],
+        )
+        now = time.time()
+        for model, as_of in sorted(v["run_as_of"].items()):
+            if as_of is not None:
+                age.add_metric([model], max(0.0, now - as_of))
+        yield age
+        yield CounterMetricFamily("prescore_prediction_log_dropped", "Prediction-log records dropped (buffer full)",
+                                  value=v["log_dropped"])  # fmt: skip
+        yield CounterMetricFamily("prescore_prediction_log_written", "Prediction-log records written to Redis",
+                                  value=v["log_written"])  # fmt: skip
+        yield GaugeMetricFamily("prescore_prediction_log_pending", "Prediction-log records buffered in memory",
+                                value=v["log_pending"])  # fmt: skip
