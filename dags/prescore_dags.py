@@ -1,0 +1,292 @@
+"""prescore's Airflow DAGs — configuration only; every task body is one call into ``jobs.orchestration``.
+
+- ``prescore_score__<model>``: nightly scoring, one DAG per model of the models file, on the model's cron.
+- ``prescore_rescore``: manual (UI) rescoring of one (model, date), with validated Params.
+- ``prescore_train__<model>``: weekly training; promotes only when not worse than production.
+- ``prescore_drain_predictions``: hourly drain of the online prediction log to Parquet.
+
+Parse time reads one local file, the models file (``PRESCORE_MODELS_FILE``): the DAG list comes from it. Nothing
+else happens at parse time — no database, Redis, network, ``Variable.get`` or ``now()``; Dask, XGBoost and the
+store are imported inside the task functions in ``jobs/orchestration.py``.
+
+Partition date: a scoring run scores the UTC date of its ``data_interval_start``. The nightly schedule is a
+``CronDataIntervalTimetable`` on the model's cron (UTC): the run for the interval [2026-11-20 02:00,
+2026-11-21 02:00) starts when it closes, at 2026-11-21 02:00, and scores partition ``dt=2026-11-20``. For scheduled
+and backfill runs that date is also the logical date (``ds``), so an Airflow backfill over logical dates
+2026-11-18..2026-11-20 scores exactly those partitions. A manual run covers the last interval that closed before
+it (``dag.test(logical_date=2026-11-21T02:00Z)`` scores 2026-11-20). Never ``now()``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    CronTriggerTimetable,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    TriggerRule,
+    conf,
+    dag,
+    task,
+)
+from airflow.sdk.exceptions import AirflowSkipException
+
+from jobs import orchestration
+
+CONFIG = orchestration.project_config()  # the accepted parse-time read: one local YAML file
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+OWNER = "prescore"
+DASK_POOL = "prescore_dask"  # create it (dags/README.md): airflow pools set prescore_dask 1 "prescore Dask jobs"
+PARTITION = "{{ data_interval_start | ds }}"  # the scored partition: see the module docstring
+TRAIN_END = "{{ macros.ds_add(ds, -1) }}"  # training uses the days up to the one before the trigger
+TRAIN_SCHEDULE = "0 4 * * 0"  # Sundays 04:00 UTC
+DRAIN_SCHEDULE = "7 * * * *"  # hourly, off the full hour
+# Airflow configuration ([prescore] section or AIRFLOW__PRESCORE__* variables), not a Variable: no DB at parse.
+FEATURE_WAIT_TIMEOUT_S = conf.getint("prescore", "feature_wait_timeout_s", fallback=6 * 3600)
+FEATURE_POKE_INTERVAL_S = conf.getint("prescore", "feature_poke_interval_s", fallback=300)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": OWNER,
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+    "execution_timeout": timedelta(minutes=30),
+    # bad data, a blocked quality gate or a broken config do not get better by retrying
+    "retry_policy": ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception=list(orchestration.NON_RETRYABLE),
+                action=RetryAction.FAIL,
+                reason="not retryable: fix the data, the models file or the artifact",
+            )
+        ]
+    ),
+}
+DEVICE_PARAM = Param("auto", type="string", enum=["auto", "cpu", "cuda"], description="Where to score.")
+FORCE_PARAM = Param(False, type="boolean", description="Score again even when a committed run exists.")
+
+
+def _published(result: dict[str, Any]) -> dict[str, Any]:
+    """A publication the store declined (a newer run is current) ends the task as skipped, not failed."""
+    if not result["published"]:
+        raise AirflowSkipException(result["reason"])
+    return result
+
+
+# ---- tasks shared by the scoring DAGs -------------------------------------------------------------------
+@task.sensor(
+    task_id="wait_for_features",
+    mode="reschedule",
+    poke_interval=FEATURE_POKE_INTERVAL_S,
+    timeout=FEATURE_WAIT_TIMEOUT_S,
+    execution_timeout=timedelta(minutes=5),
+)
+def wait_for_features(model: str, day: str) -> bool:
+    return orchestration.feature_partition_ready(model, day)
+
+
+@task(multiple_outputs=False, task_id="validate_contract", execution_timeout=timedelta(hours=1))
+def validate_contract(model: str, day: str) -> dict[str, Any]:
+    return orchestration.validate_features(model, day)
+
+
+@task(multiple_outputs=False, task_id="publish", pool=DASK_POOL, execution_timeout=timedelta(hours=1))
+def publish(model: str, scored: Any) -> dict[str, Any]:  # Any: an XComArg at parse time, a dict at run time
+    return _published(orchestration.publish(model, scored["run_id"]))
+
+
+@task(multiple_outputs=False, task_id="verify_online", execution_timeout=timedelta(minutes=10))
+def verify_online(model: str, published: Any) -> dict[str, Any]:
+    return orchestration.verify_online(model, published["run_id"])
+
+
+@task(
+    multiple_outputs=False,
+    task_id="retain_and_record",
+    trigger_rule=TriggerRule.NONE_FAILED,
+    execution_timeout=timedelta(minutes=15),
+)
+def retain_and_record(model: str) -> dict[str, Any]:
+    return orchestration.retain_and_record(model)
+
+
+def _score_task(outlets: list[Asset]) -> Any:
+    @task(
+        multiple_outputs=False, task_id="score", pool=DASK_POOL, execution_timeout=timedelta(hours=3), outlets=outlets
+    )
+    def score(model: str, day: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        opts = params or {}
+        return orchestration.score(model, day, device=opts.get("device", "auto"), force=opts.get("force", False))
+
+    return score
+
+
+# ---- nightly scoring, one DAG per model ------------------------------------------------------------------
+NIGHTLY_DOC = """\
+### Nightly scoring of `{model}`
+
+Scores feature set `{feature_set}`. Partition = UTC date of `data_interval_start`: the logical date of
+scheduled and backfill runs; a run starts when its interval closes, one schedule later.
+
+`wait_for_features` (reschedule sensor) → `validate_contract` → `score` (Dask, pool `{pool}`; emits asset
+`prescore://scores/{model}`) → `publish` (load into Redis, verify, quality gate max_psi={max_psi}, pointer flip;
+*skipped* when a newer run is current, e.g. in a backfill) → `verify_online` (sampled `ScoreReader` lookups equal
+the Parquet) → `retain_and_record` (keep {keep_runs} rollback runs, record the store status).
+
+A blocked quality gate fails `publish` without retrying; the current run stays served. Inspect it, then
+`prescore publish --model {model} --run <run_id> --force`, or rescore with `prescore_rescore`.
+"""
+
+
+def nightly_dag(model: str) -> Any:
+    spec = CONFIG.model(model)
+
+    @dag(
+        dag_id=f"prescore_score__{model}",
+        schedule=CronDataIntervalTimetable(spec.schedule, timezone="UTC"),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=20),
+        default_args=DEFAULT_ARGS,
+        tags=["prescore", "scoring", model],
+        doc_md=NIGHTLY_DOC.format(
+            model=model, feature_set=spec.feature_set, pool=DASK_POOL, max_psi=spec.max_psi, keep_runs=spec.keep_runs
+        ),
+        params={"device": DEVICE_PARAM, "force": FORCE_PARAM},
+    )
+    def nightly() -> None:
+        score = _score_task([Asset(name=f"prescore_scores__{model}", uri=f"prescore://scores/{model}")])
+        scored = score(model, PARTITION)
+        wait_for_features(model, PARTITION) >> validate_contract(model, PARTITION) >> scored
+        verified = verify_online(model, publish(model, scored))
+        verified >> retain_and_record(model)
+
+    return nightly()
+
+
+def _publish_requested(context: Any) -> bool:
+    return bool(context["params"]["publish"])
+
+
+# ---- manual rescoring ------------------------------------------------------------------------------------
+RESCORE_DOC = """\
+### Rescore one partition (trigger from the UI)
+
+Params: `model`, `date` (required, YYYY-MM-DD), `publish`, `device`, `force` (score again even when a committed
+run of the same model version and input exists). `validate_contract` → `score` → `publish` (skipped when
+`publish` is false, or when a newer run is current) → `verify_online` → `retain_and_record`. The store never
+publishes older scores over newer ones from here: use `prescore publish --force` for that.
+"""
+
+
+@dag(
+    dag_id="prescore_rescore",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    max_active_runs=2,
+    default_args=DEFAULT_ARGS,
+    tags=["prescore", "scoring", "manual"],
+    doc_md=RESCORE_DOC,
+    params={
+        "model": Param(
+            CONFIG.model_names[0], type="string", enum=CONFIG.model_names, description="Model of the models file."
+        ),
+        "date": Param(type="string", format="date", description="Partition date to score, YYYY-MM-DD (required)."),
+        "publish": Param(True, type="boolean", description="Publish the run to the online store when it passes."),
+        "device": DEVICE_PARAM,
+        "force": FORCE_PARAM,
+    },
+)
+def prescore_rescore() -> None:
+    model, day = "{{ params.model }}", "{{ params.date }}"
+    scored = _score_task([])(model, day)
+    validate_contract(model, day) >> scored
+    publish_if_asked = task.run_if(_publish_requested, skip_message="not published: param publish is false")(
+        publish.override()
+    )
+    verified = verify_online(model, publish_if_asked(model, scored))
+    verified >> retain_and_record(model)
+
+
+# ---- weekly training -------------------------------------------------------------------------------------
+TRAIN_DOC = """\
+### Weekly training of `{model}`
+
+`train` trains the primary and fallback models on the days up to the day before the run's logical date
+(UTC), registers both and promotes each only when its hold-out AUC is not worse than production's by more
+than `training.promote_margin`. `report` summarises what was promoted. Nightly scoring
+picks up a promoted primary model on its next run; online readers load a promoted fallback model on
+`POST /v1/admin/reload` (or at restart).
+"""
+
+
+@task(multiple_outputs=False, task_id="train", execution_timeout=timedelta(hours=3))
+def train(model: str, day: str) -> dict[str, Any]:
+    return orchestration.train(model, day)
+
+
+@task(multiple_outputs=False, task_id="report", execution_timeout=timedelta(minutes=5))
+def report(trained: Any) -> dict[str, Any]:
+    return orchestration.training_summary(trained)
+
+
+def training_dag(model: str) -> Any:
+    @dag(
+        dag_id=f"prescore_train__{model}",
+        schedule=CronTriggerTimetable(TRAIN_SCHEDULE, timezone="UTC"),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["prescore", "training", model],
+        doc_md=TRAIN_DOC.format(model=model),
+    )
+    def training() -> None:
+        report(train(model, TRAIN_END))
+
+    return training()
+
+
+# ---- prediction-log drain --------------------------------------------------------------------------------
+DRAIN_DOC = """\
+### Drain the online prediction log
+
+Moves the entries of the prediction-log Redis stream to Parquet under `$PRESCORE_HOME/prediction_logs/`.
+Exactly once: entries leave the stream only after their file is in place, and a retry first deletes what is
+already durable, so retries are safe. A second concurrent drain is refused by a Redis lock.
+"""
+
+
+@dag(
+    dag_id="prescore_drain_predictions",
+    schedule=CronTriggerTimetable(DRAIN_SCHEDULE, timezone="UTC"),
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "retries": 3},
+    tags=["prescore", "online", "prediction-log"],
+    doc_md=DRAIN_DOC,
+)
+def prescore_drain_predictions() -> None:
+    @task(multiple_outputs=False, task_id="drain", execution_timeout=timedelta(minutes=30))
+    def drain() -> dict[str, Any]:
+        return orchestration.drain_predictions()
+
+    drain()
+
+
+for _model in CONFIG.model_names:
+    nightly_dag(_model)
+    training_dag(_model)
+prescore_rescore()
+prescore_drain_predictions()

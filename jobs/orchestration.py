@@ -1,0 +1,267 @@
+"""What the Airflow tasks call: one function per task, each a thin wrapper over existing ``jobs`` functions.
+
+Contract of every task function:
+
+- arguments are plain values (model name, ``YYYY-MM-DD`` partition date, run id, flags), so a task body in
+  ``dags/`` is one call with values rendered by Airflow;
+- the return value is a small JSON-able dict (ids, paths, counts) for XCom — never data;
+- each call builds its own ``Runtime`` from the ``PRESCORE_*`` environment and closes it;
+- failures raise ``warehouse.errors`` exceptions; the DAGs fail fast (no retry) on the ones a retry cannot fix
+  (``NON_RETRYABLE``) and retry everything else, which is safe because every step is idempotent per
+  (model, partition) or per run id.
+
+Module import is cheap (settings and the models file only): ``dags/`` imports it at parse time to list the
+models. Everything heavy (Dask, XGBoost, pyarrow, Redis, the catalog) is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from warehouse.model_config import ProjectConfig, load_config
+from warehouse.settings import Settings
+
+if TYPE_CHECKING:
+    from jobs.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Exceptions a retry cannot fix: the task fails at once instead of retrying with backoff. Dotted paths, so
+# the DAG files do not import ``warehouse.errors`` just to name them.
+NON_RETRYABLE = (
+    "warehouse.errors.ContractViolationError",  # the partition breaks its contract: fix the data
+    "warehouse.errors.QualityGateError",  # drift above max_psi: a human decides (prescore publish --force)
+    "warehouse.errors.ConfigError",  # invalid models file or settings
+    "warehouse.errors.UnknownModelError",
+    "warehouse.errors.RegistryError",  # missing or tampered model artifact
+)
+VERIFY_SAMPLE = 200
+
+
+def project_config(settings: Settings | None = None) -> ProjectConfig:
+    """The validated models file named by ``PRESCORE_MODELS_FILE``.
+
+    The one read that DAG files do at parse time: a local YAML file, no database, Redis or network.
+    """
+    return load_config((settings or Settings()).models_file)
+
+
+def partition_date(value: str | dt.date | dt.datetime) -> dt.date:
+    """``YYYY-MM-DD`` (or a date, or an aware datetime, taken in UTC) → the partition date."""
+    from warehouse.features import parse_date
+
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.UTC)
+    return parse_date(value)
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    from jobs.runtime import Runtime
+
+    rt = Runtime.from_settings()
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+# ---- nightly scoring ------------------------------------------------------------------------------------
+def feature_partition_ready(model: str, day: str) -> bool:
+    """True when the model's feature partition of ``day`` is complete (its ``_SUCCESS`` marker exists)."""
+    from warehouse import features
+
+    settings = Settings()
+    spec = project_config(settings).model(model)
+    directory = features.partition_dir(settings.home_dir, spec.feature_set, partition_date(day))
+    ready = features.is_complete(directory)
+    log.info("feature partition %s %s", directory, "is complete" if ready else "is not complete yet")
+    return ready
+
+
+def validate_features(model: str, day: str) -> dict[str, Any]:
+    """Check the partition against its feature-set contract; ``ContractViolationError`` lists every problem."""
+    from warehouse import contracts
+    from warehouse import features as fstore
+
+    settings = Settings()
+    config = project_config(settings)
+    spec = config.model(model)
+    date = partition_date(day)
+    files = fstore.partition_files(settings.home_dir, spec.feature_set, date)
+    contracts.require_valid(settings.home_dir, spec.feature_set, date, config.feature_set(spec.feature_set))
+    return {
+        "model": model,
+        "date": date.isoformat(),
+        "feature_set": spec.feature_set,
+        "partition": str(fstore.partition_dir(settings.home_dir, spec.feature_set, date)),
+        "files": len(files),
+    }
+
+
+def score(model: str, day: str, device: str = "auto", force: bool = False) -> dict[str, Any]:
+    """Score the partition on Dask (``jobs.score.score_partition``: idempotent, reuses a committed run)."""
+    from jobs.score import score_partition
+
+    with _runtime() as rt:
+        report = score_partition(rt, model, partition_date(day), device=device, force=force)
+    keys = ("run_id", "model", "model_version", "partition_date", "output_path", "device", "cluster",
+            "rows_out", "psi", "psi_against", "rows_per_s", "reused")  # fmt: skip
+    return {k: getattr(report, k) for k in keys}
+
+
+def publish(model: str, run_id: str, force: bool = False) -> dict[str, Any]:
+    """Verify, gate and publish a committed run (``jobs.publish.publish_run``), or decline a history run.
+
+    Returns ``{"published": False, "reason": ...}`` without touching Redis when the model's current run scores
+    a later partition than ``run_id`` (a backfill writes history, not the live store); the DAG turns that into
+    a skipped task. Otherwise ``{"published": True, ...PublishReport}``. ``QualityGateError`` propagates.
+    Safe to call again after a crash: a half-loaded namespace is reloaded, the current run is a no-op.
+    """
+    from jobs.publish import publish_run
+    from warehouse.errors import CatalogError, OlderRunError
+    from warehouse.score_store import ScoreStore
+
+    with _runtime() as rt:
+        run = rt.catalog.get_run(run_id)
+        if not force:
+            with ScoreStore.from_url(rt.redis_url) as store:
+                current = store.current_run(model)
+            if current is not None and current.run_id != run_id:
+                try:
+                    newer = rt.catalog.get_run(current.run_id).partition_date
+                except CatalogError:
+                    newer = None  # a run this catalog does not know: publish_run's own as_of check decides
+                if newer is not None and newer > run.partition_date:
+                    return _declined(model, run_id, current.run_id, f"{current.run_id} scores {newer}, run "
+                                     f"{run_id} scores {run.partition_date}")  # fmt: skip
+        try:
+            report = publish_run(rt, model, run_id, force=force)
+        except OlderRunError as exc:  # the store's own as_of rule (a run this catalog does not know, a race)
+            return _declined(model, run_id, None, str(exc))
+    return {"published": True, **report.to_dict()}
+
+
+def _declined(model: str, run_id: str, current_run_id: str | None, detail: str) -> dict[str, Any]:
+    reason = f"not published: newer run is current ({detail}); the scores stay in Parquet as history"
+    log.info("%s", reason)
+    return {"published": False, "model": model, "run_id": run_id, "reason": reason, "current_run_id": current_run_id}
+
+
+def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[str, Any]:
+    """Read a random sample of the run through ``ScoreReader`` (what the online service uses) and compare it
+    with the committed Parquet: same run id and bit-identical float32 scores. ``StoreError`` when not."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from warehouse.errors import StoreError
+    from warehouse.score_store import ScoreReader
+
+    with _runtime() as rt:
+        run = rt.catalog.get_run(run_id)
+        reader = ScoreReader.from_url(rt.redis_url)
+        try:
+            current = reader.current_run(model)
+            if current is None or current.run_id != run_id:
+                raise StoreError(
+                    f"model {model!r} serves run {current.run_id if current else None!r}, not {run_id!r}: "
+                    "another publication or a rollback happened in between; check `prescore status`"
+                )
+            parts = sorted(Path(str(run.output_path)).glob("part-*.parquet"))
+            if not parts:  # an empty partition: nothing to look up
+                return {"model": model, "run_id": run_id, "checked": 0, "as_of": current.as_of.isoformat()}
+            rng = np.random.default_rng()
+            table = pq.read_table(parts[int(rng.integers(len(parts)))], columns=["entity_id", "score"])
+            idx = np.sort(rng.choice(table.num_rows, size=min(sample, table.num_rows), replace=False))
+            ids = table.column("entity_id").take(idx).to_pylist()
+            expected = table.column("score").take(idx).to_numpy().astype(np.float32)
+            served = reader.get_many(model, ids)
+        finally:
+            reader.close()
+    bad = [
+        (eid, want, hit)
+        for eid, want, hit in zip(ids, expected.tolist(), served, strict=True)
+        if hit is None or hit.run_id != run_id or np.float32(hit.score) != np.float32(want)
+    ]
+    if bad:
+        eid, want, hit = bad[0]
+        raise StoreError(
+            f"online check of run {run_id} failed: {len(bad)} of {len(ids)} sampled lookups differ from Parquet "
+            f"(e.g. {eid}: served {hit}, expected {want}); roll back with `prescore rollback --model {model}`"
+        )
+    return {"model": model, "run_id": run_id, "checked": len(ids), "as_of": current.as_of.isoformat()}
+
+
+def retain_and_record(model: str) -> dict[str, Any]:
+    """Apply retention to the model's runs in Redis (keep the current run and ``keep_runs`` rollback targets)
+    and return the store status (current run, age, retained runs) for the DAG run's record."""
+    from jobs.publish import ORPHAN_AFTER_S, store_status
+    from warehouse.score_store import ScoreStore
+
+    with _runtime() as rt:
+        spec = rt.config.model(model)
+        with ScoreStore.from_url(rt.redis_url) as store:
+            cleaned = store.cleanup(model, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
+        status = store_status(rt, model)
+    return {"model": model, "removed_runs": dict(cleaned.removed), **status}
+
+
+# ---- training -------------------------------------------------------------------------------------------
+def train(model: str, end_day: str | None = None) -> dict[str, Any]:
+    """Train, evaluate, register and conditionally promote (``jobs.train.train_model``); a summary per kind."""
+    from jobs.train import train_model
+
+    with _runtime() as rt:
+        report = train_model(rt, model, end_date=partition_date(end_day) if end_day else None)
+    results = [
+        {"kind": r.kind, "version": r.version, "auc": r.metrics.get("auc"), "promoted": r.promoted,
+         "production_auc": (r.production_metrics or {}).get("auc")}
+        for r in report.results
+    ]  # fmt: skip
+    return {
+        "model": model,
+        "train_dates": report.train_dates,
+        "holdout_date": report.holdout_date,
+        "train_rows": report.train_rows,
+        "results": results,
+    }
+
+
+def training_summary(trained: dict[str, Any]) -> dict[str, Any]:
+    """What a training run changed: the promoted versions per kind (logged), for the DAG run's record."""
+    promoted = {r["kind"]: r["version"] for r in trained["results"] if r["promoted"]}
+    kept = [r["kind"] for r in trained["results"] if not r["promoted"]]
+    log.info(
+        "%s: promoted %s; kept production for %s. Nightly scoring uses a new primary on its next run; online "
+        "readers load a new fallback on POST /v1/admin/reload",
+        trained["model"], promoted or "nothing", kept or "no kind",
+    )  # fmt: skip
+    return {"model": trained["model"], "promoted": promoted, "kept_production": kept}
+
+
+# ---- prediction log -------------------------------------------------------------------------------------
+def drain_predictions() -> dict[str, Any]:
+    """Move the online prediction log (a Redis stream) to ``$PRESCORE_HOME/prediction_logs/dt=…/*.parquet``.
+
+    ``jobs.prediction_drain.drain_predictions`` is exactly-once and crash-safe, so a retried task is safe; a drain
+    that finds another one holding the lock raises ``UserError`` (retried later by the task's retries).
+    """
+    from jobs.prediction_drain import LOG_DIR
+    from jobs.prediction_drain import drain_predictions as drain
+
+    with _runtime() as rt:
+        report = drain(rt.redis_url, rt.home)
+        out_dir = rt.home / LOG_DIR
+    return {
+        "entries": report.entries,
+        "records": report.records,
+        "files": len(report.files),
+        "already_drained": report.already_drained,
+        "out_dir": str(out_dir),
+        "last_file": str(report.files[-1]) if report.files else None,
+    }

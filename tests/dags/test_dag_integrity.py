@@ -1,0 +1,233 @@
+"""DAG files import cleanly, parse without I/O, follow the DAG policies, and have the intended task graphs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.dags.conftest import AIRFLOW_OWN_WARNING, DAGS_DIR, REPO
+from warehouse.settings import DEFAULT_MODELS_FILE
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+DASK_TASKS = {"score", "publish"}
+EXPECTED = {"prescore_score__churn", "prescore_train__churn", "prescore_rescore", "prescore_drain_predictions"}
+HEAVY = ("dask", "distributed", "xgboost", "sklearn", "pyarrow", "redis", "jobs.runtime", "jobs.score",
+         "jobs.publish", "warehouse.catalog", "warehouse.score_store", "warehouse.registry")  # fmt: skip
+
+NO_IO_PARSE = textwrap.dedent(
+    """
+    import json, socket, sqlite3, sys, time, warnings
+    from airflow.dag_processing.dagbag import DagBag
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"I/O at parse time: {args[1:] or kwargs}")
+
+    socket.socket.connect = socket.socket.connect_ex = refuse
+    socket.create_connection = sqlite3.connect = refuse
+    warnings.filterwarnings("ignore", message=sys.argv[2])
+    before = set(sys.modules)
+    start = time.perf_counter()
+    bag = DagBag(dag_folder=sys.argv[1])
+    seconds = time.perf_counter() - start
+    print(json.dumps({"errors": bag.import_errors, "dags": sorted(bag.dags), "seconds": seconds,
+                      "new_modules": sorted(set(sys.modules) - before)}))
+    """
+)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dags() -> dict[str, Any]:
+    import warnings
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=AIRFLOW_OWN_WARNING)
+        bag = DagBag(dag_folder=str(DAGS_DIR))
+    assert bag.import_errors == {}, bag.import_errors
+    return dict(bag.dags)
+
+
+def edges(dag: Any) -> set[tuple[str, str]]:
+    return {(up, task.task_id) for task in dag.tasks for up in task.upstream_task_ids}
+
+
+def test_every_dag_file_imports_without_errors(dags: dict[str, Any]) -> None:
+    assert set(dags) == EXPECTED
+    assert sorted(p.name for p in DAGS_DIR.glob("*.py")) == ["prescore_dags.py"]
+
+
+def test_parsing_does_no_db_or_network_io_and_no_heavy_imports(tmp_path: Path) -> None:
+    """A fresh interpreter parses dags/ with Redis, the catalog and Dask pointing at closed ports and every
+    socket connect / sqlite open refused: it parses cleanly, fast, and imports no Dask, XGBoost, pyarrow or
+    Redis client (those load inside the tasks)."""
+    port = closed_port()
+    env = {
+        **os.environ,
+        "PRESCORE_HOME": str(tmp_path / "nowhere"),
+        "PRESCORE_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "PRESCORE_CATALOG_URL": f"postgresql+psycopg://prescore@127.0.0.1:{port}/prescore",
+        "PRESCORE_DASK_ADDRESS": f"tcp://127.0.0.1:{port}",
+        "PRESCORE_MODELS_FILE": str(DEFAULT_MODELS_FILE),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_IO_PARSE, str(DAGS_DIR), AIRFLOW_OWN_WARNING],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert set(result["dags"]) == EXPECTED
+    assert result["seconds"] < 5.0  # measured ~0.5 s on 2 shared cores
+    heavy = [m for m in result["new_modules"] if m.split(".")[0] in HEAVY or m in HEAVY]
+    assert heavy == []
+    assert not (tmp_path / "nowhere").exists()  # PRESCORE_HOME was not even created
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_dag_policies(dags: dict[str, Any], dag_id: str) -> None:
+    """Static start date, no catchup, tags, owner, docs; every task retries with exponential backoff, has a
+    retry policy (fail fast on non-retryable errors) and an execution timeout; Dask work runs in the pool."""
+    dag = dags[dag_id]
+    assert dag.start_date == START
+    assert dag.catchup is False
+    assert "prescore" in dag.tags and len(dag.tags) >= 2
+    assert dag.doc_md and len(dag.doc_md) > 100
+    if dag.timetable.can_be_scheduled:
+        assert dag.max_active_runs == 1
+    for task in dag.tasks:
+        where = f"{dag_id}.{task.task_id}"
+        assert task.owner == "prescore", where
+        assert task.retries >= 1, where
+        assert task.retry_exponential_backoff > 0, where
+        assert task.retry_policy is not None, where
+        assert task.execution_timeout is not None and task.execution_timeout <= dt.timedelta(hours=3), where
+        assert (task.pool == "prescore_dask") == (task.task_id in DASK_TASKS), where
+        assert getattr(task, "multiple_outputs", False) is False, where  # one small dict per XCom
+
+
+def test_every_dag_serializes(dags: dict[str, Any]) -> None:
+    """What the dag-processor stores and the scheduler reads back (params, retry policy, assets, timetables)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag in dags.values():
+        restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        assert set(restored.task_dict) == set(dag.task_dict)
+        assert type(restored.timetable).__name__ == type(dag.timetable).__name__
+
+
+def test_nightly_task_graph(dags: dict[str, Any]) -> None:
+    dag = dags["prescore_score__churn"]
+    assert edges(dag) == {
+        ("wait_for_features", "validate_contract"),
+        ("validate_contract", "score"),
+        ("score", "publish"),
+        ("publish", "verify_online"),
+        ("verify_online", "retain_and_record"),
+    }
+    assert dag.task_dict["retain_and_record"].trigger_rule == "none_failed"  # runs after a skipped publish
+    sensor = dag.task_dict["wait_for_features"]
+    assert sensor.mode == "reschedule"
+    assert (sensor.poke_interval, sensor.timeout) == (1, 4)  # AIRFLOW__PRESCORE__* set by tests/dags/conftest
+    [asset] = dag.task_dict["score"].outlets
+    assert asset.uri == "prescore://scores/churn"
+
+
+def test_nightly_schedule_comes_from_the_models_file_and_maps_intervals_to_partitions(dags: dict[str, Any]) -> None:
+    """Scheduled and backfill runs over logical dates 2026-11-18..20 score exactly those partitions: the data
+    interval starts on the partition date, at the model's cron time, and the run starts when it closes."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = dags["prescore_score__churn"]
+    assert (type(dag.timetable).__name__, dag.timetable.expression) == ("CronDataIntervalTimetable", "0 2 * * *")
+    serialized = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    infos = list(
+        serialized.iter_dagrun_infos_between(
+            dt.datetime(2026, 11, 18, tzinfo=dt.UTC), dt.datetime(2026, 11, 20, 23, 59, 59, tzinfo=dt.UTC)
+        )
+    )
+    intervals = [i.data_interval for i in infos if i.data_interval is not None]
+    assert [i.start.date().isoformat() for i in intervals] == ["2026-11-18", "2026-11-19", "2026-11-20"]
+    assert [i.logical_date for i in infos] == [i.start for i in intervals]
+    assert all(i.end - i.start == dt.timedelta(days=1) for i in intervals)
+    assert dag.task_dict["score"].op_args[1] == "{{ data_interval_start | ds }}"
+
+
+def test_rescore_graph_and_params(dags: dict[str, Any]) -> None:
+    dag = dags["prescore_rescore"]
+    assert dag.timetable.can_be_scheduled is False
+    assert edges(dag) == {
+        ("validate_contract", "score"),
+        ("score", "publish"),
+        ("publish", "verify_online"),
+        ("verify_online", "retain_and_record"),
+    }
+    schema = {name: dag.params.get_param(name).schema for name in dag.params}
+    assert schema["model"]["enum"] == ["churn"]
+    assert (schema["date"]["type"], schema["date"]["format"]) == ("string", "date")
+    assert schema["publish"]["type"] == "boolean" and schema["force"]["type"] == "boolean"
+    assert schema["device"]["enum"] == ["auto", "cpu", "cuda"]
+    assert all(dag.params.get_param(name).description for name in dag.params)
+
+
+def test_training_and_drain_graphs(dags: dict[str, Any]) -> None:
+    assert edges(dags["prescore_train__churn"]) == {("train", "report")}
+    assert dags["prescore_train__churn"].timetable.expression == "0 4 * * 0"
+    drain = dags["prescore_drain_predictions"]
+    assert set(drain.task_dict) == {"drain"}
+    assert drain.task_dict["drain"].retries >= 1
+
+
+def test_one_nightly_and_one_training_dag_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second model in the models file gets its own DAGs on its own cron, and joins the rescore enum."""
+    import warnings
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+    raw["models"]["fraud"] = {**raw["models"]["churn"], "schedule": "30 3 * * *"}
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PRESCORE_MODELS_FILE", str(models_file))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=AIRFLOW_OWN_WARNING)
+        bag = DagBag(dag_folder=str(DAGS_DIR))
+    assert bag.import_errors == {}
+    assert set(bag.dags) == EXPECTED | {"prescore_score__fraud", "prescore_train__fraud"}
+    assert getattr(bag.dags["prescore_score__fraud"].timetable, "expression", None) == "30 3 * * *"
+    assert bag.dags["prescore_rescore"].params.get_param("model").schema["enum"] == ["churn", "fraud"]
+
+
+def test_an_invalid_models_file_is_an_import_error_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+    del raw["models"]["churn"]["staleness"]
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PRESCORE_MODELS_FILE", str(models_file))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=AIRFLOW_OWN_WARNING)
+        bag = DagBag(dag_folder=str(DAGS_DIR))
+    [error] = bag.import_errors.values()
+    assert "models.churn.staleness" in error

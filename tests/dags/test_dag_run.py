@@ -1,0 +1,418 @@
+"""``dag.test()`` runs of the scoring DAGs against the real Redis fixture and a fresh SQLite metadata DB per test.
+
+The logic itself is tested in ``tests/jobs/test_orchestration.py``; here each test asserts what a DAG run ends
+as (run and task states) and what it left behind (catalog, Parquet, the online store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from jobs import orchestration
+from jobs.runtime import Runtime
+from warehouse.catalog import COMMITTED
+from warehouse.score_store import ScoreReader, ScoreStore
+
+pytestmark = [
+    # dag.test() runs tasks through Airflow's in-process execution API, whose test client imports
+    # starlette.testclient: starlette deprecates using it with httpx. Airflow's choice, not ours.
+    pytest.mark.filterwarnings("ignore::starlette.exceptions.StarletteDeprecationWarning"),
+]
+
+MODEL = "churn"
+NIGHTLY = f"prescore_score__{MODEL}"
+DAY = dt.date(2026, 11, 20)
+# The nightly run whose data interval is [2026-11-20 02:00, 2026-11-21 02:00) scores partition 2026-11-20;
+# dag.test() takes the interval that closed last before the logical date it is given.
+LOGICAL = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.UTC)
+
+
+def task_states(dr: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+
+
+def tries(dr: Any, task_id: str) -> int:
+    return next(int(ti.try_number) for ti in dr.get_task_instances() if ti.task_id == task_id)
+
+
+@pytest.fixture
+def rt(prescore_env: dict[str, Any]) -> Iterator[Runtime]:
+    """A Runtime on the same PRESCORE_* environment the task processes use (to inspect what they did)."""
+    runtime = Runtime.from_settings()
+    yield runtime
+    runtime.close()
+
+
+def committed(rt: Runtime, day: dt.date) -> list[Any]:
+    return rt.catalog.runs(MODEL, partition_date=day, status=COMMITTED)
+
+
+def current_run_id(redis_url: str) -> str | None:
+    reader = ScoreReader.from_url(redis_url)
+    try:
+        current = reader.current_run(MODEL)
+    finally:
+        reader.close()
+    return current.run_id if current else None
+
+
+def feature_dir(home: Path, day: dt.date) -> Path:
+    return home / "features" / "customer_daily" / f"dt={day:%Y-%m-%d}"
+
+
+def test_nightly_run_scores_publishes_and_serves_then_a_history_run_skips_publish(
+    airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any, rt: Runtime
+) -> None:
+    """The nightly run for 2026-11-20 succeeds and the online reader serves exactly the committed Parquet. A
+    backfill run of the day before then scores its partition, but publish ends skipped (a newer run is current)
+    and the DAG run still succeeds."""
+    dag = load_dags().dags[NIGHTLY]
+    dr = dag.test(logical_date=LOGICAL)
+    states = task_states(dr)
+    assert dr.state == "success", states
+    assert set(states.values()) == {"success"}, states
+
+    [run] = committed(rt, DAY)
+    assert run.report["cluster"] == "local-threads"  # inside an Airflow task the local cluster uses threads
+    assert current_run_id(prescore_env["redis_url"]) == run.run_id
+    table = pq.read_table(run.output_path, columns=["entity_id", "score"])
+    reader = ScoreReader.from_url(prescore_env["redis_url"])
+    try:
+        served = reader.get_many(MODEL, table.column("entity_id").to_pylist())
+    finally:
+        reader.close()
+    assert all(hit is not None and hit.run_id == run.run_id for hit in served)
+    np.testing.assert_array_equal(
+        np.array([hit.score for hit in served if hit], dtype=np.float32), table.column("score").to_numpy()
+    )
+
+    history = dag.test(logical_date=LOGICAL - dt.timedelta(days=1))
+    states = task_states(history)
+    assert history.state == "success", states
+    assert states["score"] == "success"
+    assert (states["publish"], states["verify_online"]) == ("skipped", "skipped")
+    assert states["retain_and_record"] == "success"
+    [older] = committed(rt, DAY - dt.timedelta(days=1))
+    assert current_run_id(prescore_env["redis_url"]) == run.run_id
+    with ScoreStore.from_url(prescore_env["redis_url"]) as store:
+        assert store.get_run(MODEL, older.run_id) is None  # history was not even loaded into Redis
+
+
+def test_feature_partition_never_arrives(airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any) -> None:
+    """The partition's writer never finishes (no _SUCCESS): the sensor times out (4 s in these tests, set by
+    AIRFLOW__PRESCORE__FEATURE_WAIT_TIMEOUT_S), the run fails, nothing is scored or published."""
+    (feature_dir(prescore_env["home"], DAY) / "_SUCCESS").unlink()
+    dr = load_dags().dags[NIGHTLY].test(logical_date=LOGICAL)
+    states = task_states(dr)
+    assert dr.state == "failed", states
+    assert states["wait_for_features"] == "failed"
+    assert tries(dr, "wait_for_features") == 1  # a sensor timeout is final: no retries
+    assert {states[t] for t in ("validate_contract", "score", "publish")} == {"upstream_failed"}
+    assert not (prescore_env["home"] / "scores").exists()
+    assert current_run_id(prescore_env["redis_url"]) is None
+
+
+def test_contract_violation_fails_at_validate(airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any) -> None:
+    """A feature out of its contract's range fails validate_contract at once (not retryable); nothing is written
+    under scores/ and nothing is published."""
+    part = sorted(feature_dir(prescore_env["home"], DAY).glob("*.parquet"))[0]
+    table = pq.read_table(part)
+    broken = pa.array(np.full(table.num_rows, 5000.0, dtype=np.float32))
+    pq.write_table(table.set_column(table.schema.get_field_index("f00"), "f00", broken), part)
+
+    dr = load_dags().dags[NIGHTLY].test(logical_date=LOGICAL)
+    states = task_states(dr)
+    assert dr.state == "failed", states
+    assert states["wait_for_features"] == "success"
+    assert states["validate_contract"] == "failed"
+    assert tries(dr, "validate_contract") == 1  # the retry policy fails ContractViolationError without retrying
+    assert states["score"] == "upstream_failed"
+    assert not (prescore_env["home"] / "scores").exists()
+    assert current_run_id(prescore_env["redis_url"]) is None
+
+
+def test_quality_gate_blocks_and_the_current_run_stays_served(
+    airflow_db: Path,
+    prescore_env: dict[str, Any],
+    load_dags: Any,
+    rt: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """With a tiny max_psi and 2026-11-19 already published, the nightly run for 2026-11-20 fails in publish
+    (gate blocked, recorded, not retried, the reason in the publish task's log); the 2026-11-19 run is still the
+    one served."""
+    models_file = prescore_env["models_file"]
+    raw = yaml.safe_load(models_file.read_text())
+    raw["models"][MODEL]["max_psi"] = 1e-9
+    models_file.write_text(yaml.safe_dump(raw))
+    with monkeypatch.context() as mp:  # outside Airflow: a threads cluster, like the tests in tests/jobs
+        mp.setenv("PRESCORE_DASK_LOCAL", "threads")
+        earlier = orchestration.score(MODEL, "2026-11-19")
+        assert orchestration.publish(MODEL, earlier["run_id"])["published"]
+
+    dr = load_dags().dags[NIGHTLY].test(logical_date=LOGICAL)
+    states = task_states(dr)
+    assert dr.state == "failed", states
+    assert states["score"] == "success"
+    assert states["publish"] == "failed"
+    assert tries(dr, "publish") == 1  # QualityGateError is not retried
+    assert {states["verify_online"], states["retain_and_record"]} == {"upstream_failed"}
+    assert current_run_id(prescore_env["redis_url"]) == earlier["run_id"]
+    blocked = rt.catalog.publications(MODEL)[0]
+    assert blocked["action"] == "blocked" and blocked["detail"]["psi"] > 1e-9
+    out, err = capfd.readouterr()  # dag.test() writes the task logs to the console
+    [blocked_run] = committed(rt, DAY)
+    assert f"quality gate blocked run {blocked_run.run_id}" in out + err
+
+
+def test_publish_task_retried_after_a_crash_mid_load_is_idempotent(
+    prescore_env: dict[str, Any], load_dags: Any, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish attempt crashed after loading part of the run into Redis; the retried task (its function,
+    called twice) reloads it and publishes once; the second call is a no-op. One run, one publication."""
+    monkeypatch.setenv("PRESCORE_DASK_LOCAL", "threads")
+    scored = orchestration.score(MODEL, DAY.isoformat())
+    run = rt.catalog.get_run(scored["run_id"])
+    table = pq.read_table(run.output_path, columns=["entity_id", "score"]).slice(0, 500)
+    with ScoreStore.from_url(prescore_env["redis_url"]) as store:  # the crashed attempt: half a load
+        store.create_run(MODEL, run.run_id, run.model_version, dt.datetime.now(dt.UTC), run.rows_out or 0)
+        store.writer(MODEL, run.run_id).write_batch(table.column("entity_id"), table.column("score"))
+
+    publish = load_dags().dags[NIGHTLY].task_dict["publish"].python_callable
+    first = publish(MODEL, scored)
+    again = publish(MODEL, scored)
+    assert first["published"] and first["loaded"] and not first["already_current"]
+    assert again["published"] and again["already_current"]
+    assert [p["action"] for p in rt.catalog.publications(MODEL)] == ["publish"]
+    assert [r.run_id for r in committed(rt, DAY)] == [run.run_id]
+    with ScoreStore.from_url(prescore_env["redis_url"]) as store:
+        assert [r.run_id for r in store.list_runs(MODEL)] == [run.run_id]
+        assert store.current_run(MODEL).loaded_rows == run.rows_out  # type: ignore[union-attr]
+
+
+def test_rescore_from_params_without_publishing(
+    airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any, rt: Runtime
+) -> None:
+    """prescore_rescore with publish=false scores the requested (model, date) on the requested device and
+    skips publish; nothing is served."""
+    conf = {"model": MODEL, "date": "2026-11-18", "publish": False, "device": "cpu"}
+    dr = load_dags().dags["prescore_rescore"].test(run_conf=conf)
+    states = task_states(dr)
+    assert dr.state == "success", states
+    assert (states["score"], states["publish"], states["retain_and_record"]) == ("success", "skipped", "success")
+    [run] = committed(rt, dt.date(2026, 11, 18))
+    assert run.device == "cpu"
+    assert current_run_id(prescore_env["redis_url"]) is None
+
+
+def test_training_and_drain_dags_run(airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any) -> None:
+    """The weekly training run of Sunday 2026-11-22 trains on the days up to 2026-11-21 (here: up to 11-20, the
+    newest partition) and reports; the hourly drain succeeds on an empty prediction log."""
+    bag = load_dags()
+    trained = bag.dags[f"prescore_train__{MODEL}"].test(logical_date=dt.datetime(2026, 11, 22, 4, tzinfo=dt.UTC))
+    assert trained.state == "success", task_states(trained)
+    drained = bag.dags["prescore_drain_predictions"].test(logical_date=dt.datetime(2026, 11, 22, 5, 7, tzinfo=dt.UTC))
+    assert drained.state == "success", task_states(drained)
+
+
+def resolve(dag: Any, conf: dict[str, Any]) -> dict[str, Any]:
+    """What a trigger with ``conf`` resolves to (the UI and the REST API validate the same way)."""
+    params = copy.deepcopy(dag.params)
+    params.update(conf)
+    return dict(params.validate())
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {},  # date is required
+        {"date": "2026-13-45"},  # not a date
+        {"date": "20261120"},
+        {"date": "2026-11-20", "model": "unknown"},  # not in the models file
+        {"date": "2026-11-20", "device": "tpu"},
+        {"date": "2026-11-20", "publish": "yes"},
+        {"date": "2026-11-20", "force": 1},
+    ],
+)
+def test_invalid_rescore_params_are_refused(airflow_db: Path, load_dags: Any, conf: dict[str, Any]) -> None:
+    """A trigger with invalid Params is refused before any DAG run or task exists."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = load_dags().dags["prescore_rescore"]
+    with pytest.raises(ParamValidationError):
+        resolve(dag, conf)
+    with pytest.raises(ParamValidationError):
+        dag.test(run_conf=conf)
+
+
+def test_valid_rescore_params_resolve_with_defaults(load_dags: Any) -> None:
+    dag = load_dags().dags["prescore_rescore"]
+    resolved = resolve(dag, {"date": "2026-11-20"})
+    assert resolved == {"model": MODEL, "date": "2026-11-20", "publish": True, "device": "auto", "force": False}
+
+
+# ---- optional: the real thing ------------------------------------------------------------------------------
+LIVE = os.environ.get("PRESCORE_TEST_AIRFLOW_LIVE") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def wait_for(what: str, probe: Any, timeout_s: float, logs: Path) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(1)
+    tails = {p.name: p.read_text()[-2000:] for p in logs.glob("*.log")}
+    raise AssertionError(f"timed out waiting for {what}; logs: {json.dumps(tails, indent=1)}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.skipif(not LIVE, reason="set PRESCORE_TEST_AIRFLOW_LIVE=1 (starts api-server, scheduler, dag-processor)")
+def test_live_airflow_runs_a_rescore_triggered_over_rest(
+    prescore_env: dict[str, Any], airflow_db_template: Path, tmp_path: Path, rt: Runtime
+) -> None:
+    """api-server, scheduler (LocalExecutor) and dag-processor on 127.0.0.1 with their own AIRFLOW_HOME and
+    SQLite DB: a token from /auth/token, the prescore_dask pool created over REST, invalid conf refused (400),
+    then prescore_rescore triggered with conf runs to success in real task processes and its run is served."""
+    home = tmp_path / "airflow"
+    home.mkdir()
+    shutil.copyfile(airflow_db_template, home / "airflow.db")
+    (home / "passwords.json").write_text(json.dumps({"admin": "prescore-test"}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "prescore-live-test-secret",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+    }
+    env.pop("AIRFLOW_CTX_DAG_ID", None)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for component in ("api-server", "scheduler", "dag-processor"):
+            log_file = (home / f"{component}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [airflow, component], env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+        wait_for("the api-server", lambda: http("GET", f"{base}/api/v2/monitor/health")[0] == 200, 120, home)
+        status, body = http("POST", f"{base}/auth/token", {"username": "admin", "password": "prescore-test"})
+        assert status == 201, body
+        token = body["access_token"]
+        status, body = http("POST", f"{base}/api/v2/pools", {"name": "prescore_dask", "slots": 1}, token)
+        assert status == 201, body
+        dag_url = f"{base}/api/v2/dags/prescore_rescore"
+        wait_for("the parsed DAG", lambda: http("GET", dag_url, token=token)[0] == 200, 120, home)
+        assert http("PATCH", dag_url, {"is_paused": False}, token)[0] == 200
+
+        status, body = http("POST", f"{dag_url}/dagRuns", {"logical_date": None, "conf": {"date": "2026-13-01"}}, token)
+        assert status == 400, body
+
+        conf = {"model": MODEL, "date": DAY.isoformat(), "publish": True, "device": "cpu"}
+        status, body = http("POST", f"{dag_url}/dagRuns", {"logical_date": None, "conf": conf}, token)
+        assert status == 200, body
+        run_url = f"{dag_url}/dagRuns/{urllib.parse.quote(body['dag_run_id'])}"
+
+        def finished() -> str | None:
+            state = http("GET", run_url, token=token)[1]["state"]
+            return state if state in ("success", "failed") else None
+
+        assert wait_for("the DAG run", finished, 300, home) == "success"
+        [run] = committed(rt, DAY)
+        assert run.report["cluster"] == "local-threads"
+        assert current_run_id(prescore_env["redis_url"]) == run.run_id
+
+        # Airflow's native backfill of the nightly DAG over logical dates 2026-11-19..20 (whole days, UTC):
+        # 11-19 is scored and its publish skipped (history); 11-20 reuses the committed run, already current.
+        nightly_url = f"{base}/api/v2/dags/{NIGHTLY}"
+        assert http("PATCH", nightly_url, {"is_paused": False}, token)[0] == 200
+        request = {
+            "dag_id": NIGHTLY,
+            "from_date": "2026-11-19T00:00:00Z",
+            "to_date": "2026-11-20T23:59:59Z",
+            "reprocess_behavior": "none",
+            "max_active_runs": 1,
+            "run_backwards": False,
+            "dag_run_conf": {},
+        }
+        status, backfill = http("POST", f"{base}/api/v2/backfills", request, token)
+        assert status == 200, backfill
+        backfill_url = f"{base}/api/v2/backfills/{backfill['id']}"
+        wait_for("the backfill", lambda: http("GET", backfill_url, token=token)[1]["completed_at"], 300, home)
+        runs = http("GET", f"{nightly_url}/dagRuns?run_type=backfill", token=token)[1]["dag_runs"]
+        by_date = {r["data_interval_start"][:10]: r for r in runs}
+        assert {d: r["state"] for d, r in by_date.items()} == {"2026-11-19": "success", "2026-11-20": "success"}
+        quoted = urllib.parse.quote(by_date["2026-11-19"]["dag_run_id"])
+        tis = http("GET", f"{nightly_url}/dagRuns/{quoted}/taskInstances", token=token)[1]["task_instances"]
+        assert {t["task_id"]: t["state"] for t in tis}["publish"] == "skipped"
+        assert len(committed(rt, DAY - dt.timedelta(days=1))) == 1
+        assert current_run_id(prescore_env["redis_url"]) == run.run_id
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

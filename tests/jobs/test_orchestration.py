@@ -1,0 +1,145 @@
+"""The per-task functions the DAGs call: plain values in, small JSON-able dicts out, idempotent on retry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import orchestration
+from jobs.runtime import Runtime
+from warehouse.catalog import COMMITTED
+from warehouse.errors import PartitionNotFoundError, PrescoreError, StoreError
+from warehouse.score_store import ScoreStore
+
+MODEL = "churn"
+
+
+@pytest.fixture
+def env(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    """The PRESCORE_* environment a task process would have, pointing at ``rt``'s warehouse and Redis."""
+    settings = rt.settings
+    monkeypatch.setenv("PRESCORE_HOME", str(settings.home_dir))
+    monkeypatch.setenv("PRESCORE_MODELS_FILE", str(settings.models_file))
+    monkeypatch.setenv("PRESCORE_REDIS_URL", str(settings.redis_url))
+    monkeypatch.setenv("PRESCORE_CATALOG_URL", "")
+    monkeypatch.setenv("PRESCORE_DASK_LOCAL", "threads")
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    return rt
+
+
+def small_json(value: dict[str, Any]) -> dict[str, Any]:
+    """XCom carries references, not data: the value round-trips through JSON and stays small."""
+    text = json.dumps(value)
+    assert len(text) < 4096, text[:200]
+    assert json.loads(text) == value
+    return value
+
+
+def test_partition_date_is_utc() -> None:
+    assert orchestration.partition_date("2026-11-20") == dt.date(2026, 11, 20)
+    late = dt.datetime(2026, 11, 20, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    assert orchestration.partition_date(late) == dt.date(2026, 11, 21)
+
+
+def test_non_retryable_errors_name_prescore_errors() -> None:
+    for path in orchestration.NON_RETRYABLE:
+        module, name = path.rsplit(".", 1)
+        assert issubclass(getattr(importlib.import_module(module), name), PrescoreError), path
+
+
+def test_sensor_and_validation(env: Runtime) -> None:
+    assert orchestration.feature_partition_ready(MODEL, "2026-11-20") is True
+    assert orchestration.feature_partition_ready(MODEL, "2026-11-25") is False
+    checked = small_json(orchestration.validate_features(MODEL, "2026-11-20"))
+    assert (checked["date"], checked["feature_set"]) == ("2026-11-20", "customer_daily")
+    assert checked["files"] >= 1
+    with pytest.raises(PartitionNotFoundError):
+        orchestration.validate_features(MODEL, "2026-11-25")
+
+
+def test_score_publish_verify_retain(env: Runtime) -> None:
+    """The nightly chain, called as the tasks call it; every result is a small JSON-able dict."""
+    scored = small_json(orchestration.score(MODEL, "2026-11-20"))
+    assert scored["partition_date"] == "2026-11-20" and scored["rows_out"] > 0 and not scored["reused"]
+    again = orchestration.score(MODEL, "2026-11-20")  # a retried score task reuses the committed run
+    assert again["reused"] and again["run_id"] == scored["run_id"]
+
+    published = small_json(orchestration.publish(MODEL, scored["run_id"]))
+    assert published["published"] and published["run_id"] == scored["run_id"]
+    verified = small_json(orchestration.verify_online(MODEL, scored["run_id"]))
+    assert verified["checked"] == orchestration.VERIFY_SAMPLE
+    record = small_json(orchestration.retain_and_record(MODEL))
+    assert record["current"]["run_id"] == scored["run_id"]
+    assert [r.run_id for r in env.catalog.runs(MODEL, status=COMMITTED)] == [scored["run_id"]]
+
+
+def test_publish_retried_after_a_crash_mid_load_publishes_once(env: Runtime, redis_url: str) -> None:
+    scored = orchestration.score(MODEL, "2026-11-20")
+    run = env.catalog.get_run(scored["run_id"])
+    part = pq.read_table(run.output_path, columns=["entity_id", "score"]).slice(0, 300)
+    with ScoreStore.from_url(redis_url) as store:  # the crashed attempt left a half-loaded namespace
+        store.create_run(MODEL, run.run_id, run.model_version, dt.datetime.now(dt.UTC), run.rows_out or 0)
+        store.writer(MODEL, run.run_id).write_batch(part.column("entity_id"), part.column("score"))
+
+    first = orchestration.publish(MODEL, run.run_id)
+    second = orchestration.publish(MODEL, run.run_id)
+    assert first["published"] and first["loaded"] and not first["already_current"]
+    assert second["published"] and second["already_current"]
+    assert [p["action"] for p in env.catalog.publications(MODEL)] == ["publish"]
+    with ScoreStore.from_url(redis_url) as store:
+        [only] = store.list_runs(MODEL)
+        assert (only.run_id, only.loaded_rows) == (run.run_id, run.rows_out)
+    assert orchestration.verify_online(MODEL, run.run_id)["checked"] > 0
+
+
+def test_history_run_is_declined_without_touching_redis(env: Runtime, redis_url: str) -> None:
+    """A backfilled older partition is not published over the newer current run, and not loaded either."""
+    newer = orchestration.score(MODEL, "2026-11-20")
+    orchestration.publish(MODEL, newer["run_id"])
+    older = orchestration.score(MODEL, "2026-11-19")
+
+    declined = small_json(orchestration.publish(MODEL, older["run_id"]))
+    assert declined["published"] is False
+    assert declined["reason"].startswith("not published: newer run is current")
+    assert declined["current_run_id"] == newer["run_id"]
+    with ScoreStore.from_url(redis_url) as store:
+        assert store.current_run(MODEL).run_id == newer["run_id"]  # type: ignore[union-attr]
+        assert store.get_run(MODEL, older["run_id"]) is None
+    with pytest.raises(StoreError, match="serves run"):
+        orchestration.verify_online(MODEL, older["run_id"])
+
+
+def test_train_and_summary(env: Runtime) -> None:
+    trained = small_json(orchestration.train(MODEL, "2026-11-20"))
+    assert trained["holdout_date"] == "2026-11-20"
+    assert {r["kind"] for r in trained["results"]} == {"primary", "fallback"}
+    summary = small_json(orchestration.training_summary(trained))
+    promoted = {r["kind"] for r in trained["results"] if r["promoted"]}
+    assert set(summary["promoted"]) == promoted
+    assert set(summary["kept_production"]) == {"primary", "fallback"} - promoted
+
+
+def test_drain_predictions_returns_a_small_report(env: Runtime, redis_url: str) -> None:
+    """Two entries of the online prediction log end in Parquet under $PRESCORE_HOME; a second drain finds none."""
+    pytest.importorskip("jobs.prediction_drain", reason="jobs/prediction_drain.py is not there yet")
+    import redis
+
+    from warehouse.prediction_stream import STREAM_KEY, encode_entry
+
+    now = dt.datetime(2026, 11, 21, 10, tzinfo=dt.UTC).timestamp()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for n in range(2):
+            record = (f"req-{n}", MODEL, f"e{n}", "v1", "run-1", "precomputed", 0.25, 90, now)
+            client.xadd(STREAM_KEY, encode_entry([record]))  # type: ignore[arg-type]
+    finally:
+        client.close()
+    drained = small_json(orchestration.drain_predictions())
+    assert (drained["entries"], drained["records"]) == (2, 2)
+    assert drained["files"] >= 1 and drained["last_file"].startswith(str(env.settings.home_dir))
+    assert small_json(orchestration.drain_predictions())["entries"] == 0
