@@ -43,8 +43,11 @@ from warehouse.settings import DEFAULT_MODELS_FILE, Settings
 DAY = dt.date(2026, 11, 20)
 
 
+LOCAL = "threads"
+
+
 def _settings(home: Path, models_file: Path) -> Settings:
-    return Settings(home=home, models_file=models_file, redis_url="redis://127.0.0.1:1/0", dask_local="processes")
+    return Settings(home=home, models_file=models_file, redis_url="redis://127.0.0.1:1/0", dask_local=LOCAL)
 
 
 def _train(base: Path, models_file: Path) -> Path:
@@ -106,7 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--local", choices=["threads", "processes"], default="threads", help="local cluster kind")
     args = parser.parse_args()
+    global LOCAL
+    LOCAL = args.local
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
         base = Path(tmp)
         raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
@@ -117,7 +123,7 @@ def main() -> None:
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result = {
-        "command": "python bench/bench_score.py --sizes " + " ".join(map(str, args.sizes)),
+        "command": f"python bench/bench_score.py --local {args.local} --sizes " + " ".join(map(str, args.sizes)),
         "machine": f"{platform.node()} {os.cpu_count()} cores",
         "peak_rss_mib_driver": round(peak_self),
         "peak_rss_mib_largest_child": round(peak_children),

@@ -2,9 +2,12 @@
 
 - ``PRESCORE_DASK_ADDRESS`` is a scheduler address → connect to it (external CPU or dask-cuda cluster).
 - device ``cuda`` (or ``auto`` with a visible GPU) and no address → a dask-cuda ``LocalCUDACluster``.
-- otherwise a local CPU cluster sized to the machine: worker processes, except inside an Airflow task
-  (or ``PRESCORE_DASK_LOCAL=threads``), where it uses threads because spawned worker processes re-import
-  Airflow and crash on its blocked metadata-DB access.
+- otherwise a local CPU cluster sized to the machine: one worker with a thread per core by default. The
+  heavy steps (pyarrow read/write, xgboost ``inplace_predict``) release the GIL, so threads keep the
+  job at ~0.97x a bare single-process pipeline where worker processes pay ~3x in start-up and
+  inter-process transfer (BENCHMARKS.md). ``PRESCORE_DASK_LOCAL=processes`` opts into worker processes,
+  except inside an Airflow task, where spawned workers re-import Airflow and crash on its blocked
+  metadata-DB access: there it stays on threads and says so.
 
 The dashboard link is logged. ``open_cluster`` is a context manager: the local cluster it starts is closed
 on exit; an external one is only disconnected from.
@@ -64,9 +67,14 @@ class ClusterInfo:
 
 
 def _local_kind(settings: Settings) -> str:
-    if settings.dask_local != "auto":
-        return settings.dask_local
-    return "threads" if settings.airflow_task else "processes"
+    if settings.dask_local == "processes":
+        if not settings.airflow_task:
+            return "processes"
+        log.warning(
+            "PRESCORE_DASK_LOCAL=processes is ignored inside an Airflow task (spawned workers crash there); "
+            "using threads. Set PRESCORE_DASK_ADDRESS to use a multi-process cluster from Airflow."
+        )
+    return "threads"
 
 
 @contextmanager

@@ -23,8 +23,9 @@ class Settings(BaseSettings):
     - ``catalog_url``: unset → ``sqlite:///<home>/catalog.db``.
     - ``dask_address``: unset → a local cluster; ``auto`` → dask-cuda when a GPU is visible; else a scheduler.
     - ``models_file``: unset → the embedded demo models file (model ``churn`` on ``customer_daily``).
-    - ``dask_local``: kind of local cluster: ``auto`` (threads inside Airflow tasks, processes elsewhere),
-      ``threads`` or ``processes``; ``dask_workers``: its worker count (default: one per core).
+    - ``dask_local``: kind of local cluster: ``auto``/``threads`` (one worker, a thread per core) or
+      ``processes`` (a worker process per core; never inside an Airflow task); ``dask_workers``: its
+      thread or process count (default: one per core).
     - ``airflow_url`` / ``airflow_username`` / ``airflow_password``: the Airflow 3 API that
       ``prescore backfill --via-airflow`` talks to.
     """
