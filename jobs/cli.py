@@ -61,8 +61,12 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else str(value)
+
+
 def emit_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(payload, indent=2, default=_plain) + "\n")
 
 
 def parse_day(value: str, option: str) -> dt.date:
@@ -366,6 +370,69 @@ def status(
         for fail in item["last_failures"]:
             table.add_row("last failure", f"{fail['date']} {fail['run_id']}: {fail['error']}")
         err.print(table)
+
+
+@app.command()
+@user_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", "-w", help="uvicorn worker processes."),
+    detach: bool = typer.Option(False, "--detach", help="Run in the background; wait until ready; record its PID."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the API started here with --detach (by PID)."),
+) -> None:
+    """Serve the online lookup API (FastAPI under uvicorn): /v1/scores, /v1/models, /readyz, /metrics, /docs."""
+    from jobs import serve as srv
+    from warehouse.settings import Settings
+
+    home = Settings().home_dir
+    if stop:
+        info = srv.stop_detached(home)
+        err.print(f"stopped the API at {info.url} (pid {info.pid})" if info else "no detached API was running")
+        return
+    if detach:
+        info = srv.start_detached(home, host, port, workers)
+        err.print(f"API ready at {info.url} (pid {info.pid}); docs {info.url}/docs; log {info.log_file}; "
+                  "stop it with `prescore serve --stop`", highlight=False)  # fmt: skip
+        return
+    srv.serve_foreground(host, port, workers)
+
+
+FEATURES_HELP = 'JSON object, entity id → {feature: value}, for the fallback model: \'{"NEW1": {"f00": 1.5, ...}}\'.'
+
+
+@app.command()
+@user_errors
+def lookup(
+    entity_ids: list[str] = typer.Argument(..., metavar="ID...", help="Entity ids to look up."),
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    features: str = typer.Option(None, "--features", help=FEATURES_HELP),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Look entities up through the same ladder as the API (precomputed → fallback → stale → default)."""
+    # The one place jobs/ reaches into online/: the CLI is the entry point of every layer (see pyproject).
+    from online.lookup import lookup as online_lookup
+
+    parsed = None
+    if features is not None:
+        try:
+            parsed = json.loads(features)
+        except ValueError as exc:
+            raise UserError(f"--features is not valid JSON ({exc}); give an object of id → feature values") from None
+        if not isinstance(parsed, dict):
+            raise UserError("--features must be a JSON object of entity id → {feature: value}")
+    answers = online_lookup(model, entity_ids, parsed)
+    if as_json:
+        emit_json(answers)
+        return
+    table = Table(title=f"model {model}")
+    for column in ("entity_id", "score", "source", "stale", "age_s", "model_version", "run_id"):
+        table.add_column(column)
+    for a in answers:
+        age = "" if a["age_s"] is None else f"{a['age_s']:.0f}"
+        table.add_row(a["entity_id"], f"{a['score']:.6f}", a["source"], str(a["stale"]), age,
+                      a["model_version"] or "", a["run_id"] or "")  # fmt: skip
+    Console().print(table)
 
 
 @redis_app.command("start")

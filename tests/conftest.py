@@ -5,10 +5,13 @@
 - ``redis_factory``: start extra servers (to kill, restart, or configure with maxmemory).
 - ``catalog_url``: parametrised over SQLite and PostgreSQL; PostgreSQL gets its own throw-away database.
 - ``settings``: a ``Settings`` rooted in a temporary PRESCORE_HOME.
+- ``trained_template`` (session): a small synthetic warehouse with trained, promoted ``churn`` models, built
+  once and copied by the tests that need one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,9 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
+import yaml
 
 from warehouse.local_redis import RedisProcess, start_redis
-from warehouse.settings import Settings
+from warehouse.settings import DEFAULT_MODELS_FILE, Settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PRESCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -101,3 +105,42 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
     return Settings(home=tmp_path / "home", redis_url=redis_url, catalog_url=None)
+
+
+END = dt.date(2026, 11, 20)
+ENTITIES = 20_000
+DAYS = 4
+
+
+def small_models_file(path: Path) -> Path:
+    """The embedded models file with a smaller training shape, so the suite stays fast."""
+    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+    raw["models"]["churn"]["training"].update(max_train_rows=30_000, primary_trees=40, primary_depth=6)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("template")
+    models_file = small_models_file(base / "models.yaml")
+    settings = Settings(home=base / "home", models_file=models_file, redis_url="redis://127.0.0.1:1/0")
+    from jobs.runtime import Runtime
+    from jobs.synth import synth
+    from jobs.train import train_model
+
+    rt = Runtime.from_settings(settings)
+    fs = rt.config.model("churn").feature_set
+    synth(
+        rt.home,
+        feature_set=fs,
+        spec=rt.config.feature_set(fs),
+        entities=ENTITIES,
+        days=DAYS,
+        end_date=END,
+        seed=7,
+        chunk_rows=5_000,
+    )
+    train_model(rt, "churn")
+    rt.close()
+    return base / "home", models_file

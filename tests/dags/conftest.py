@@ -24,8 +24,6 @@ from typing import Any
 
 import pytest
 
-from tests.jobs.conftest import trained_template  # noqa: F401  (the session fixture, shared)
-
 # Without the `airflow` extra (uv sync --extra airflow) these tests are not collected.
 collect_ignore_glob = [] if importlib.util.find_spec("airflow") else ["test_*.py"]
 
@@ -89,7 +87,7 @@ def airflow_db(airflow_home: Path, airflow_db_template: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def prescore_env(
-    trained_template: tuple[Path, Path],  # noqa: F811
+    trained_template: tuple[Path, Path],
     tmp_path: Path,
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,

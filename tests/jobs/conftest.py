@@ -1,53 +1,16 @@
-"""A small synthetic warehouse with trained, promoted models, built once per session and copied per test."""
+"""``rt``: a Runtime on a private copy of the trained warehouse (``trained_template`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from jobs.runtime import Runtime
-from jobs.synth import synth
-from jobs.train import train_model
-from warehouse.settings import DEFAULT_MODELS_FILE, Settings
-
-END = dt.date(2026, 11, 20)
-ENTITIES = 20_000
-DAYS = 4
-
-
-def small_models_file(path: Path) -> Path:
-    """The embedded models file with a smaller training shape, so the suite stays fast."""
-    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
-    raw["models"]["churn"]["training"].update(max_train_rows=30_000, primary_trees=40, primary_depth=6)
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-@pytest.fixture(scope="session")
-def trained_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("template")
-    models_file = small_models_file(base / "models.yaml")
-    settings = Settings(home=base / "home", models_file=models_file, redis_url="redis://127.0.0.1:1/0")
-    rt = Runtime.from_settings(settings)
-    fs = rt.config.model("churn").feature_set
-    synth(
-        rt.home,
-        feature_set=fs,
-        spec=rt.config.feature_set(fs),
-        entities=ENTITIES,
-        days=DAYS,
-        end_date=END,
-        seed=7,
-        chunk_rows=5_000,
-    )
-    train_model(rt, "churn")
-    rt.close()
-    return base / "home", models_file
+from tests.conftest import END, small_models_file  # noqa: F401  (re-exported for the job tests)
+from warehouse.settings import Settings
 
 
 @pytest.fixture
