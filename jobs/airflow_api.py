@@ -57,8 +57,9 @@ class AirflowAPI:
     ) -> dict[str, Any]:
         body = {
             "dag_id": dag_id,
+            # Logical dates of the nightly runs fall inside their partition's day (e.g. D 02:00 for dt=D): whole days.
             "from_date": f"{start.isoformat()}T00:00:00Z",
-            "to_date": f"{end.isoformat()}T00:00:00Z",
+            "to_date": f"{end.isoformat()}T23:59:59Z",
             "reprocess_behavior": reprocess,
             "max_active_runs": max_active_runs,
             "run_backwards": False,
@@ -84,3 +85,13 @@ class AirflowAPI:
                 say(f"backfill {backfill_id} running …")
             time.sleep(poll_s)
         raise UserError(f"backfill {backfill_id} did not complete within {timeout_s:.0f}s; follow it in the Airflow UI")
+
+    def backfill_run_states(self, dag_id: str, start: dt.date, end: dt.date) -> dict[str, str]:
+        """State of each backfill run of ``dag_id`` by partition date (UTC date of its data interval start)."""
+        runs = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns?run_type=backfill&limit=1000")["dag_runs"]
+        states = {}
+        for run in runs:
+            day = dt.date.fromisoformat(str(run["data_interval_start"])[:10])
+            if start <= day <= end:
+                states[day.isoformat()] = str(run["state"])
+        return dict(sorted(states.items()))

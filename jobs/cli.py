@@ -44,6 +44,7 @@ def _setup_logging() -> None:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # catalog migrations: quiet unless they fail
 
 
 def user_errors(fn: F) -> F:
@@ -251,8 +252,15 @@ def backfill(
             created = api.create_backfill(dag_id, first, last, reprocess=reprocess, max_active_runs=max_parallel)
             err.print(f"created Airflow backfill {created.get('id')} of prescore_score__{model}; following it")
             final = api.follow_backfill(int(created["id"]), say=lambda m: err.print(m, highlight=False))
+            final["runs"] = api.backfill_run_states(dag_id, first, last)
             if as_json:
                 emit_json(final)
+            else:
+                for day, state in final["runs"].items():
+                    err.print(f"{day}  {state}")
+            if not final["runs"] or any(state != "success" for state in final["runs"].values()):
+                raise UserError(f"Airflow backfill {created.get('id')} did not succeed for every date: "
+                                f"{final['runs'] or 'no runs were created'}; see the Airflow UI")  # fmt: skip
             return
         from jobs.backfill import backfill as run_backfill
 
@@ -462,11 +470,20 @@ def redis_stop() -> None:
 def demo(
     entities: int = typer.Option(1_000_000, "--entities", "-n", help="Synthetic entities per day."),
     days: int = typer.Option(4, "--days", help="Daily partitions to synthesise."),
+    airflow: bool = typer.Option(True, "--airflow/--no-airflow", help="Run the nightly DAG through Airflow."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the lookup API and query it."),
+    port: int = typer.Option(8000, "--port", "-p", help="API port (a free one when it is taken)."),
 ) -> None:
     """Run prescore end to end on embedded defaults, saying what it does at each step."""
+    import importlib.util
+
     from jobs.demo import run_demo
 
-    run_demo(entities=entities, days=days, say=lambda msg: err.print(msg, highlight=False))
+    if airflow and importlib.util.find_spec("airflow") is None:
+        err.print("Airflow is not installed (uv sync --extra airflow): scoring without it")
+        airflow = False
+    say = lambda msg: err.print(msg, highlight=False, soft_wrap=True)  # noqa: E731
+    run_demo(entities=entities, days=days, say=say, airflow=airflow, serve=serve, port=port)
 
 
 def main() -> None:  # pragma: no cover - console entry

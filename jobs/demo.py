@@ -1,29 +1,55 @@
 """``prescore demo``: the whole product on embedded defaults, narrated step by step.
 
 Uses ``PRESCORE_HOME`` (default ``.prescore/``), the embedded models file, and the embedded Redis unless
-``PRESCORE_REDIS_URL`` is set. Each step calls the same functions the CLI and the DAGs use.
+``PRESCORE_REDIS_URL`` is set. Each step calls what the CLI and the DAGs call:
+
+1. synthesise a warehouse (``prescore synth``); 2. train and promote the primary and fallback models;
+3. run the nightly DAG ``prescore_score__churn`` for the latest date through Airflow (``dag.test()`` in a child
+   process with a private SQLite metadata DB: wait for features → validate → score on Dask → publish → verify
+   online → record). Without the ``airflow`` extra (or with ``airflow=False``) the same job and publish run
+   directly; 4. start the lookup API on 127.0.0.1 in the background (``prescore serve --detach``);
+5. look up a precomputed entity, a new entity with features (fallback model) and one without (safe default)
+   over HTTP, and print the URLs and how to stop everything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import time
+import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow.parquet as pq
 
+from jobs import serve as srv
+from jobs.local_airflow import run_nightly
 from jobs.publish import publish_run
 from jobs.runtime import Runtime
 from jobs.score import score_partition
 from jobs.synth import synth
 from jobs.train import train_model
-from warehouse.score_store import ScoreReader
+from warehouse.catalog import COMMITTED
+from warehouse.errors import UserError
+from warehouse.local_redis import free_port
 
 DEMO_MODEL = "churn"
+NEW_ENTITY = "NEW-0000000001"
+UNKNOWN_ENTITY = "NEW-0000000002"
 
 
-def run_demo(entities: int, days: int, say: Callable[[str], None]) -> dict[str, object]:
-    """Run every step; return what a caller (``serve`` afterwards, tests) needs: model, date, sample ids."""
+def run_demo(
+    entities: int,
+    days: int,
+    say: Callable[[str], None],
+    airflow: bool | None = None,
+    serve: bool = True,
+    port: int = 8000,
+) -> dict[str, Any]:
+    """Run every step; return what a caller needs (model, date, run id, sample ids, lookups, API URL)."""
+    if airflow is None:
+        airflow = importlib.util.find_spec("airflow") is not None
     rt = Runtime.from_settings()
     spec = rt.config.model(DEMO_MODEL)
     fs = spec.feature_set
@@ -34,29 +60,65 @@ def run_demo(entities: int, days: int, say: Callable[[str], None]) -> dict[str, 
         report = synth(rt.home, feature_set=fs, spec=rt.config.feature_set(fs), entities=entities, days=days,
                        end_date=end, seed=rt.settings.seed)  # fmt: skip
         say(f"      {report.rows:,} rows at {report.rows_per_s:,.0f} rows/s")
-        say(f"[2/5] training {DEMO_MODEL}: primary (200 trees, depth 8) and fallback (30 trees, depth 4)")
+        say(f"[2/5] training {DEMO_MODEL}: primary and fallback models, hash-checked in the registry")
         for r in train_model(rt, DEMO_MODEL).results:
             say(f"      {r.kind:8s} {r.version} hold-out AUC {r.metrics['auc']:.4f} promoted={r.promoted}")
-        say(f"[3/5] nightly scoring of {end} on a local Dask cluster (contract check, stage, atomic commit)")
-        run = score_partition(rt, DEMO_MODEL, end, device="auto")
-        say(f"      run {run.run_id}: {run.rows_out:,} rows at {run.rows_per_s:,.0f} rows/s -> {run.output_path}")
-        if run.dashboard:
-            say(f"      (the Dask dashboard was at {run.dashboard} while the job ran)")
-        say(f"[4/5] publishing to Redis at {rt.redis_url} (parallel load, verify, quality gate, pointer flip)")
-        pub = publish_run(rt, DEMO_MODEL, run.run_id, force=True)
-        say(f"      current run {pub.run_id} (previous {pub.previous_run_id}); {pub.rows:,} entities")
-        sample = pq.read_table(run.output_path, columns=["entity_id", "score"]).slice(0, 3)
-        ids = sample.column("entity_id").to_pylist()
-        say("[5/5] lookups through the store reader:")
-        reader = ScoreReader.from_url(rt.redis_url)
-        try:
-            for entity, hit in zip([*ids, "new-entity-0001"], reader.get_many(DEMO_MODEL, [*ids, "new-entity-0001"]),
-                                   strict=True):  # fmt: skip
-                say(f"      {entity}: " + (f"{hit.score:.4f} from run {hit.run_id}" if hit else "miss"))
-        finally:
-            reader.close()
-        say(f"done in {time.perf_counter() - t0:.0f}s. `prescore status` shows the state; "
-            "`prescore redis stop` stops the embedded Redis.")  # fmt: skip
-        return {"model": DEMO_MODEL, "date": end.isoformat(), "ids": ids, "run_id": run.run_id}
+        if airflow:
+            say(
+                f"[3/5] nightly DAG prescore_score__{DEMO_MODEL} for {end} through Airflow (dag.test, private "
+                "SQLite metadata DB): wait for features -> validate -> score on Dask -> publish -> verify -> record"
+            )
+            result = run_nightly(rt.home, DEMO_MODEL, end)
+            say("      " + ", ".join(f"{task} {state}" for task, state in sorted(result["tasks"].items())))
+            say(f"      task logs: {result['log_file']}")
+        else:
+            say(f"[3/5] nightly scoring of {end} on a local Dask cluster, then publish (Airflow not installed)")
+            run = score_partition(rt, DEMO_MODEL, end, device="auto")
+            publish_run(rt, DEMO_MODEL, run.run_id, force=True)
+        committed = rt.catalog.runs(DEMO_MODEL, partition_date=end, status=COMMITTED)
+        if not committed:
+            raise UserError(f"no committed run of {DEMO_MODEL} for {end} after the nightly step")
+        run_id, output_path = committed[0].run_id, committed[0].output_path
+        say(f"      run {run_id}: {committed[0].rows_out:,} rows -> {output_path}; published to {rt.redis_url}")
+        sample = pq.read_table(output_path, columns=["entity_id"]).slice(0, 2).column("entity_id").to_pylist()
+        out: dict[str, Any] = {"model": DEMO_MODEL, "date": end.isoformat(), "run_id": run_id, "ids": sample}
+        if serve:
+            out.update(_serve_and_look_up(rt, sample[0], port, say))
+        say(f"done in {time.perf_counter() - t0:.0f}s. `prescore status` shows the state, "
+            "`prescore lookup --model churn ID` looks up from the CLI.")  # fmt: skip
+        say("stop everything with: prescore serve --stop && prescore redis stop")
+        return out
     finally:
         rt.close()
+
+
+def _serve_and_look_up(rt: Runtime, known: str, port: int, say: Callable[[str], None]) -> dict[str, Any]:
+    stopped = srv.stop_detached(rt.home)
+    if stopped:
+        say(f"      (stopped the API a previous demo left at {stopped.url})")
+    try:
+        srv.check_bind("127.0.0.1", port)
+    except UserError:
+        port = free_port()
+    say(f"[4/5] starting the lookup API on 127.0.0.1:{port} (loads and warms the fallback model, then ready)")
+    info = srv.start_detached(rt.home, "127.0.0.1", port, workers=1)
+    say(f"      ready: pid {info.pid}, log {info.log_file}")
+    features = {name: 1.0 for name in rt.config.model(DEMO_MODEL).fallback_features}
+    calls = [
+        ("precomputed", "GET", f"/v1/scores/{DEMO_MODEL}/{urllib.parse.quote(known, safe='')}", None),
+        ("fallback", "POST", f"/v1/scores/{DEMO_MODEL}", {"entity_id": NEW_ENTITY, "features": features}),
+        ("default", "GET", f"/v1/scores/{DEMO_MODEL}/{UNKNOWN_ENTITY}", None),
+    ]
+    say("[5/5] lookups over HTTP:")
+    lookups = []
+    for what, method, path, body in calls:
+        status, answer = srv.http_json(method, info.url + path, body)
+        if status != 200 or not isinstance(answer, dict):
+            raise UserError(f"{method} {path} answered {status}: {answer}; see {info.log_file}")
+        lookups.append(answer)
+        shown = f"curl -s {info.url}{path}" if body is None else f"POST {path} (with features)"
+        say(f"      {what:11s} {shown}\n                  -> score {answer['score']:.4f} source={answer['source']} "
+            f"stale={answer['stale']} model_version={answer['model_version']} run_id={answer['run_id']}")  # fmt: skip
+    say(f"      API docs {info.url}/docs | models {info.url}/v1/models | metrics {info.url}/metrics | "
+        f"readiness {info.url}/readyz")  # fmt: skip
+    return {"api": info.url, "lookups": lookups}

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from jobs import orchestration
+from jobs.airflow_api import AirflowAPI
 from jobs.runtime import Runtime
 from warehouse.catalog import COMMITTED
 from warehouse.score_store import ScoreReader, ScoreStore
@@ -385,19 +386,15 @@ def test_live_airflow_runs_a_rescore_triggered_over_rest(
         # 11-19 is scored and its publish skipped (history); 11-20 reuses the committed run, already current.
         nightly_url = f"{base}/api/v2/dags/{NIGHTLY}"
         assert http("PATCH", nightly_url, {"is_paused": False}, token)[0] == 200
-        request = {
-            "dag_id": NIGHTLY,
-            "from_date": "2026-11-19T00:00:00Z",
-            "to_date": "2026-11-20T23:59:59Z",
-            "reprocess_behavior": "none",
-            "max_active_runs": 1,
-            "run_backwards": False,
-            "dag_run_conf": {},
+        # through `prescore backfill --via-airflow` (AirflowAPI), as an operator would
+        api = AirflowAPI(base, "admin", "prescore-test")
+        created = api.create_backfill(NIGHTLY, DAY - dt.timedelta(days=1), DAY)
+        final = api.follow_backfill(int(created["id"]), poll_s=1.0, timeout_s=300)
+        assert final["completed_at"]
+        assert api.backfill_run_states(NIGHTLY, DAY - dt.timedelta(days=1), DAY) == {
+            "2026-11-19": "success",
+            "2026-11-20": "success",
         }
-        status, backfill = http("POST", f"{base}/api/v2/backfills", request, token)
-        assert status == 200, backfill
-        backfill_url = f"{base}/api/v2/backfills/{backfill['id']}"
-        wait_for("the backfill", lambda: http("GET", backfill_url, token=token)[1]["completed_at"], 300, home)
         runs = http("GET", f"{nightly_url}/dagRuns?run_type=backfill", token=token)[1]["dag_runs"]
         by_date = {r["data_interval_start"][:10]: r for r in runs}
         assert {d: r["state"] for d, r in by_date.items()} == {"2026-11-19": "success", "2026-11-20": "success"}
