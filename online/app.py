@@ -44,7 +44,7 @@ from online.breaker import STATE_VALUE, CircuitBreaker
 from online.errors import ErrorBody, InvalidInput, NotFound, NotReady, PayloadTooLarge, ReloadFailed
 from online.fallback import FallbackModel, load_fallback
 from online.metrics import CONTENT_TYPE, Metrics
-from online.policy import Rung, Source, decide, decision_label, policy_version
+from online.policy import Rung, Source, decide, label_for, policy_version, threshold_cuts
 from online.prediction_log import PredictionLog
 from online.settings import OnlineSettings
 from warehouse.errors import ConfigError, RegistryError, StoreError, StoreUnavailableError
@@ -73,7 +73,7 @@ class ModelRuntime:
     fallback: FallbackModel | None
     fallback_note: str
     bounds: dict[str, tuple[float, float]]  # fallback feature → contract range
-    thresholds: bool
+    cuts: tuple[tuple[str, float], ...]  # threshold labels, highest first; () → no ``decision`` field
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,7 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
             kind = "is corrupted or does not match its manifest" if isinstance(exc, RegistryError) else "is unusable"
             note = f"production fallback model of {name!r} {kind}; restore or retrain it, then POST /v1/admin/reload"
             problems.append(note)
-        models[name] = ModelRuntime(
-            name, spec, policy_version(spec), fallback, note, bounds, bool(spec.thresholds and spec.thresholds.labels)
-        )
+        models[name] = ModelRuntime(name, spec, policy_version(spec), fallback, note, bounds, threshold_cuts(spec))
     return Snapshot(models, problems)
 
 
@@ -413,8 +411,8 @@ class Reader:
         return now, results
 
     def finish(self, m: ModelRuntime, body: dict[str, Any]) -> None:
-        if m.thresholds:
-            body["decision"] = decision_label(m.spec, body["score"])
+        if m.cuts:
+            body["decision"] = label_for(m.cuts, body["score"])
 
     def record(self, body: dict[str, Any], latency_us: int, ts: float) -> Record:
         return (body["request_id"], body["model"], body["entity_id"], body["model_version"], body["run_id"],
@@ -451,8 +449,8 @@ class Reader:
         if body["source"] == "fallback":
             assert m.fallback is not None and values is not None
             body["score"] = m.fallback.predict_row(values)
-        if m.thresholds:
-            body["decision"] = decision_label(m.spec, body["score"])
+        if m.cuts:
+            body["decision"] = label_for(m.cuts, body["score"])
         content = orjson.dumps(body, option=orjson.OPT_UTC_Z)
         elapsed = time.perf_counter() - t0
         if self.plog is not None:

@@ -80,11 +80,22 @@ def policy_version(spec: ModelSpec) -> str:
     return f"p-{digest[:10]}"
 
 
-def decision_label(spec: ModelSpec, score: float) -> str | None:
-    """The threshold label for a score (highest threshold first), or None without thresholds."""
+def threshold_cuts(spec: ModelSpec) -> tuple[tuple[str, float], ...]:
+    """The model's threshold labels, highest threshold first (computed once per model, not per request)."""
     if spec.thresholds is None or not spec.thresholds.labels:
-        return None
-    for label, value in sorted(spec.thresholds.labels.items(), key=lambda kv: -kv[1]):
+        return ()
+    return tuple(sorted(spec.thresholds.labels.items(), key=lambda kv: -kv[1]))
+
+
+def label_for(cuts: tuple[tuple[str, float], ...], score: float) -> str:
+    """The first label whose threshold the score reaches, else ``low``."""
+    for label, value in cuts:
         if score >= value:
             return label
     return "low"
+
+
+def decision_label(spec: ModelSpec, score: float) -> str | None:
+    """The threshold label for a score (highest threshold first), or None without thresholds."""
+    cuts = threshold_cuts(spec)
+    return label_for(cuts, score) if cuts else None
