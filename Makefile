@@ -40,7 +40,11 @@ check: install
 	.venv/bin/lint-imports
 	$(PY) -m pytest
 
+# The online benchmark drives the API with wrk (installed with apt when missing and possible).
 bench: install
+	@command -v wrk >/dev/null || { S=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  $$S apt-get install -y -qq wrk >/dev/null 2>&1 || { $$S apt-get update -qq && $$S apt-get install -y -qq wrk; } \
+	  || echo "wrk is not installed and could not be: the online benchmark will fail"; }
 	$(PY) bench/run_all.py $(BENCH)
 
 clean:
