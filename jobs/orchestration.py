@@ -160,7 +160,7 @@ def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[
     import pyarrow.parquet as pq
 
     from warehouse.errors import StoreError
-    from warehouse.score_store import ScoreReader
+    from warehouse.score_reader import ScoreReader
 
     with _runtime() as rt:
         run = rt.catalog.get_run(run_id)

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import redis
 
 from warehouse.errors import StoreUnavailableError, UserError
 from warehouse.prediction_stream import STREAM_KEY, decode_entry, parse_entry_id, records_table
+from warehouse.redis_conn import UNAVAILABLE_ERRORS, SyncClient, connect
 
 LOG_DIR = "prediction_logs"
 LOCK_SUFFIX = ":drain-lock"
@@ -106,7 +106,7 @@ def drain_predictions(
     if batch_entries < 1:
         raise UserError(f"batch_entries must be >= 1, got {batch_entries}")
     root = Path(out_root) / LOG_DIR
-    client = redis.Redis.from_url(redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
+    client = connect(redis_url, socket_timeout=10.0, connect_timeout=5.0)  # single node or Redis Cluster
     token = uuid.uuid4().hex
     lock = stream_key + LOCK_SUFFIX
     report = DrainReport()
@@ -117,7 +117,7 @@ def drain_predictions(
             _drain(client, root, report, batch_entries, max_entries, stream_key, after_write)
         finally:
             client.eval(_RELEASE, 1, lock, token)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailableError(
             f"Redis is unavailable while draining {stream_key} ({exc}); rerun: nothing is lost or duplicated"
         ) from exc
@@ -127,7 +127,7 @@ def drain_predictions(
 
 
 def _drain(
-    client: redis.Redis,
+    client: SyncClient,
     root: Path,
     report: DrainReport,
     batch_entries: int,

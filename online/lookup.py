@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from online.app import Reader, check_entity_id, check_features
 from online.errors import ApiError
+from online.reader import Reader, check_entity_id, check_features
 from online.settings import OnlineSettings
 from warehouse.errors import UserError
 

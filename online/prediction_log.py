@@ -14,10 +14,10 @@ import asyncio
 import contextlib
 import logging
 
-import redis.asyncio
 from redis.exceptions import RedisError
 
 from warehouse.prediction_stream import STREAM_KEY, Record, encode_entry
+from warehouse.redis_conn import AsyncClient
 
 log = logging.getLogger("prescore.online.prediction_log")
 
@@ -29,7 +29,7 @@ class PredictionLog:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncClient,
         *,
         maxlen: int,
         capacity: int = 100_000,

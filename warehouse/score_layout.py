@@ -10,9 +10,11 @@ Layout of one model ``m`` (names built only by ``store_key``):
 - ``ps:{m}:run:<id>``  hash, the run's metadata (see ``RunInfo``)
 - ``ps:s:<m>:<id>:<b>`` hash bucket ``b`` of run ``<id>``: field = entity id (UTF-8), value = float32 little-endian
 
-The per-model keys share the hash tag ``{m}`` (one cluster slot, so publish can be one transaction); bucket keys
-carry no tag, so a run's buckets spread over all slots. Bucket of an entity = CRC-32 (IEEE, as ``zlib.crc32``) of
-its UTF-8 bytes modulo the run's bucket count: stable across processes, machines and Python versions.
+The per-model keys share the hash tag ``{m}`` (one cluster slot, so create, publish, rollback and cleanup can each
+be one WATCH/MULTI transaction on one node); bucket keys carry no tag, so a run's buckets spread over all slots and
+every node of a Redis Cluster (writes, counts and lookups are grouped per node by the store). Bucket of an entity =
+CRC-32 (IEEE, as ``zlib.crc32``) of its UTF-8 bytes modulo the run's bucket count: stable across processes,
+machines and Python versions.
 """
 
 from __future__ import annotations
@@ -342,6 +344,19 @@ def bucketize(ids: pa.Array, scores: np.ndarray, n_buckets: int, crc: np.ndarray
     first = np.flatnonzero(np.diff(sorted_buckets, prepend=-1))
     starts = [*first.tolist(), len(order)]
     return BucketedBatch(sorted_buckets[first].tolist(), starts, ids.take(indices(order)), scores[order])
+
+
+def select_buckets(batch: BucketedBatch, positions: Sequence[int]) -> BucketedBatch:
+    """The buckets ``batch.bucket_ids[k]`` for ``k`` in ``positions`` (in that order), as a batch of their own."""
+    sizes = [batch.starts[k + 1] - batch.starts[k] for k in positions]
+    rows = [np.arange(batch.starts[k], batch.starts[k + 1]) for k in positions]
+    take = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    return BucketedBatch(
+        [batch.bucket_ids[k] for k in positions],
+        np.cumsum([0, *sizes]).tolist(),
+        batch.ids.take(indices(take)),
+        batch.scores[take],
+    )
 
 
 def has_duplicates(ids: pa.Array, crc: np.ndarray) -> bool:

@@ -8,8 +8,13 @@ Contract (the jobs layer and the online reader use only this):
 - ``publish`` is one atomic pointer change; readers see the old run or the new one, never a mix. The current run
   and the ``keep_runs`` previously published runs stay loaded for an instant ``rollback``; ``cleanup`` removes older
   runs, runs of crashed loaders, and leftovers of interrupted cleanups.
-- Readers: ``get_many`` returns one entry per requested id, in order; a miss is ``None``; a hit carries the score,
-  run id, model version and ``as_of`` (UTC). All hits of one call come from one run.
+- Readers (``ScoreReader``, ``AsyncScoreReader``) live in ``warehouse.score_reader`` and are re-exported here.
+- Redis Cluster (``PRESCORE_REDIS_URL`` with ``?cluster=true``, see ``warehouse.redis_conn``) keeps every
+  guarantee above: create, finalize, publish, rollback and cleanup are WATCH/MULTI transactions on the one node that
+  owns the model's ``{model}`` hash tag; bulk writes (HSET/RESTORE) and counts (HLEN) are grouped by the node of each
+  bucket key and pipelined to every node at once (commands redirected by a moving slot are resent after the slot
+  map is refreshed, a few times, then ``StoreUnavailableError``); Lua runs on the node of its one key; cleanup
+  scans every primary node.
 - Refusals raise ``StoreError`` (what, where, what to do); lost connections and timeouts raise
   ``StoreUnavailableError`` (retry later; ``create_run``, ``write_batch``, ``finalize_run``, ``publish`` and
   ``rollback(to_run=...)`` are safe to retry).
@@ -19,21 +24,22 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import redis
 import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from warehouse.errors import OlderRunError, StoreError, StoreUnavailableError
+from warehouse.redis_conn import SyncClient, connect
+from warehouse.redis_conn import text as _text
+from warehouse.redis_conn import unavailable as _unavailable
 from warehouse.score_layout import (
     BucketedBatch,
     RunInfo,
@@ -41,26 +47,24 @@ from warehouse.score_layout import (
     StoredScore,
     assemble,
     bucket_count,
-    bucket_of,
     bucketize,
     crc32s,
-    decode_score,
-    encode_entity_id,
     encode_score,
     has_duplicates,
     hset_commands,
     id_array,
-    indices,
     plan_lookup,
     resp,
     restore_commands,
     restore_payloads,
     run_of_bucket_key,
     score_array,
+    select_buckets,
     store_key,
     to_utc,
     validate_name,
 )
+from warehouse.score_reader import AsyncScoreReader, ScoreLookup, ScoreReader  # re-exported: one import for both
 
 __all__ = [
     "AsyncScoreReader",
@@ -80,6 +84,8 @@ __all__ = [
 IdsLike: TypeAlias = Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
 ScoresLike: TypeAlias = Sequence[float] | np.ndarray | pa.Array
 SCAN_COUNT = 1000  # keys per SCAN step and per UNLINK
+REDIRECT_ATTEMPTS = 5  # cluster: resends of commands redirected by a moving slot (backoff 0.05 s, doubling)
+Encoder: TypeAlias = Callable[[list[int] | None], list[tuple[bytes, int]]]
 
 # Bump loaded_rows and the heartbeat only while the run's metadata exists (a cleaned-up run is not resurrected).
 _ACCOUNT = """
@@ -88,29 +94,6 @@ redis.call('HINCRBY', KEYS[1], 'loaded_rows', ARGV[1])
 redis.call('HSET', KEYS[1], 'heartbeat', ARGV[2])
 return redis.call('HGET', KEYS[1], 'state')
 """
-
-
-def connect(url: str, *, socket_timeout: float = 5.0, connect_timeout: float = 2.0) -> redis.Redis:
-    """A client with explicit timeouts and a single immediate reconnect attempt (callers own longer retries)."""
-    return redis.Redis.from_url(
-        url,
-        protocol=2,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        retry=Retry(NoBackoff(), 1),
-    )
-
-
-@contextmanager
-def _unavailable(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailableError(f"Redis is unavailable while {what} ({exc}); retry when it answers again") from exc
-
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _epoch(as_of: datetime | float) -> float:
@@ -153,10 +136,11 @@ class CleanupReport:
 class ScoreStore:
     """Run lifecycle (create, verify, publish, rollback, cleanup) and status of the score store.
 
-    Give it a ``redis.Redis`` (``ScoreStore.from_url`` builds one with timeouts). Thread-safe as the client is.
+    Give it a ``redis.Redis`` or a ``redis.cluster.RedisCluster`` (``ScoreStore.from_url`` builds either, with
+    timeouts, from the URL). Thread-safe as the client is.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncClient) -> None:
         self.client = client
         self._account = client.register_script(_ACCOUNT)
         self._listpack_entries: int | None = None
@@ -212,9 +196,13 @@ class ScoreStore:
 
     def _listpack_limit(self) -> int:
         if self._listpack_entries is None:
+            name = "hash-max-listpack-entries"
             try:
-                raw = self.client.config_get("hash-max-listpack-entries").get("hash-max-listpack-entries")
-                self._listpack_entries = int(raw or 128)
+                if isinstance(self.client, redis.Redis):
+                    self._listpack_entries = int(self.client.config_get(name).get(name) or 128)
+                else:  # buckets land on every primary: size them for the strictest one
+                    nodes = [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
+                    self._listpack_entries = min(int(node.config_get(name).get(name) or 128) for node in nodes)
             except redis.ResponseError:  # CONFIG disabled (managed Redis): assume the default
                 self._listpack_entries = 128
         return self._listpack_entries
@@ -240,7 +228,7 @@ class ScoreStore:
                 "n_buckets": bucket_count(expected, self._listpack_limit()), "created_at": repr(now),
                 "heartbeat": repr(now),
             }  # fmt: skip
-            with self.client.pipeline() as pipe:
+            with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
                         pipe.watch(meta_key)
@@ -312,29 +300,79 @@ class ScoreStore:
                 "maxmemory, then rerun the load"
             ) from exc
 
-    def _raw(self, chunks: list[tuple[bytes, int]], what: str) -> list[Any]:
-        """Send pre-encoded commands pipelined on one connection (the next chunk goes out before the replies of
-        the previous one are read). Returns every reply in order, errors as exception objects."""
-        pool = self.client.connection_pool
-        replies: list[Any] = []
+    def _raw(self, streams: list[tuple[Any, list[tuple[bytes, int]]]], what: str) -> list[list[Any]]:
+        """Send pre-encoded commands pipelined, one connection per ``(connection pool, chunks)`` stream (one stream
+        per node of a cluster, streams in lockstep): the next chunk goes out before the replies of the previous one
+        are read. Returns every reply of each stream in order, errors as exception objects."""
+        out: list[list[Any]] = [[] for _ in streams]
+        conns: list[Any] = []
         with _unavailable(what):
-            conn = pool.get_connection()
             try:
-                read = _Replies(conn)
-                pending: deque[int] = deque()
-                for wire, count in chunks:
-                    conn.send_packed_command([wire], check_health=False)
-                    pending.append(count)
-                    if len(pending) > 1:
-                        read(pending.popleft(), replies)
-                while pending:
-                    read(pending.popleft(), replies)
+                for pool, _ in streams:
+                    conns.append(pool.get_connection())
+                readers = [_Replies(conn) for conn in conns]
+                pending = [deque[int]() for _ in streams]
+                for step in range(max((len(chunks) for _, chunks in streams), default=0)):
+                    for s, (_, chunks) in enumerate(streams):
+                        if step < len(chunks):
+                            wire, count = chunks[step]
+                            conns[s].send_packed_command([wire], check_health=False)
+                            pending[s].append(count)
+                    for s, queue in enumerate(pending):
+                        if len(queue) > 1:
+                            readers[s](queue.popleft(), out[s])
+                for s, queue in enumerate(pending):
+                    while queue:
+                        readers[s](queue.popleft(), out[s])
             except BaseException:
-                conn.disconnect()  # replies may be left unread: never hand this connection out again as is
+                for conn in conns:
+                    conn.disconnect()  # replies may be left unread: never hand this connection out again as is
                 raise
             finally:
-                pool.release(conn)
-        return replies
+                for (pool, _), conn in zip(streams[: len(conns)], conns, strict=True):
+                    pool.release(conn)
+        return out
+
+    def _send(self, keys: list[bytes], encode: Encoder, what: str) -> list[Any]:
+        """Replies of one pre-encoded single-key command per key of ``keys``, in order, errors as exception objects.
+
+        ``encode(None)`` encodes every command; ``encode(positions)`` those of ``keys[k]`` for ``k`` in ``positions``,
+        in that order. On a cluster each command goes to the node that owns its key's slot, all nodes pipelined at
+        once; commands redirected by a moving slot (MOVED/ASK) are resent after the slot map is refreshed.
+        """
+        if isinstance(self.client, redis.Redis):
+            return self._raw([(self.client.connection_pool, encode(None))], what)[0]
+        client = self.client
+        replies: list[Any] = [None] * len(keys)
+        todo = list(range(len(keys)))
+        for attempt in range(REDIRECT_ATTEMPTS):
+            by_node: dict[str, list[int]] = {}
+            pools: dict[str, Any] = {}
+            with _unavailable(what):
+                for k in todo:
+                    node = client.get_node_from_key(keys[k])
+                    if node.name not in pools:
+                        pools[node.name] = client.get_redis_connection(node).connection_pool
+                    by_node.setdefault(node.name, []).append(k)
+            streams = [(pools[name], encode(positions)) for name, positions in by_node.items()]
+            for positions, out in zip(by_node.values(), self._raw(streams, what), strict=True):
+                for k, reply in zip(positions, out, strict=True):
+                    replies[k] = reply
+            down = next((r for r in replies if _cluster_refused(r)), None)
+            if down is not None:
+                raise StoreUnavailableError(
+                    f"Redis Cluster is unavailable while {what} ({down}); retry when every slot is served again"
+                ) from down
+            todo = [k for k in todo if _redirected(replies[k])]
+            if not todo:
+                return replies
+            time.sleep(0.05 * 2**attempt)
+            with _unavailable(what):
+                client.nodes_manager.initialize()
+        raise StoreUnavailableError(
+            f"Redis Cluster kept redirecting {len(todo)} commands while {what} (slots are moving between nodes); "
+            "retry when resharding is over"
+        )
 
     def finalize_run(self, model: str, run_id: str) -> RunInfo:
         """Count the run's rows in Redis; equal to ``expected_rows`` → state ``loaded``, else ``StoreError`` with both
@@ -343,11 +381,17 @@ class ScoreStore:
         if info.state is not RunState.LOADING:
             return info
         keys = [store_key(model, "bucket", run_id, b).encode() for b in range(info.n_buckets)]
-        chunks = [
-            (b"".join(resp(b"HLEN", k) for k in keys[i : i + 5000]), len(keys[i : i + 5000]))
-            for i in range(0, len(keys), 5000)
-        ]
-        counted = sum(self._raw(chunks, f"counting rows of run {run_id} of model {model}"))
+
+        def encode(positions: list[int] | None) -> list[tuple[bytes, int]]:
+            chosen = keys if positions is None else [keys[k] for k in positions]
+            return [
+                (b"".join(resp(b"HLEN", k) for k in chosen[i : i + 5000]), len(chosen[i : i + 5000]))
+                for i in range(0, len(chosen), 5000)
+            ]
+
+        replies = self._send(keys, encode, f"counting rows of run {run_id} of model {model}")
+        _raise_first_error(replies)
+        counted = sum(replies)
         if counted != info.expected_rows:
             raise StoreError(
                 f"run {run_id!r} of model {model!r} holds {counted} rows in Redis but {info.expected_rows} were "
@@ -355,7 +399,7 @@ class ScoreStore:
                 "create a new run with the right expected_rows"
             )
         meta_key = store_key(model, "meta", run_id)
-        with _unavailable(f"finalizing run {run_id} of model {model}"), self.client.pipeline() as pipe:
+        with _unavailable(f"finalizing run {run_id} of model {model}"), self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(meta_key)
@@ -400,7 +444,7 @@ class ScoreStore:
         validate_name("run id", run_id)
         current_key, history_key = store_key(model, "current"), store_key(model, "history")
         meta_key = store_key(model, "meta", run_id)
-        with _unavailable(f"publishing run {run_id} of model {model}"), self.client.pipeline() as pipe:
+        with _unavailable(f"publishing run {run_id} of model {model}"), self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(current_key, history_key, meta_key)
@@ -456,7 +500,7 @@ class ScoreStore:
         if to_run is not None:
             validate_name("run id", to_run)
         current_key, history_key = store_key(model, "current"), store_key(model, "history")
-        with _unavailable(f"rolling back model {model}"), self.client.pipeline() as pipe:
+        with _unavailable(f"rolling back model {model}"), self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(current_key, history_key)
@@ -520,7 +564,7 @@ class ScoreStore:
         runs_key, current_key, history_key = (store_key(model, k) for k in ("runs", "current", "history"))
         report = CleanupReport(model)
         with _unavailable(f"cleaning up model {model}"):
-            with self.client.pipeline() as pipe:
+            with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
                         pipe.watch(current_key, history_key, runs_key)
@@ -669,8 +713,15 @@ class RunWriter:
     def _write(self, batch: BucketedBatch) -> int:
         if not batch.bucket_ids:
             return 0
+        keys, per = self._keys(batch), self.per_round_trip
+
+        def encode(positions: list[int] | None) -> list[tuple[bytes, int]]:
+            if positions is None:
+                return hset_commands(batch, keys, per)
+            return hset_commands(select_buckets(batch, positions), [keys[k] for k in positions], per)
+
         with self.store._out_of_memory(self.info.model, self.info.run_id, True):
-            replies = self.store._raw(hset_commands(batch, self._keys(batch), self.per_round_trip), self._what())
+            replies = self.store._send(keys, encode, self._what())
             _raise_first_error(replies)
             return int(sum(replies))
 
@@ -688,213 +739,41 @@ class RunWriter:
         if not batch.bucket_ids:
             return self.write_batch(ids, values)
         sizes = np.diff(batch.starts).tolist()
-        keys = self._keys(batch)
+        keys, per = self._keys(batch), self.per_round_trip
+        payloads = restore_payloads(batch)
+
+        def encode(positions: list[int] | None) -> list[tuple[bytes, int]]:
+            if positions is None:
+                return restore_commands(keys, payloads, sizes, per)
+            pick = positions
+            return restore_commands([keys[k] for k in pick], [payloads[k] for k in pick], [sizes[k] for k in pick], per)
+
         with self.store._out_of_memory(self.info.model, self.info.run_id, True):
-            chunks = restore_commands(keys, restore_payloads(batch), sizes, self.per_round_trip)
-            replies = self.store._raw(chunks, self._what())
+            replies = self.store._send(keys, encode, self._what())
             _raise_first_error([r for r in replies if isinstance(r, redis.exceptions.OutOfMemoryError)])
         refused = [k for k, r in enumerate(replies) if isinstance(r, Exception)]
         added = sum(sizes) - sum(sizes[k] for k in refused)
         if refused:
-            rows = np.concatenate([np.arange(batch.starts[k], batch.starts[k + 1]) for k in refused])
-            rest = BucketedBatch(
-                [batch.bucket_ids[k] for k in refused],
-                np.cumsum([0] + [sizes[k] for k in refused]).tolist(),
-                batch.ids.take(indices(rows)),
-                batch.scores[rows],
-            )
-            added += self._write(rest)
+            added += self._write(select_buckets(batch, refused))
         self.store._bump(self.info.model, self.info.run_id, added)
         return added
+
+
+def _redirected(reply: Any) -> bool:
+    """A cluster reply saying the key's slot is served by another node (MOVED) or is moving there (ASK)."""
+    return isinstance(reply, AskError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith(("MOVED ", "ASK "))
+    )
+
+
+def _cluster_refused(reply: Any) -> bool:
+    """A cluster reply saying the slot has no reachable primary (CLUSTERDOWN) or is busy moving (TRYAGAIN)."""
+    return isinstance(reply, ClusterDownError | TryAgainError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith(("CLUSTERDOWN", "TRYAGAIN"))
+    )
 
 
 def _raise_first_error(replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-
-
-# ---------------------------------------------------------------- readers
-
-
-class ScoreLookup(Protocol):
-    """Read side of the store. ``get_many`` returns exactly one entry per id, in order; a miss (unknown id, or no
-    published run) is ``None``; a hit's ``as_of`` is UTC; all hits of one call come from one run. Invalid ids raise
-    ``StoreError``; an unreachable Redis raises ``StoreUnavailableError``."""
-
-    def get(self, model: str, entity_id: str) -> StoredScore | None: ...
-
-    def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]: ...
-
-
-def _single(run: RunInfo, entity_id: str) -> tuple[str, bytes]:
-    """Bucket key and field of one id in ``run`` (the one-HGET fast path of ``get``)."""
-    raw = encode_entity_id(entity_id)
-    return store_key(run.model, "bucket", run.run_id, bucket_of(raw, run.n_buckets)), raw
-
-
-def _hit(run: RunInfo, value: Any) -> StoredScore | None:
-    return None if value is None else StoredScore(decode_score(value), run.run_id, run.model_version, run.as_of)
-
-
-@dataclass
-class _Pointer:
-    run: RunInfo | None
-    fetched: float
-
-
-class _PointerCache:
-    """Per-model cache of the current run. Younger than ``refresh_s``: used as is. Up to ``max_stale_s``: used,
-    and the pointer is re-read in the same round trip as the lookup. Older (or never read): read first."""
-
-    def __init__(self, refresh_s: float, max_stale_s: float) -> None:
-        self.refresh_s, self.max_stale_s = refresh_s, max_stale_s
-        self.entries: dict[str, _Pointer] = {}
-
-    def state(self, model: str, now: float) -> tuple[_Pointer | None, bool]:
-        entry = self.entries.get(model)
-        if entry is None or now - entry.fetched > self.max_stale_s:
-            return None, False
-        return entry, now - entry.fetched > self.refresh_s
-
-    def known(self, model: str, run_id: str | None, fetched: float) -> bool:
-        """Record a pointer read; False when it names a run whose metadata must be fetched."""
-        entry = self.entries.get(model)
-        if run_id is None or (entry is not None and entry.run is not None and entry.run.run_id == run_id):
-            self.entries[model] = _Pointer(entry.run if (entry and run_id) else None, fetched)
-            return True
-        return False
-
-
-class ScoreReader:
-    """Synchronous ``ScoreLookup`` over ``redis.Redis``: one round trip per lookup (HMGET per bucket, pipelined);
-    the current-run pointer is cached and re-read at most every ``refresh_s`` (a publish shows within ~1 s)."""
-
-    def __init__(self, client: redis.Redis, *, refresh_s: float = 0.5, max_stale_s: float = 0.9) -> None:
-        self.client = client
-        self._cache = _PointerCache(refresh_s, max_stale_s)
-
-    @classmethod
-    def from_url(cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5) -> ScoreReader:
-        return cls(connect(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout), refresh_s=refresh_s)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def _refresh(self, model: str, run_id: str | None, fetched: float) -> _Pointer:
-        if not self._cache.known(model, run_id, fetched):
-            meta = self.client.hgetall(store_key(model, "meta", str(run_id)))
-            self._cache.entries[model] = _Pointer(RunInfo.from_meta(meta) if meta else None, fetched)
-        return self._cache.entries[model]
-
-    def current_run(self, model: str) -> RunInfo | None:
-        """The run lookups are served from now (cached view)."""
-        validate_name("model", model)
-        with _unavailable(f"reading the current run of model {model}"):
-            entry, _ = self._cache.state(model, time.monotonic())
-            if entry is None:
-                now = time.monotonic()
-                entry = self._refresh(model, _text(self.client.get(store_key(model, "current"))), now)
-        return entry.run
-
-    def get(self, model: str, entity_id: str) -> StoredScore | None:
-        entry, piggyback = self._cache.state(model, time.monotonic())
-        if entry is None or entry.run is None or piggyback:
-            return self.get_many(model, [entity_id])[0]
-        key, field = _single(entry.run, entity_id)
-        with _unavailable(f"reading scores of model {model}"):
-            return _hit(entry.run, self.client.hget(key, field))
-
-    def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
-        validate_name("model", model)
-        raw = [encode_entity_id(e) for e in entity_ids]
-        with _unavailable(f"reading scores of model {model}"):
-            now = time.monotonic()
-            entry, piggyback = self._cache.state(model, now)
-            if entry is None:
-                entry = self._refresh(model, _text(self.client.get(store_key(model, "current"))), now)
-            if entry.run is None and not piggyback:
-                return [None] * len(raw)
-            run = entry.run
-            plan = plan_lookup(run, raw) if run is not None else None
-            if plan is not None and len(plan.keys) == 1 and not piggyback:
-                replies = [self.client.hmget(plan.keys[0], plan.fields[0])]
-            else:
-                with self.client.pipeline(transaction=False) as pipe:
-                    for key, fields in zip(plan.keys, plan.fields, strict=True) if plan else ():
-                        pipe.hmget(key, fields)
-                    pipe.get(store_key(model, "current"))
-                    replies = pipe.execute()
-                self._refresh(model, _text(replies.pop()), now)
-        return assemble(run, plan, replies) if run is not None and plan is not None else [None] * len(raw)
-
-
-class AsyncScoreReader:
-    """``ScoreReader`` for ``redis.asyncio`` (same contract, same layout code; methods are coroutines)."""
-
-    def __init__(self, client: redis.asyncio.Redis, *, refresh_s: float = 0.5, max_stale_s: float = 0.9) -> None:
-        self.client = client
-        self._cache = _PointerCache(refresh_s, max_stale_s)
-
-    @classmethod
-    def from_url(cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5) -> AsyncScoreReader:
-        client = redis.asyncio.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-            retry=AsyncRetry(NoBackoff(), 1),
-        )  # fmt: skip
-        return cls(client, refresh_s=refresh_s)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    async def _refresh(self, model: str, run_id: str | None, fetched: float) -> _Pointer:
-        if not self._cache.known(model, run_id, fetched):
-            meta = await self.client.hgetall(store_key(model, "meta", str(run_id)))
-            self._cache.entries[model] = _Pointer(RunInfo.from_meta(meta) if meta else None, fetched)
-        return self._cache.entries[model]
-
-    async def current_run(self, model: str) -> RunInfo | None:
-        validate_name("model", model)
-        with _unavailable(f"reading the current run of model {model}"):
-            entry, _ = self._cache.state(model, time.monotonic())
-            if entry is None:
-                now = time.monotonic()
-                entry = await self._refresh(model, _text(await self.client.get(store_key(model, "current"))), now)
-        return entry.run
-
-    async def get(self, model: str, entity_id: str) -> StoredScore | None:
-        entry, piggyback = self._cache.state(model, time.monotonic())
-        if entry is None or entry.run is None or piggyback:
-            return (await self.get_many(model, [entity_id]))[0]
-        key, field = _single(entry.run, entity_id)
-        try:  # inline rather than ``_unavailable``: this is the online hot path (a context manager costs ~2 µs)
-            raw = await self.client.hget(key, field)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(
-                f"Redis is unavailable while reading scores of model {model} ({exc}); retry when it answers again"
-            ) from exc
-        return _hit(entry.run, raw)
-
-    async def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
-        validate_name("model", model)
-        raw = [encode_entity_id(e) for e in entity_ids]
-        with _unavailable(f"reading scores of model {model}"):
-            now = time.monotonic()
-            entry, piggyback = self._cache.state(model, now)
-            if entry is None:
-                pointer = _text(await self.client.get(store_key(model, "current")))
-                entry = await self._refresh(model, pointer, now)
-            if entry.run is None and not piggyback:
-                return [None] * len(raw)
-            run = entry.run
-            plan = plan_lookup(run, raw) if run is not None else None
-            if plan is not None and len(plan.keys) == 1 and not piggyback:
-                replies = [await self.client.hmget(plan.keys[0], plan.fields[0])]
-            else:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for key, fields in zip(plan.keys, plan.fields, strict=True) if plan else ():
-                        pipe.hmget(key, fields)
-                    pipe.get(store_key(model, "current"))
-                    replies = await pipe.execute()
-                await self._refresh(model, _text(replies.pop()), now)
-        return assemble(run, plan, replies) if run is not None and plan is not None else [None] * len(raw)

@@ -1,0 +1,486 @@
+"""The reader service behind the HTTP routes: models and their fallbacks, input validation, and the score ladder.
+
+``Reader`` holds per-app state (settings, circuit breaker, metrics, admission stats, the loaded models, the async
+store reader, the prediction log). Request path of a score: entity id + features validated (``InvalidInput``
+names the field) → ONE Redis round trip (skipped while the circuit breaker is open) → ``online.policy.decide``
+→ precomputed | fallback | default → orjson-encoded ``Response`` → counted in metrics and queued for the
+prediction log (never awaited). The reader degrades only on ``StoreUnavailableError``.
+
+Answers: ``as_of``/``age_s`` describe the served score (fallback: scored now, age 0; default: null).
+``model_version`` is the precomputed run's model version, the fallback model's version, or null (default);
+``run_id`` is set for precomputed answers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import Request
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from online.admission import AdmissionStats
+from online.breaker import STATE_VALUE, CircuitBreaker
+from online.errors import InvalidInput, NotFound, NotReady, PayloadTooLarge, ReloadFailed
+from online.fallback import FallbackModel, load_fallback
+from online.metrics import Metrics
+from online.policy import Rung, Source, decide, label_for, policy_version, threshold_cuts
+from online.prediction_log import PredictionLog
+from online.settings import OnlineSettings
+from warehouse.errors import ConfigError, RegistryError, StoreError, StoreUnavailableError
+from warehouse.local_redis import ensure_local_redis
+from warehouse.model_config import ModelSpec, load_config
+from warehouse.prediction_stream import Record
+from warehouse.redis_conn import connect_async
+from warehouse.registry import Registry
+from warehouse.score_layout import MAX_ENTITY_ID_BYTES, StoredScore, validate_name
+from warehouse.score_reader import AsyncScoreReader
+
+log = logging.getLogger("prescore.online")
+JSON = "application/json"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+# ---------------------------------------------------------------- models and their fallbacks (loaded off-loop)
+
+
+@dataclass(frozen=True)
+class ModelRuntime:
+    """What answering for one model needs: its spec, policy id, fallback model (or why there is none)."""
+
+    name: str
+    spec: ModelSpec
+    policy_version: str
+    fallback: FallbackModel | None
+    fallback_note: str
+    bounds: dict[str, tuple[float, float]]  # fallback feature → contract range
+    cuts: tuple[tuple[str, float], ...]  # threshold labels, highest first; () → no ``decision`` field
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every model of one load of the models file; ``problems`` non-empty → not ready (e.g. corrupted artifact)."""
+
+    models: dict[str, ModelRuntime]
+    problems: list[str] = field(default_factory=list)
+
+
+def load_snapshot(settings: OnlineSettings) -> Snapshot:
+    """Load + validate the models file (``ConfigError``), load, hash-check and warm every production fallback.
+
+    A missing production fallback only removes that model's fallback rung; a corrupted or unusable one is a
+    problem that keeps the app from becoming ready (the details go to the log, not to clients).
+    """
+    config = load_config(settings.models_file)
+    registry = Registry(settings.models_dir)
+    models, problems = {}, []
+    for name, spec in config.models.items():
+        fs = config.feature_set(spec.feature_set)
+        bounds = {}
+        for f in spec.fallback_features:
+            lo, hi = fs.features[f].min, fs.features[f].max
+            bounds[f] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+        fallback, note = None, ""
+        try:
+            validate_name("model", name)  # the store would refuse every lookup of this model
+            if registry.production_version(name, "fallback") is None:
+                note = f"no production fallback model for {name!r}: misses and stale scores fall to the default"
+            else:
+                fallback = load_fallback(settings.models_dir, name, list(spec.fallback_features))
+                fallback.warm()
+                note = f"fallback {fallback.version} loaded and warmed"
+        except StoreError:
+            note = f"model name {name!r} is not valid in the score store: rename it in the models file"
+            problems.append(note)
+        except (RegistryError, ValueError, KeyError) as exc:
+            log.error("fallback model of %s cannot be used: %s", name, exc)
+            kind = "is corrupted or does not match its manifest" if isinstance(exc, RegistryError) else "is unusable"
+            note = f"production fallback model of {name!r} {kind}; restore or retrain it, then POST /v1/admin/reload"
+            problems.append(note)
+        models[name] = ModelRuntime(name, spec, policy_version(spec), fallback, note, bounds, threshold_cuts(spec))
+    return Snapshot(models, problems)
+
+
+# ---------------------------------------------------------------- input validation (422 names the field)
+
+
+def check_entity_id(value: Any, where: str = "entity_id") -> str:
+    """The store's id rule: 1-128 UTF-8 bytes, no control characters (C0, DEL, C1)."""
+    if type(value) is not str:
+        raise InvalidInput(where, f"must be a string, got {_json_type(value)}")
+    if value.isascii() and value.isprintable() and 0 < len(value) <= MAX_ENTITY_ID_BYTES:
+        return value
+    if not value:
+        raise InvalidInput(where, "must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(where, "is not valid Unicode") from None
+    if size > MAX_ENTITY_ID_BYTES:
+        raise InvalidInput(where, f"is {size} UTF-8 bytes long; at most {MAX_ENTITY_ID_BYTES}")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
+        raise InvalidInput(where, "contains a control character")
+    return value
+
+
+def check_features(m: ModelRuntime, raw: Any, where: str = "features") -> list[float] | None:
+    """Feature values in the fallback model's order, or None when not given; 422 naming the bad feature."""
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        raise InvalidInput(where, f"must be an object of feature name → number, or null; got {_json_type(raw)}")
+    for name, value in raw.items():
+        bounds = m.bounds.get(name)
+        if bounds is None:
+            raise InvalidInput(f"{where}.{name}", f"unknown feature; model {m.name} takes {sorted(m.bounds)}")
+        if type(value) is not float and type(value) is not int:
+            raise InvalidInput(f"{where}.{name}", f"must be a number, got {_json_type(value)}")
+        if not bounds[0] <= value <= bounds[1]:  # also false for NaN
+            raise InvalidInput(f"{where}.{name}", f"{value!r} is outside the contract range [{bounds[0]}, {bounds[1]}]")
+    missing = [name for name in m.spec.fallback_features if name not in raw]
+    if missing:
+        raise InvalidInput(f"{where}.{missing[0]}", f"missing; model {m.name} needs {list(m.spec.fallback_features)}")
+    return [float(raw[name]) for name in m.spec.fallback_features]
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", str: "a string", type(None): "null", list: "an array", dict: "an object"}
+    return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+
+
+async def json_object(request: Request, fields: frozenset[str]) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidInput("body", "is not valid JSON") from None
+    if type(body) is not dict:
+        raise InvalidInput("body", f"must be a JSON object, got {_json_type(body)}")
+    extra = sorted(set(body) - fields)
+    if extra:
+        raise InvalidInput(extra[0], f"unknown field; accepted: {sorted(fields)}")
+    return body
+
+
+class JsonResponse(Response):
+    """A 200 JSON answer with its ``X-Request-ID`` header, headers built directly (hot path)."""
+
+    media_type = JSON
+
+    def __init__(self, content: bytes, request_id: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = content
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(content)),
+            (b"content-type", b"application/json"),
+            (b"x-request-id", request_id.encode("latin-1")),
+        ]
+
+
+# ---------------------------------------------------------------- the service
+
+
+class Reader:
+    """Per-app state and the score ladder. Created by ``create_app``; resources are opened in the lifespan."""
+
+    def __init__(self, settings: OnlineSettings) -> None:
+        self.settings = settings
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+        self.metrics = Metrics(self.scrape_values)
+        self.stats = AdmissionStats()
+        self.snapshot: Snapshot | None = None
+        self.store: AsyncScoreReader | None = None
+        self.plog: PredictionLog | None = None
+        self.redis_seen = False
+        self.timeout_s = settings.redis_timeout_ms / 1000
+        self.run_as_of: dict[str, float | None] = {}
+        self._prefix = uuid.uuid4().hex[:8] + "-"
+        self._ids = itertools.count(1)
+
+    # -------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        s = self.settings
+        self.snapshot = await asyncio.to_thread(load_snapshot, s)
+        for problem in self.snapshot.problems:
+            log.error("not ready: %s", problem)
+        url = s.redis_url or (await asyncio.to_thread(ensure_local_redis, s.home_dir)).url
+        # Every Redis command on the request path is bounded by the socket timeout (and one immediate retry).
+        self.store = AsyncScoreReader.from_url(url, socket_timeout=self.timeout_s)
+        if s.prediction_log:
+            client = connect_async(url, socket_timeout=1.0, connect_timeout=1.0)  # single node or Redis Cluster
+            self.plog = PredictionLog(client, maxlen=s.prediction_log_maxlen)
+            self.plog.start()
+        await self.ping()
+
+    async def stop(self) -> None:
+        if self.plog is not None:
+            await self.plog.stop()
+            await self.plog.client.aclose()
+        if self.store is not None:
+            await self.store.aclose()
+
+    async def ping(self) -> bool:
+        """One PING through the breaker; False while it is open or when Redis does not answer."""
+        if self.store is None or not self.breaker.allow():
+            return False
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.store.client.ping()
+        except (RedisError, OSError):  # TimeoutError is an OSError
+            self.breaker.failure()
+            return False
+        self.breaker.success()
+        self.redis_seen = True
+        return True
+
+    def model(self, name: str) -> ModelRuntime:
+        snapshot = self.snapshot
+        if snapshot is None or snapshot.problems:
+            raise NotReady("the reader is not ready; see GET /readyz")
+        m = snapshot.models.get(name)
+        if m is None:
+            raise NotFound(f"unknown model {name!r}; GET /v1/models lists the served models")
+        return m
+
+    def request_id(self, request: Request) -> str:
+        for name, value in request.scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                if _REQUEST_ID.fullmatch(text):
+                    return text
+                break
+        return self.new_request_id()
+
+    def new_request_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    # -------------------------------------------------- lookups (one round trip; degrade on unavailability only)
+
+    async def lookup(self, model: str, ids: list[str]) -> tuple[list[StoredScore | None], bool]:
+        """Stored scores of ``ids`` (one ``get``/``get_many``), and whether Redis answered."""
+        store = self.store
+        if store is None or not self.breaker.allow():
+            return [None] * len(ids), False
+        t0 = time.perf_counter()
+        try:
+            found = [await store.get(model, ids[0])] if len(ids) == 1 else await store.get_many(model, ids)
+        except StoreUnavailableError:
+            self.breaker.failure()
+            self.metrics.redis_call("unavailable", time.perf_counter() - t0)
+            return [None] * len(ids), False
+        self.metrics.redis_call("get" if len(ids) == 1 else "get_many", time.perf_counter() - t0)
+        self.breaker.success()
+        return found, True
+
+    def answer(
+        self, m: ModelRuntime, entity_id: str, stored: StoredScore | None, answered: bool, has_features: bool,
+        now: float, request_id: str,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The response body of one entity (a fallback answer's score is filled in by the caller)."""
+        st = m.spec.staleness
+        if stored is None:
+            d = decide(None, now, st.max_age_s, st.hard_max_age_s, has_features and m.fallback is not None)
+            looked = "miss" if answered else "unavailable"
+        else:
+            d = decide(stored.as_of.timestamp(), now, st.max_age_s, st.hard_max_age_s,
+                       has_features and m.fallback is not None)  # fmt: skip
+            looked = "stale" if d.rung is not Rung.FRESH else "hit"
+        source = d.source
+        self.metrics.answered(m.name, d.rung, source, looked)
+        if source is Source.PRECOMPUTED:
+            assert stored is not None
+            return {"model": m.name, "entity_id": entity_id, "score": stored.score, "source": "precomputed",
+                    "stale": d.stale, "age_s": d.age_s, "as_of": stored.as_of, "model_version": stored.model_version,
+                    "run_id": stored.run_id, "policy_version": m.policy_version, "fallback_used": False,
+                    "request_id": request_id}  # fmt: skip
+        if source is Source.FALLBACK:
+            assert m.fallback is not None
+            return {"model": m.name, "entity_id": entity_id, "score": None, "source": "fallback", "stale": False,
+                    "age_s": 0.0, "as_of": datetime.fromtimestamp(now, UTC), "model_version": m.fallback.version,
+                    "run_id": None, "policy_version": m.policy_version, "fallback_used": True,
+                    "request_id": request_id}  # fmt: skip
+        return {"model": m.name, "entity_id": entity_id, "score": m.spec.default_score, "source": "default",
+                "stale": False, "age_s": None, "as_of": None, "model_version": None, "run_id": None,
+                "policy_version": m.policy_version, "fallback_used": False, "request_id": request_id}  # fmt: skip
+
+    async def answer_many(
+        self, m: ModelRuntime, ids: list[str], features: dict[str, list[float] | None], request_id: str
+    ) -> tuple[float, list[dict[str, Any]]]:
+        """Answers for validated ``ids`` (one Redis round trip; every fallback miss scored in one call)."""
+        found, answered = await self.lookup(m.name, ids)
+        now = time.time()
+        results, rows, matrix = [], [], []
+        for entity_id, stored in zip(ids, found, strict=True):
+            values = features.get(entity_id)
+            item = self.answer(m, entity_id, stored, answered, values is not None, now, request_id)
+            if item["source"] == "fallback" and values is not None:
+                rows.append(item)
+                matrix.append(values)
+            results.append(item)
+        if rows:
+            assert m.fallback is not None
+            for item, score in zip(rows, m.fallback.predict_many(matrix).tolist(), strict=True):
+                item["score"] = score
+        for item in results:
+            self.finish(m, item)
+        return now, results
+
+    def finish(self, m: ModelRuntime, body: dict[str, Any]) -> None:
+        if m.cuts:
+            body["decision"] = label_for(m.cuts, body["score"])
+
+    def record(self, body: dict[str, Any], latency_us: int, ts: float) -> Record:
+        return (body["request_id"], body["model"], body["entity_id"], body["model_version"], body["run_id"],
+                body["source"], body["score"], latency_us, ts)  # fmt: skip
+
+    # -------------------------------------------------- score routes
+
+    async def score_one(self, request: Request, model: str, entity_id: Any, features: Any, route: str) -> Response:
+        t0 = time.perf_counter()
+        m = self.model(model)
+        if not (
+            type(entity_id) is str
+            and entity_id.isascii()
+            and entity_id.isprintable()
+            and 0 < len(entity_id) <= MAX_ENTITY_ID_BYTES
+        ):
+            check_entity_id(entity_id)
+        values = None if features is None else check_features(m, features)
+        request_id = self.request_id(request)
+        stored, answered, store = None, False, self.store
+        if store is not None and self.breaker.allow():  # inlined ``lookup``: the hot path
+            t1 = time.perf_counter()
+            try:
+                stored = await store.get(model, entity_id)
+            except StoreUnavailableError:
+                self.breaker.failure()
+                self.metrics.redis_call("unavailable", time.perf_counter() - t1)
+            else:
+                answered = True
+                self.metrics.redis_call("get", time.perf_counter() - t1)
+                self.breaker.success()
+        now = time.time()
+        body = self.answer(m, entity_id, stored, answered, values is not None, now, request_id)
+        if body["source"] == "fallback":
+            assert m.fallback is not None and values is not None
+            body["score"] = m.fallback.predict_row(values)
+        if m.cuts:
+            body["decision"] = label_for(m.cuts, body["score"])
+        content = orjson.dumps(body, option=orjson.OPT_UTC_Z)
+        elapsed = time.perf_counter() - t0
+        if self.plog is not None:
+            self.plog.append(self.record(body, int(elapsed * 1e6), now))
+        self.metrics.request_done(route, body["source"], elapsed)
+        return JsonResponse(content, request_id)
+
+    async def score_batch(self, request: Request, model: str) -> Response:
+        t0 = time.perf_counter()
+        m = self.model(model)
+        body = await json_object(request, frozenset({"entity_ids", "features"}))
+        ids = body.get("entity_ids")
+        if type(ids) is not list or not ids:
+            raise InvalidInput("entity_ids", "must be a non-empty array of entity ids")
+        if len(ids) > self.settings.batch_max:
+            raise PayloadTooLarge(f"entity_ids: {len(ids)} ids; at most {self.settings.batch_max} per batch")
+        for i, entity_id in enumerate(ids):
+            check_entity_id(entity_id, f"entity_ids[{i}]")
+        raw_features = body.get("features") or {}
+        if type(raw_features) is not dict:
+            raise InvalidInput("features", "must be an object of entity id → features, or null")
+        wanted = set(ids)
+        features = {}
+        for entity_id, raw in raw_features.items():
+            if entity_id not in wanted:
+                raise InvalidInput(f"features.{entity_id}", "is not one of entity_ids")
+            features[entity_id] = check_features(m, raw, f"features.{entity_id}")
+        request_id = self.request_id(request)
+        now, results = await self.answer_many(m, ids, features, request_id)
+        content = orjson.dumps({"model": m.name, "request_id": request_id, "results": results}, option=orjson.OPT_UTC_Z)
+        elapsed = time.perf_counter() - t0
+        if self.plog is not None:
+            latency_us = int(elapsed * 1e6)
+            self.plog.extend([self.record(item, latency_us, now) for item in results])
+        sources = {item["source"] for item in results}
+        self.metrics.request_done("batch", sources.pop() if len(sources) == 1 else "mixed", elapsed)
+        return JsonResponse(content, request_id)
+
+    # -------------------------------------------------- operational routes
+
+    async def models(self) -> dict[str, Any]:
+        out, now = [], time.time()
+        snapshot = self.snapshot
+        for name, m in sorted((snapshot.models if snapshot else {}).items()):
+            entry: dict[str, Any] = {"model": name, "policy_version": m.policy_version,
+                                     "fallback_version": m.fallback.version if m.fallback else None,
+                                     "fallback": m.fallback_note, "run_id": None, "model_version": None,
+                                     "as_of": None, "age_s": None, "state": "redis_unavailable"}  # fmt: skip
+            if self.store is not None and self.breaker.allow():
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        run = await self.store.current_run(name)
+                    self.breaker.success()
+                except (StoreUnavailableError, TimeoutError):
+                    self.breaker.failure()
+                else:
+                    self.run_as_of[name] = run.as_of.timestamp() if run else None
+                    if run is None:
+                        entry["state"] = "no_run"
+                    else:
+                        age = max(0.0, now - run.as_of.timestamp())
+                        st = m.spec.staleness
+                        state = "fresh" if age <= st.max_age_s else "stale" if age <= st.hard_max_age_s else "expired"
+                        entry.update(run_id=run.run_id, model_version=run.model_version, as_of=run.as_of,
+                                     age_s=round(age, 3), state=state)  # fmt: skip
+            out.append(entry)
+        return {"models": out}
+
+    async def readiness(self) -> tuple[int, dict[str, Any]]:
+        snapshot = self.snapshot
+        detail: dict[str, Any] = {"breaker": self.breaker.state.value, "in_flight": self.stats.in_flight}
+        if snapshot is None:
+            return 503, {"status": "starting", "reason": "models are still loading", **detail}
+        detail["models"] = {n: {"fallback_version": m.fallback.version if m.fallback else None,
+                                "fallback": m.fallback_note} for n, m in snapshot.models.items()}  # fmt: skip
+        if snapshot.problems:
+            return 503, {"status": "not_ready", "reason": "; ".join(snapshot.problems), **detail}
+        redis_ok = await self.ping()
+        detail["breaker"] = self.breaker.state.value
+        detail["redis"] = "ok" if redis_ok else "unavailable"
+        if not self.redis_seen:
+            return 503, {"status": "not_ready", "reason": "Redis has not answered yet", **detail}
+        if not redis_ok:
+            reason = "Redis is unavailable: answering from fallback models and defaults"
+            return 200, {"status": "degraded", "reason": reason, **detail}
+        return 200, {"status": "ready", **detail}
+
+    async def reload(self) -> dict[str, Any]:
+        try:
+            snapshot = await asyncio.to_thread(load_snapshot, self.settings)
+        except ConfigError as exc:
+            raise ReloadFailed(f"models file rejected, still serving the previous one: {exc}") from None
+        if snapshot.problems:
+            raise ReloadFailed("reload refused, still serving the previous models: " + "; ".join(snapshot.problems))
+        self.snapshot = snapshot
+        return {"status": "reloaded", "models": {n: m.fallback_note for n, m in snapshot.models.items()}}
+
+    def scrape_values(self) -> dict[str, Any]:
+        plog = self.plog
+        return {
+            "breaker": STATE_VALUE[self.breaker.state],
+            "ready": int(self.snapshot is not None and not self.snapshot.problems and self.redis_seen),
+            "in_flight": self.stats.in_flight,
+            "run_as_of": dict(self.run_as_of),
+            "log_dropped": plog.dropped if plog else 0,
+            "log_written": plog.written if plog else 0,
+            "log_pending": plog.pending if plog else 0,
+        }
