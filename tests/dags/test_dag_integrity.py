@@ -194,20 +194,25 @@ def test_training_and_drain_graphs(dags: dict[str, Any]) -> None:
     assert drain.task_dict["drain"].retries >= 1
 
 
-def test_one_nightly_and_one_training_dag_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A second model in the models file gets its own DAGs on its own cron, and joins the rescore enum."""
+def parse_with_models(raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Parse dags/ against a models file holding ``raw``; the DagBag (import errors kept, not raised)."""
     import warnings
 
     from airflow.dag_processing.dagbag import DagBag
 
-    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
-    raw["models"]["fraud"] = {**raw["models"]["churn"], "schedule": "30 3 * * *"}
     models_file = tmp_path / "models.yaml"
     models_file.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("PRESCORE_MODELS_FILE", str(models_file))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=AIRFLOW_OWN_WARNING)
-        bag = DagBag(dag_folder=str(DAGS_DIR))
+        return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_one_nightly_and_one_training_dag_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second model in the models file gets its own DAGs on its own cron, and joins the rescore enum."""
+    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+    raw["models"]["fraud"] = {**raw["models"]["churn"], "schedule": "30 3 * * *"}
+    bag = parse_with_models(raw, tmp_path, monkeypatch)
     assert bag.import_errors == {}
     assert set(bag.dags) == EXPECTED | {"prescore_score__fraud", "prescore_train__fraud"}
     assert getattr(bag.dags["prescore_score__fraud"].timetable, "expression", None) == "30 3 * * *"
@@ -217,17 +222,8 @@ def test_one_nightly_and_one_training_dag_per_model(tmp_path: Path, monkeypatch:
 def test_an_invalid_models_file_is_an_import_error_naming_the_field(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import warnings
-
-    from airflow.dag_processing.dagbag import DagBag
-
     raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
     del raw["models"]["churn"]["staleness"]
-    models_file = tmp_path / "models.yaml"
-    models_file.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("PRESCORE_MODELS_FILE", str(models_file))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=AIRFLOW_OWN_WARNING)
-        bag = DagBag(dag_folder=str(DAGS_DIR))
+    bag = parse_with_models(raw, tmp_path, monkeypatch)
     [error] = bag.import_errors.values()
     assert "models.churn.staleness" in error
