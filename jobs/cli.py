@@ -393,7 +393,7 @@ def serve(
     from jobs import serve as srv
     from warehouse.settings import Settings
 
-    home = Settings().home_dir
+    home = Settings().local_dir
     if stop:
         info = srv.stop_detached(home)
         err.print(f"stopped the API at {info.url} (pid {info.pid})" if info else "no detached API was running")
@@ -450,7 +450,7 @@ def redis_start() -> None:
     from warehouse.local_redis import ensure_local_redis
     from warehouse.settings import Settings
 
-    server = ensure_local_redis(Settings().home_dir)
+    server = ensure_local_redis(Settings().embedded_redis_dir)
     typer.echo(server.url)
 
 
@@ -461,7 +461,7 @@ def redis_stop() -> None:
     from warehouse.local_redis import stop_local_redis
     from warehouse.settings import Settings
 
-    stopped = stop_local_redis(Settings().home_dir)
+    stopped = stop_local_redis(Settings().embedded_redis_dir)
     err.print("stopped the embedded Redis" if stopped else "no embedded Redis was running")
 
 

@@ -21,13 +21,11 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from jobs import serve as srv
 from jobs.local_airflow import run_nightly
 from jobs.publish import publish_run
 from jobs.runtime import Runtime
-from jobs.score import score_partition
+from jobs.score import read_scores, score_partition
 from jobs.synth import synth
 from jobs.train import train_model
 from warehouse.catalog import COMMITTED
@@ -68,7 +66,7 @@ def run_demo(
                 f"[3/5] nightly DAG prescore_score__{DEMO_MODEL} for {end} through Airflow (dag.test, private "
                 "SQLite metadata DB): wait for features -> validate -> score on Dask -> publish -> verify -> record"
             )
-            result = run_nightly(rt.home, DEMO_MODEL, end)
+            result = run_nightly(rt.local_dir, DEMO_MODEL, end)
             say("      " + ", ".join(f"{task} {state}" for task, state in sorted(result["tasks"].items())))
             say(f"      task logs: {result['log_file']}")
         else:
@@ -80,7 +78,7 @@ def run_demo(
             raise UserError(f"no committed run of {DEMO_MODEL} for {end} after the nightly step")
         run_id, output_path = committed[0].run_id, committed[0].output_path
         say(f"      run {run_id}: {committed[0].rows_out:,} rows -> {output_path}; published to {rt.redis_url}")
-        sample = pq.read_table(output_path, columns=["entity_id"]).slice(0, 2).column("entity_id").to_pylist()
+        sample = read_scores(str(output_path), columns=["entity_id"]).slice(0, 2).column("entity_id").to_pylist()
         out: dict[str, Any] = {"model": DEMO_MODEL, "date": end.isoformat(), "run_id": run_id, "ids": sample}
         if serve:
             out.update(_serve_and_look_up(rt, sample[0], port, say))
@@ -93,7 +91,7 @@ def run_demo(
 
 
 def _serve_and_look_up(rt: Runtime, known: str, port: int, say: Callable[[str], None]) -> dict[str, Any]:
-    stopped = srv.stop_detached(rt.home)
+    stopped = srv.stop_detached(rt.local_dir)
     if stopped:
         say(f"      (stopped the API a previous demo left at {stopped.url})")
     try:
@@ -101,7 +99,7 @@ def _serve_and_look_up(rt: Runtime, known: str, port: int, say: Callable[[str], 
     except UserError:
         port = free_port()
     say(f"[4/5] starting the lookup API on 127.0.0.1:{port} (loads and warms the fallback model, then ready)")
-    info = srv.start_detached(rt.home, "127.0.0.1", port, workers=1)
+    info = srv.start_detached(rt.local_dir, "127.0.0.1", port, workers=1)
     say(f"      ready: pid {info.pid}, log {info.log_file}")
     features = {name: 1.0 for name in rt.config.model(DEMO_MODEL).fallback_features}
     calls = [

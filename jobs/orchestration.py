@@ -20,7 +20,6 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from warehouse.model_config import ProjectConfig, load_config
@@ -78,7 +77,7 @@ def feature_partition_ready(model: str, day: str) -> bool:
 
     settings = Settings()
     spec = project_config(settings).model(model)
-    directory = features.partition_dir(settings.home_dir, spec.feature_set, partition_date(day))
+    directory = features.partition_dir(settings.root, spec.feature_set, partition_date(day))
     ready = features.is_complete(directory)
     log.info("feature partition %s %s", directory, "is complete" if ready else "is not complete yet")
     return ready
@@ -93,13 +92,13 @@ def validate_features(model: str, day: str) -> dict[str, Any]:
     config = project_config(settings)
     spec = config.model(model)
     date = partition_date(day)
-    files = fstore.partition_files(settings.home_dir, spec.feature_set, date)
-    contracts.require_valid(settings.home_dir, spec.feature_set, date, config.feature_set(spec.feature_set))
+    files = fstore.partition_files(settings.root, spec.feature_set, date)
+    contracts.require_valid(settings.root, spec.feature_set, date, config.feature_set(spec.feature_set))
     return {
         "model": model,
         "date": date.isoformat(),
         "feature_set": spec.feature_set,
-        "partition": str(fstore.partition_dir(settings.home_dir, spec.feature_set, date)),
+        "partition": str(fstore.partition_dir(settings.root, spec.feature_set, date)),
         "files": len(files),
     }
 
@@ -157,9 +156,10 @@ def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[
     """Read a random sample of the run through ``ScoreReader`` (what the online service uses) and compare it
     with the committed Parquet: same run id and bit-identical float32 scores. ``StoreError`` when not."""
     import numpy as np
-    import pyarrow.parquet as pq
 
     from warehouse.errors import StoreError
+    from warehouse.features import read_parquet
+    from warehouse.score_files import require_parts
     from warehouse.score_reader import ScoreReader
 
     with _runtime() as rt:
@@ -172,11 +172,11 @@ def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[
                     f"model {model!r} serves run {current.run_id if current else None!r}, not {run_id!r}: "
                     "another publication or a rollback happened in between; check `prescore status`"
                 )
-            parts = sorted(Path(str(run.output_path)).glob("part-*.parquet"))
+            parts = require_parts(run.output_path, f"run {run_id}")  # only the parts of its commit manifest
             if not parts:  # an empty partition: nothing to look up
                 return {"model": model, "run_id": run_id, "checked": 0, "as_of": current.as_of.isoformat()}
             rng = np.random.default_rng()
-            table = pq.read_table(parts[int(rng.integers(len(parts)))], columns=["entity_id", "score"])
+            table = read_parquet(parts[int(rng.integers(len(parts)))], columns=["entity_id", "score"])
             idx = np.sort(rng.choice(table.num_rows, size=min(sample, table.num_rows), replace=False))
             ids = table.column("entity_id").take(idx).to_pylist()
             expected = table.column("score").take(idx).to_numpy().astype(np.float32)

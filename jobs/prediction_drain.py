@@ -15,6 +15,9 @@ Exactly once, crash-safe:
 A crash anywhere loses nothing (entries leave the stream only after their file is in place) and duplicates
 nothing (step 1). One drainer at a time: a Redis lock (``SET NX`` with a TTL) refuses a second one. Entries that
 the online writer's ``MAXLEN ~`` trimmed before a drain reached them are gone (the stream is bounded on purpose).
+
+``out_root`` may be on object storage (``warehouse.storage``): step 2 then writes the file straight under its
+name, as one object, which appears whole or not at all (there is no rename to do it with).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse import storage
 from warehouse.errors import StoreUnavailableError, UserError
 from warehouse.prediction_stream import STREAM_KEY, decode_entry, parse_entry_id, records_table
 from warehouse.redis_conn import UNAVAILABLE_ERRORS, SyncClient, connect
+from warehouse.storage import ObjectPath, StoragePath
 
 LOG_DIR = "prediction_logs"
 LOCK_SUFFIX = ":drain-lock"
@@ -44,7 +48,7 @@ class DrainReport:
 
     entries: int = 0
     records: int = 0
-    files: list[Path] = field(default_factory=list)
+    files: list[StoragePath] = field(default_factory=list)
     already_drained: int = 0
 
 
@@ -52,7 +56,7 @@ def part_name(first_id: str, last_id: str) -> str:
     return f"part-{first_id}-{last_id}.parquet"
 
 
-def _last_id(path: Path) -> tuple[int, int] | None:
+def _last_id(path: StoragePath) -> tuple[int, int] | None:
     """``(ms, seq)`` of the last entry in a part file name, or None for a foreign file."""
     parts = path.name.removeprefix("part-").removesuffix(".parquet").split("-")
     if len(parts) != 4 or not all(p.isdigit() for p in parts):
@@ -60,7 +64,7 @@ def _last_id(path: Path) -> tuple[int, int] | None:
     return int(parts[2]), int(parts[3])
 
 
-def watermark(root: Path) -> tuple[int, int] | None:
+def watermark(root: StoragePath) -> tuple[int, int] | None:
     """Highest entry id already written under ``root`` (``prediction_logs``), or None."""
     ids = [i for p in root.glob("dt=*/part-*.parquet") if (i := _last_id(p)) is not None]
     return max(ids) if ids else None
@@ -70,7 +74,11 @@ def _day(entry_id: str) -> str:
     return datetime.fromtimestamp(parse_entry_id(entry_id)[0] / 1000, UTC).strftime("%Y-%m-%d")
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
+def _write_atomic(table: pa.Table, path: StoragePath) -> None:
+    if isinstance(path, ObjectPath):
+        where, filesystem = storage.arrow(path)
+        pq.write_table(table, where, filesystem=filesystem)  # one object: whole or absent
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -89,13 +97,13 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
 
 def drain_predictions(
     redis_url: str,
-    out_root: Path,
+    out_root: StoragePath | str,
     *,
     batch_entries: int = 1000,
     max_entries: int | None = None,
     stream_key: str = STREAM_KEY,
     lock_ttl_s: int = 600,
-    after_write: Callable[[Path], None] | None = None,
+    after_write: Callable[[StoragePath], None] | None = None,
 ) -> DrainReport:
     """Move stream entries to Parquet under ``out_root`` (see the module docstring); returns a ``DrainReport``.
 
@@ -105,7 +113,7 @@ def drain_predictions(
     """
     if batch_entries < 1:
         raise UserError(f"batch_entries must be >= 1, got {batch_entries}")
-    root = Path(out_root) / LOG_DIR
+    root = storage.as_path(out_root) / LOG_DIR
     client = connect(redis_url, socket_timeout=10.0, connect_timeout=5.0)  # single node or Redis Cluster
     token = uuid.uuid4().hex
     lock = stream_key + LOCK_SUFFIX
@@ -128,12 +136,12 @@ def drain_predictions(
 
 def _drain(
     client: SyncClient,
-    root: Path,
+    root: StoragePath,
     report: DrainReport,
     batch_entries: int,
     max_entries: int | None,
     stream_key: str,
-    after_write: Callable[[Path], None] | None,
+    after_write: Callable[[StoragePath], None] | None,
 ) -> None:
     mark = watermark(root)
     while max_entries is None or report.entries < max_entries:

@@ -11,29 +11,37 @@
    publish unless ``force`` (the block is recorded in the catalog);
 5. one atomic pointer change (older ``as_of`` than the current run is refused unless ``force``), recorded in
    the catalog; then runs beyond ``keep_runs`` and abandoned loads are removed in bounded batches.
+
+The pointer lives in Redis and its record in the catalog, so no transaction spans both. When the catalog refuses
+the record after the flip (unreachable, read-only after a failover), ``CatalogError`` says so, and the next
+``publish_run`` or ``rollback_model`` of the model first records the live pointer the catalog missed (action
+``reconcile``) before it changes anything: a pointer change never stays without its catalog record.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import sqlalchemy as sa
 
 from jobs import scoring
 from jobs.cluster import open_cluster
 from jobs.runtime import Runtime
 from warehouse.catalog import COMMITTED, RunRecord
 from warehouse.errors import CatalogError, QualityGateError, StoreError
+from warehouse.features import read_parquet
+from warehouse.score_files import committed_parts
 from warehouse.score_store import RunInfo, RunState, ScoreStore
+from warehouse.storage import StoragePath, as_path
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 1000
 ORPHAN_AFTER_S = 3600.0
+POINTER_ACTIONS = ("publish", "rollback", "reconcile")  # catalog actions that name the run the pointer moved to
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,8 @@ class PublishReport:
 
 
 def load_part(path: str, model: str, run_id: str, redis_url: str) -> int:
-    """Write one committed Parquet part into the run's Redis namespace (runs on a Dask worker)."""
-    table = pq.read_table(path, columns=["entity_id", "score"])
+    """Write one committed Parquet part (a local path or a URL) into the run's Redis namespace (on a Dask worker)."""
+    table = read_parquet(as_path(path), columns=["entity_id", "score"])
     store = ScoreStore.from_url(redis_url)
     try:
         return store.writer(model, run_id).write_batch(table.column("entity_id"), table.column("score"))
@@ -62,14 +70,16 @@ def load_part(path: str, model: str, run_id: str, redis_url: str) -> int:
         store.close()
 
 
-def _parts(run: RunRecord) -> list[Path]:
-    if not run.output_path or not Path(run.output_path).is_dir():
+def _parts(run: RunRecord) -> list[StoragePath]:
+    """The parts its commit manifest lists (``warehouse.score_files``): an uncommitted output is never loaded."""
+    parts = committed_parts(run.output_path) if run.output_path else None
+    if parts is None:
         raise StoreError(f"run {run.run_id} has no committed output at {run.output_path}; rescore the partition")
-    return sorted(Path(run.output_path).glob("part-*.parquet"))
+    return parts
 
 
-def _as_of(parts: list[Path]) -> float:
-    latest = max(pc.max(pq.read_table(p, columns=["as_of"]).column("as_of")).as_py() for p in parts)
+def _as_of(parts: list[StoragePath]) -> float:
+    latest = max(pc.max(read_parquet(p, columns=["as_of"]).column("as_of")).as_py() for p in parts)
     return float(latest.timestamp())
 
 
@@ -94,7 +104,7 @@ def verify_sample(store: ScoreStore, run: RunRecord, seed: int = 0) -> None:
     """Read back a random sample of the run from Redis and compare it with Parquet, bit for bit."""
     parts = _parts(run)
     rng = np.random.default_rng(seed)
-    table = pq.read_table(parts[int(rng.integers(len(parts)))], columns=["entity_id", "score"])
+    table = read_parquet(parts[int(rng.integers(len(parts)))], columns=["entity_id", "score"])
     if table.num_rows == 0:
         return
     idx = rng.choice(table.num_rows, size=min(SAMPLE_ROWS, table.num_rows), replace=False)
@@ -123,6 +133,35 @@ def _gate(rt: Runtime, store: ScoreStore, run: RunRecord) -> tuple[float | None,
     return round(scoring.psi(before, after), 6), current.run_id
 
 
+def _record_flip(rt: Runtime, model: str, action: str, run_id: str, previous_run_id: str | None, **kw: Any) -> None:
+    """Record a pointer change that already happened in Redis; ``CatalogError`` when the catalog refuses it."""
+    try:
+        rt.catalog.record_publication(model=model, action=action, run_id=run_id, previous_run_id=previous_run_id, **kw)
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CatalogError(
+            f"run {run_id} of model {model} is live in Redis, but the catalog could not record the {action} "
+            f"({reason}); once the catalog is back, the next publish or rollback of {model} records it first"
+        ) from exc
+
+
+def reconcile_pointer(rt: Runtime, store: ScoreStore, model: str) -> str | None:
+    """Record the live pointer when the catalog missed its change (see module docstring). Returns the run id
+    recorded, or None when the catalog's newest pointer record already names the current run."""
+    current = store.current_run(model)
+    if current is None:
+        return None
+    last = next((p for p in rt.catalog.publications(model, limit=100) if p["action"] in POINTER_ACTIONS), None)
+    recorded = last["run_id"] if last else None
+    if recorded == current.run_id:
+        return None
+    log.warning("catalog missed a pointer change of %s (records %s, Redis serves %s); recording it now",
+                model, recorded, current.run_id)  # fmt: skip
+    _record_flip(rt, model, "reconcile", current.run_id, recorded,
+                 detail={"reason": "pointer changed while the catalog was unavailable"})  # fmt: skip
+    return current.run_id
+
+
 def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> PublishReport:
     """Verify, gate and publish a committed run (see module docstring)."""
     spec = rt.config.model(model)
@@ -133,6 +172,7 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
         raise StoreError(f"run {run_id} is {run.status}: only committed runs can be published")
     store = ScoreStore.from_url(rt.redis_url)
     try:
+        reconcile_pointer(rt, store, model)
         info = store.get_run(model, run_id)
         loaded = info is None or info.state is RunState.LOADING
         if loaded:
@@ -150,10 +190,8 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
             )
         pub = store.publish(model, run_id, force=force)
         if not pub.already_current:
-            rt.catalog.record_publication(
-                model=model, action="publish", run_id=run_id, previous_run_id=pub.previous_run_id, forced=force,
-                detail={"psi": psi, "rows": run.rows_out},
-            )  # fmt: skip
+            _record_flip(rt, model, "publish", run_id, pub.previous_run_id, forced=force,
+                         detail={"psi": psi, "rows": run.rows_out})  # fmt: skip
         cleaned = store.cleanup(model, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
         return PublishReport(
             model=model, run_id=run_id, previous_run_id=pub.previous_run_id, loaded=loaded,
@@ -169,12 +207,11 @@ def rollback_model(rt: Runtime, model: str, to_run: str | None = None) -> dict[s
     rt.config.model(model)
     store = ScoreStore.from_url(rt.redis_url)
     try:
+        reconcile_pointer(rt, store, model)
         pub = store.rollback(model, to_run=to_run)
     finally:
         store.close()
-    rt.catalog.record_publication(
-        model=model, action="rollback", run_id=pub.run_id, previous_run_id=pub.previous_run_id
-    )
+    _record_flip(rt, model, "rollback", pub.run_id, pub.previous_run_id)
     return {"model": model, "run_id": pub.run_id, "previous_run_id": pub.previous_run_id, "at": pub.at.isoformat()}
 
 

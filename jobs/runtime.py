@@ -15,6 +15,7 @@ from warehouse.local_redis import ensure_local_redis
 from warehouse.model_config import ProjectConfig, load_config
 from warehouse.registry import Registry
 from warehouse.settings import Settings
+from warehouse.storage import StoragePath
 
 
 @dataclass
@@ -25,12 +26,20 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Runtime:
+        """``ConfigError`` when ``PRESCORE_HOME`` is a URL without ``PRESCORE_CATALOG_URL``/``PRESCORE_REDIS_URL``."""
         settings = settings or Settings()
+        settings.check_remote_home()
         return cls(settings=settings, config=load_config(settings.models_file))
 
     @property
-    def home(self) -> Path:
-        return self.settings.home_dir
+    def home(self) -> StoragePath:
+        """The warehouse root: a local directory, or an ``ObjectPath`` on object storage."""
+        return self.settings.root
+
+    @property
+    def local_dir(self) -> Path:
+        """Machine-local state (pid files, the demo's Airflow home): see ``Settings.local_dir``."""
+        return self.settings.local_dir
 
     @property
     def catalog(self) -> Catalog:
@@ -47,7 +56,7 @@ class Runtime:
         """``PRESCORE_REDIS_URL``, or the embedded server of this home (started on first use)."""
         if self.settings.redis_url:
             return self.settings.redis_url
-        return ensure_local_redis(self.home).url
+        return ensure_local_redis(self.settings.embedded_redis_dir).url
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -9,8 +9,14 @@ Airflow DAGs all call. Steps:
 4. start a catalog run (refused when another run of the partition is running);
 5. map the row groups over Dask: each worker loads the model once (hash-checked), reads its row groups,
    predicts with ``inplace_predict`` and writes ``part-NNNNN.parquet`` into a staging directory;
-6. commit: one atomic rename of the staging directory to ``scores/<model>/dt=D/run=<run_id>/``;
-   on any failure the staging directory is removed and the run is marked failed with the reason.
+6. commit: the manifest (``warehouse.score_files``: parts and row counts) is written last, then one atomic
+   rename of the staging directory to ``scores/<model>/dt=D/run=<run_id>/``; on any failure the staging
+   directory is removed and the run is marked failed with the reason.
+
+With ``PRESCORE_HOME`` on object storage (``warehouse.storage``) there is no rename: the parts are written
+straight under ``run=<run_id>/`` and the manifest after the last one is the commit; a failed run's parts are
+deleted, and a crashed one's (no manifest, never read) by the next run of the partition. Workers read features
+and write parts on object storage themselves, and load the model from a hash-checked local copy.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -34,11 +39,11 @@ from jobs import scoring
 from jobs.cluster import ClusterInfo, open_cluster, resolve_device
 from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
-from warehouse import contracts
+from warehouse import contracts, score_files, storage
 from warehouse import features as fstore
 from warehouse.catalog import COMMITTED, FAILED, RunRecord
 from warehouse.errors import ContractViolationError, PrescoreError, UserError
-from warehouse.registry import sha256_file
+from warehouse.storage import ObjectPath, StoragePath, sha256_file
 
 log = logging.getLogger(__name__)
 TASK_ROWS = 1_000_000  # rows per Dask task (whole row groups are never split)
@@ -98,11 +103,12 @@ def _booster(ref: ModelRef, device: str, threads: int) -> Any:
     key = (ref.path, ref.sha256, device)
     booster = _BOOSTERS.get(key)
     if booster is None:
-        actual = sha256_file(Path(ref.path))
+        local = storage.local_copy(storage.as_path(ref.path), ref.sha256)  # the path itself when local
+        actual = sha256_file(local)
         if actual != ref.sha256:
             raise UserError(f"model artifact {ref.path} changed during the job (sha256 mismatch); rerun")
         booster = xgb.Booster()
-        booster.load_model(ref.path)
+        booster.load_model(local)
         booster.set_param({"device": device, "nthread": threads})
         _BOOSTERS[key] = booster
     return booster
@@ -131,7 +137,7 @@ def score_chunk(
 ) -> dict[str, Any]:
     """Score one chunk and write its part file; return its statistics (runs on a Dask worker)."""
     t0 = time.perf_counter()
-    table = pq.ParquetFile(chunk.path).read_row_groups(
+    table = fstore.parquet_file(storage.as_path(chunk.path)).read_row_groups(
         list(chunk.row_groups), columns=[entity_col, ts_col, *ref.features]
     )
     x = to_matrix(table, list(ref.features))
@@ -154,9 +160,12 @@ def score_chunk(
             ),
         }
     )
-    pq.write_table(out, Path(staging) / f"part-{chunk.index:05d}.parquet", compression="snappy")
+    name = score_files.part_name(chunk.index)
+    where, filesystem = storage.arrow(storage.as_path(staging) / name)
+    pq.write_table(out, where, compression="snappy", filesystem=filesystem)
     t3 = time.perf_counter()
     return {
+        "part": name,
         "rows": n,
         "nulls": int(np.isnan(x).sum()),
         "histogram": scoring.histogram(scores),
@@ -167,11 +176,11 @@ def score_chunk(
 
 
 # ---- driver side ----------------------------------------------------------------------------------------
-def plan_chunks(files: list[Path], task_rows: int = TASK_ROWS) -> list[Chunk]:
+def plan_chunks(files: list[StoragePath], task_rows: int = TASK_ROWS) -> list[Chunk]:
     """Group each file's row groups into tasks of about ``task_rows`` rows."""
     chunks: list[Chunk] = []
     for path in files:
-        meta = pq.ParquetFile(path).metadata
+        meta = fstore.parquet_file(path).metadata
         group: list[int] = []
         rows = 0
         for rg in range(meta.num_row_groups):
@@ -185,20 +194,31 @@ def plan_chunks(files: list[Path], task_rows: int = TASK_ROWS) -> list[Chunk]:
     return chunks
 
 
-def fingerprint(files: list[Path]) -> str:
-    """Identity of a partition's input: file names, sizes and modification times."""
+def fingerprint(files: list[StoragePath]) -> str:
+    """Identity of a partition's input: file names, sizes and modification times (ETags on object storage)."""
     digest = hashlib.sha256()
     for path in files:
-        st = path.stat()
-        digest.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        digest.update(f"{storage.identity(path)}\n".encode())
     return digest.hexdigest()
 
 
-def scores_partition_dir(rt: Runtime, model: str, day: dt.date) -> Path:
+def scores_partition_dir(rt: Runtime, model: str, day: dt.date) -> StoragePath:
     return rt.settings.scores_dir / model / f"dt={day:%Y-%m-%d}"
 
 
-def _prepare_output(part_dir: Path, run_id: str) -> Path:
+def _prepare_output(part_dir: StoragePath, run_id: str) -> StoragePath:
+    if isinstance(part_dir, ObjectPath):
+        out = score_files.run_dir(part_dir, run_id)  # no rename: parts go straight under run=<id>/
+        try:
+            probe = out / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(
+                f"cannot write scores under {part_dir}: {exc}; check the bucket, the credentials "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and AWS_ENDPOINT_URL"
+            ) from None
+        return out
     try:
         part_dir.mkdir(parents=True, exist_ok=True)
         staging = part_dir / f".staging-{run_id}"
@@ -263,7 +283,7 @@ def score_partition(
     if not force:
         for prev in rt.catalog.runs(model, partition_date=day, status=COMMITTED, limit=5):
             same = prev.model_version == ref.version and prev.input_fingerprint == fp
-            if same and prev.output_path and Path(prev.output_path).is_dir():
+            if same and score_files.is_committed(prev.output_path):
                 log.info("%s %s already committed as run %s; reusing it", model, day, prev.run_id)
                 return _report_of(prev, "none", reused=True)
 
@@ -280,7 +300,7 @@ def score_partition(
 
     run_id = rt.catalog.start_run(model=model, model_version=ref.version, partition_date=day, device=dev)
     part_dir = scores_partition_dir(rt, model, day)
-    staging: Path | None = None
+    staging: StoragePath | None = None
     t_start = time.perf_counter()
     try:
         staging = _prepare_output(part_dir, run_id)
@@ -295,10 +315,11 @@ def score_partition(
             )  # fmt: skip
             stats = client.gather(futures)
         t_scored = time.perf_counter()
-        final = part_dir / f"run={run_id}"
-        (staging / "_SUCCESS").write_text(run_id)
-        os.rename(staging, final)  # the commit: readers see all parts or none
-        staging = None
+        final = score_files.run_dir(part_dir, run_id)
+        score_files.write_manifest(staging, run_id, [(s["part"], s["rows"]) for s in stats])
+        if isinstance(staging, Path) and isinstance(final, Path):
+            os.rename(staging, final)  # the commit: readers see all parts or none
+        staging = None  # committed (on object storage by the manifest, written last)
         report = _build_report(rt, model, day, run_id, ref.version, dev, info, stats, final)
         report.timings.update(
             cluster_s=round(t_cluster - t_start, 3),
@@ -315,7 +336,7 @@ def score_partition(
         return report
     except BaseException as exc:
         if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            storage.rmtree(staging)
         reason = str(exc) if isinstance(exc, PrescoreError) else f"{type(exc).__name__}: {exc}"
         rt.catalog.finish_run(run_id, status=FAILED, error=reason[:2000])
         raise
@@ -328,18 +349,20 @@ def _predict_threads(client: Any, info: ClusterInfo) -> int:
     return 1
 
 
-def _remove_abandoned_staging(rt: Runtime, part_dir: Path, keep: Path) -> None:
-    """Staging directories of runs that are no longer running (crashed jobs) are deleted."""
-    for path in part_dir.glob(".staging-*"):
-        if path == keep:
+def _remove_abandoned_staging(rt: Runtime, part_dir: StoragePath, keep: StoragePath) -> None:
+    """Staging directories of runs that are no longer running (crashed jobs) are deleted; on object storage,
+    ``run=<id>/`` prefixes without a commit manifest."""
+    remote = isinstance(part_dir, ObjectPath)
+    for path in part_dir.glob("run=*" if remote else ".staging-*"):
+        if path == keep or (remote and score_files.is_committed(path)):
             continue
-        run_id = path.name.removeprefix(".staging-")
+        run_id = path.name.removeprefix("run=" if remote else ".staging-")
         try:
             still_running = rt.catalog.get_run(run_id).status == "running"
         except PrescoreError:
             still_running = False
         if not still_running:
-            shutil.rmtree(path, ignore_errors=True)
+            storage.rmtree(path)
 
 
 def _build_report(
@@ -351,7 +374,7 @@ def _build_report(
     device: str,
     info: ClusterInfo,
     stats: list[dict[str, Any]],
-    final: Path,
+    final: StoragePath,
 ) -> RunReport:
     rows = sum(s["rows"] for s in stats)
     hist = scoring.merge_histograms([s["histogram"] for s in stats])
@@ -383,6 +406,9 @@ def _build_report(
     )
 
 
-def read_scores(output_path: str | Path) -> pa.Table:
-    """All parts of a committed run, as one table."""
-    return pq.read_table(output_path)
+def read_scores(output_path: str | StoragePath, columns: list[str] | None = None) -> pa.Table:
+    """All parts of a committed run (local or on object storage), as one table in part order.
+
+    Raises ``PartitionNotFoundError`` when ``output_path`` is not a committed run (see ``warehouse.score_files``).
+    """
+    return score_files.read_run(output_path, columns)

@@ -26,7 +26,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from warehouse.registry import Registry
+from warehouse.storage import StoragePath
 
 SUPPORTED_OBJECTIVE = "binary:logistic"
 # Nested ``if`` blocks: the tokenizer allows 100 indentation levels.
@@ -327,9 +327,9 @@ class FallbackModel:
             self.predict_many(np.zeros((n, k), dtype=np.float32))
 
 
-def load_fallback(registry_root: Path, model: str, features: list[str]) -> FallbackModel:
+def load_fallback(registry_root: StoragePath, model: str, features: list[str]) -> FallbackModel:
     """Load the production fallback model of ``model`` from the registry rooted at ``registry_root``
-    (``<home>/models``), with its sha256 and feature contract checked.
+    (``<home>/models``, local or on object storage), with its sha256 and feature contract checked.
 
     Raises ``warehouse.errors.RegistryError`` for a missing, tampered or mismatched artifact, ``ValueError`` for
     a model this runtime cannot run.

@@ -213,7 +213,7 @@ class Reader:
         self.snapshot = await asyncio.to_thread(load_snapshot, s)
         for problem in self.snapshot.problems:
             log.error("not ready: %s", problem)
-        url = s.redis_url or (await asyncio.to_thread(ensure_local_redis, s.home_dir)).url
+        url = s.redis_url or (await asyncio.to_thread(ensure_local_redis, s.embedded_redis_dir)).url
         # Every Redis command on the request path is bounded by the socket timeout (and one immediate retry).
         self.store = AsyncScoreReader.from_url(url, socket_timeout=self.timeout_s)
         if s.prediction_log:

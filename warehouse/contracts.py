@@ -27,17 +27,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from warehouse.errors import ContractViolationError
-from warehouse.features import partition_dir, partition_files
+from warehouse.features import parquet_file, partition_dir, partition_files
 from warehouse.model_config import FeatureSetSpec, FeatureSpec
+from warehouse.storage import StoragePath
 
 ViolationKind = Literal[
     "missing_column", "wrong_dtype", "out_of_range", "too_many_nulls", "null_entity", "duplicate_entity"
@@ -290,25 +289,27 @@ def validate_batches(
     return acc.violations()
 
 
-def validate_partition(root: Path, feature_set: str, day: dt.date, spec: FeatureSetSpec) -> list[Violation]:
+def validate_partition(
+    root: StoragePath | str, feature_set: str, day: dt.date, spec: FeatureSetSpec
+) -> list[Violation]:
     """Every contract violation of a stored feature partition, read one row group at a time.
 
     Raises ``PartitionNotFoundError`` (naming the path) when the partition is missing or incomplete.
     """
     acc = _Accumulator(spec)
     for path in partition_files(root, feature_set, day):
-        with pq.ParquetFile(path) as handle:
+        with parquet_file(path) as handle:
             columns = acc.add_schema(handle.schema_arrow)
             for group in range(handle.num_row_groups):
                 acc.add_values(handle.read_row_group(group, columns=columns))
     return acc.violations()
 
 
-def _where(root: Path, feature_set: str, day: dt.date) -> str:
-    return partition_dir(root, feature_set, day).relative_to(Path(root)).as_posix()
+def _where(root: StoragePath | str, feature_set: str, day: dt.date) -> str:
+    return f"features/{feature_set}/{partition_dir(root, feature_set, day).name}"
 
 
-def require_valid(root: Path, feature_set: str, day: dt.date, spec: FeatureSetSpec) -> None:
+def require_valid(root: StoragePath | str, feature_set: str, day: dt.date, spec: FeatureSetSpec) -> None:
     """Raise ``ContractViolationError`` (listing every violation) unless the partition conforms."""
     violations = validate_partition(root, feature_set, day, spec)
     if violations:

@@ -1,6 +1,6 @@
 """Feature and label datasets on disk: layout, atomic partition writes, and reading.
 
-Layout under the warehouse root (``Settings.home_dir``)::
+Layout under the warehouse root (``Settings.root``: a local directory or object storage)::
 
     features/<feature_set>/dt=YYYY-MM-DD/part-00000.parquet ... _SUCCESS
     labels/<feature_set>/dt=YYYY-MM-DD/part-00000.parquet ...   _SUCCESS
@@ -11,6 +11,12 @@ made visible by ``os.rename`` of a fully written staging directory (``dt=YYYY-MM
 new one — never a half-written one. Replacing a partition renames the old one aside
 (``dt=….replaced-<uuid>``), renames the new one in, then deletes the old one. Directories whose name is
 not exactly ``dt=YYYY-MM-DD`` (staging or aside leftovers of a crashed writer) are never read.
+
+On object storage (``root`` an ``ObjectPath``, see ``warehouse.storage``) there is no rename, so the marker is
+the whole commit: a partition is rewritten in place — its ``_SUCCESS`` deleted first (readers then see no
+partition, never a mix), its files deleted, the new files written, ``_SUCCESS`` written last. A writer that
+fails or dies leaves a partition without ``_SUCCESS``, which readers refuse; replacing a partition there is
+therefore not seamless (readers see it missing while it is rewritten, or until a failed rewrite is redone).
 
 Reads use pyarrow only (no Dask). Every reader raises ``PartitionNotFoundError`` naming the missing path.
 """
@@ -29,7 +35,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse import storage
 from warehouse.errors import PartitionNotFoundError, UserError
+from warehouse.storage import ObjectPath, StoragePath
 
 SUCCESS_MARKER = "_SUCCESS"
 LABEL_COLUMN = "label"
@@ -57,22 +65,22 @@ def _partition_name(day: dt.date) -> str:
     return f"dt={day:%Y-%m-%d}"
 
 
-def partition_dir(root: Path, feature_set: str, day: dt.date) -> Path:
+def partition_dir(root: StoragePath | str, feature_set: str, day: dt.date) -> StoragePath:
     """``root/features/<feature_set>/dt=YYYY-MM-DD`` (pure: touches nothing)."""
-    return Path(root) / "features" / feature_set / _partition_name(day)
+    return storage.as_path(root) / "features" / feature_set / _partition_name(day)
 
 
-def label_partition_dir(root: Path, feature_set: str, day: dt.date) -> Path:
+def label_partition_dir(root: StoragePath | str, feature_set: str, day: dt.date) -> StoragePath:
     """``root/labels/<feature_set>/dt=YYYY-MM-DD`` (pure: touches nothing)."""
-    return Path(root) / "labels" / feature_set / _partition_name(day)
+    return storage.as_path(root) / "labels" / feature_set / _partition_name(day)
 
 
-def is_complete(directory: Path) -> bool:
+def is_complete(directory: StoragePath) -> bool:
     """True when ``directory`` is a partition whose writer finished (it holds ``_SUCCESS``)."""
     return (directory / SUCCESS_MARKER).is_file()
 
 
-def _complete_files(directory: Path, what: str) -> list[Path]:
+def _complete_files(directory: StoragePath, what: str) -> list[StoragePath]:
     if not directory.is_dir():
         raise PartitionNotFoundError(
             f"{what} partition {directory} does not exist; create it with `prescore synth` "
@@ -86,7 +94,7 @@ def _complete_files(directory: Path, what: str) -> list[Path]:
     return sorted(directory.glob("*.parquet"))
 
 
-def partition_files(root: Path, feature_set: str, day: dt.date) -> list[Path]:
+def partition_files(root: StoragePath | str, feature_set: str, day: dt.date) -> list[StoragePath]:
     """Sorted ``*.parquet`` files of a complete feature partition.
 
     Raises ``PartitionNotFoundError`` (naming the path) when the partition is missing or incomplete.
@@ -94,12 +102,12 @@ def partition_files(root: Path, feature_set: str, day: dt.date) -> list[Path]:
     return _complete_files(partition_dir(root, feature_set, day), "feature")
 
 
-def label_files(root: Path, feature_set: str, day: dt.date) -> list[Path]:
+def label_files(root: StoragePath | str, feature_set: str, day: dt.date) -> list[StoragePath]:
     """Sorted ``*.parquet`` files of a complete label partition (``PartitionNotFoundError`` otherwise)."""
     return _complete_files(label_partition_dir(root, feature_set, day), "label")
 
 
-def _dates_under(base: Path) -> list[dt.date]:
+def _dates_under(base: StoragePath) -> list[dt.date]:
     if not base.is_dir():
         return []
     days = []
@@ -111,22 +119,36 @@ def _dates_under(base: Path) -> list[dt.date]:
     return sorted(days)
 
 
-def available_dates(root: Path, feature_set: str) -> list[dt.date]:
+def available_dates(root: StoragePath | str, feature_set: str) -> list[dt.date]:
     """Dates of the complete feature partitions of ``feature_set``, oldest first ([] when none)."""
-    return _dates_under(Path(root) / "features" / feature_set)
+    return _dates_under(storage.as_path(root) / "features" / feature_set)
 
 
-def available_label_dates(root: Path, feature_set: str) -> list[dt.date]:
+def available_label_dates(root: StoragePath | str, feature_set: str) -> list[dt.date]:
     """Dates of the complete label partitions of ``feature_set``, oldest first ([] when none)."""
-    return _dates_under(Path(root) / "labels" / feature_set)
+    return _dates_under(storage.as_path(root) / "labels" / feature_set)
 
 
-def _read_files(files: list[Path], columns: list[str] | None) -> pa.Table:
-    tables = [pq.read_table(path, columns=columns) for path in files]
+def read_parquet(path: StoragePath, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file, local or on object storage, as a table (only ``columns`` when given)."""
+    source, filesystem = storage.arrow(path)
+    return pq.read_table(source, columns=columns, filesystem=filesystem)
+
+
+def parquet_file(path: StoragePath) -> pq.ParquetFile:
+    """A ``ParquetFile`` on a local or object-storage file (use it as a context manager to close it)."""
+    source, filesystem = storage.arrow(path)
+    return pq.ParquetFile(source, filesystem=filesystem)
+
+
+def _read_files(files: list[StoragePath], columns: list[str] | None) -> pa.Table:
+    tables = [read_parquet(path, columns) for path in files]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
-def read_partition(root: Path, feature_set: str, day: dt.date, columns: list[str] | None = None) -> pa.Table:
+def read_partition(
+    root: StoragePath | str, feature_set: str, day: dt.date, columns: list[str] | None = None
+) -> pa.Table:
     """The whole feature partition as one table (only ``columns`` when given), rows in file order."""
     files = partition_files(root, feature_set, day)
     if not files:
@@ -137,15 +159,17 @@ def read_partition(root: Path, feature_set: str, day: dt.date, columns: list[str
     return _read_files(files, columns)
 
 
-def iter_partition(root: Path, feature_set: str, day: dt.date, columns: list[str] | None = None) -> Iterator[pa.Table]:
+def iter_partition(
+    root: StoragePath | str, feature_set: str, day: dt.date, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
     """The feature partition one row group at a time (bounded memory), in file and row-group order."""
     for path in partition_files(root, feature_set, day):
-        with pq.ParquetFile(path) as handle:
+        with parquet_file(path) as handle:
             for group in range(handle.num_row_groups):
                 yield handle.read_row_group(group, columns=columns)
 
 
-def read_labels(root: Path, feature_set: str, day: dt.date) -> pa.Table:
+def read_labels(root: StoragePath | str, feature_set: str, day: dt.date) -> pa.Table:
     """The label partition: columns ``entity_id`` (string) and ``label`` (int8), rows in file order."""
     files = label_files(root, feature_set, day)
     if not files:
@@ -183,14 +207,34 @@ def _promote(staging: Path, final_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_partition(final_dir: Path) -> Iterator[Path]:
+def _rewritten_in_place(final_dir: ObjectPath) -> Iterator[ObjectPath]:
+    marker = final_dir / SUCCESS_MARKER
+    marker.unlink(missing_ok=True)  # first: from here on readers see no partition
+    storage.rmtree(final_dir)
+    try:
+        yield final_dir
+        marker.write_bytes(b"")
+    except BaseException:
+        storage.rmtree(final_dir)
+        raise
+
+
+@contextlib.contextmanager
+def staged_partition(final_dir: StoragePath | str) -> Iterator[StoragePath]:
     """Yield an empty staging directory next to ``final_dir``; promote it when the block exits cleanly.
 
     On a clean exit ``_SUCCESS`` is written into the staging directory, then the directory is renamed to
     ``final_dir`` (an existing partition is renamed aside first and deleted afterwards). If the block
     raises, the staging directory is deleted and ``final_dir`` is left exactly as it was.
+
+    On object storage (an ``ObjectPath``) the block writes into ``final_dir`` itself, emptied first, and
+    ``_SUCCESS`` is written last (see the module docstring); if the block raises, ``final_dir`` is deleted.
     """
-    final_dir = Path(final_dir)
+    final_dir = storage.as_path(final_dir)
+    if isinstance(final_dir, ObjectPath):
+        with _rewritten_in_place(final_dir) as target:
+            yield target
+        return
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = final_dir.with_name(f"{final_dir.name}.staging-{uuid.uuid4().hex}")
     staging.mkdir()
@@ -204,7 +248,7 @@ def staged_partition(final_dir: Path) -> Iterator[Path]:
         raise
 
 
-def write_partition_atomically(final_dir: Path, write_fn: Callable[[Path], None]) -> Path:
+def write_partition_atomically(final_dir: StoragePath | str, write_fn: Callable[[StoragePath], None]) -> StoragePath:
     """Call ``write_fn(staging_dir)`` and promote its output to ``final_dir`` atomically.
 
     ``write_fn`` writes the partition's files into the directory it is given. See ``staged_partition``
@@ -212,4 +256,4 @@ def write_partition_atomically(final_dir: Path, write_fn: Callable[[Path], None]
     """
     with staged_partition(final_dir) as staging:
         write_fn(staging)
-    return Path(final_dir)
+    return storage.as_path(final_dir)

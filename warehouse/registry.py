@@ -9,12 +9,16 @@ Layout under ``<home>/models/<model>/<kind>/``::
 Contract: ``load`` returns a booster only if the artifact's sha256 equals the manifest's and the manifest's
 feature list is the one the models file declares for this model and kind (same names, same order);
 otherwise ``RegistryError`` saying which check failed and what to do (retrain, or restore the file).
+
+On object storage (``root`` an ``ObjectPath``, see ``warehouse.storage``): ``register`` uploads the artifact and
+writes the manifest last (a version without a manifest is not listed), ``production.json`` is replaced by one
+PUT, and ``load`` hash-checks and loads a local copy of the artifact (``storage.local_copy``): xgboost only ever
+reads a local file whose sha256 equals the manifest's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -25,7 +29,9 @@ from typing import Any, Literal
 
 import xgboost as xgb
 
+from warehouse import storage
 from warehouse.errors import RegistryError
+from warehouse.storage import ObjectPath, StoragePath, sha256_file
 
 Kind = Literal["primary", "fallback"]
 KINDS: tuple[Kind, ...] = ("primary", "fallback")
@@ -50,18 +56,13 @@ class Manifest:
 class LoadedModel:
     manifest: Manifest
     booster: xgb.Booster
-    path: Path
+    path: StoragePath  # the artifact in the registry (local or object storage)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write_text(path: StoragePath, text: str) -> None:
+    if isinstance(path, ObjectPath):
+        path.write_text(text)  # one PUT: replaced whole
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
@@ -78,12 +79,12 @@ def _check_kind(kind: str) -> str:
 
 
 class Registry:
-    """File-based model registry rooted at ``<home>/models``."""
+    """File-based model registry rooted at ``<home>/models`` (a local directory or an object-storage prefix)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: StoragePath | str) -> None:
+        self.root = storage.as_path(root)
 
-    def kind_dir(self, model: str, kind: str) -> Path:
+    def kind_dir(self, model: str, kind: str) -> StoragePath:
         return self.root / model / _check_kind(kind)
 
     def register(
@@ -101,8 +102,24 @@ class Registry:
                 f"{model}/{kind}: booster has {booster.num_features()} features but {len(features)} names given"
             )
         kdir = self.kind_dir(model, kind)
+        if isinstance(kdir, ObjectPath):
+            with tempfile.TemporaryDirectory(prefix="prescore-register-") as local:
+                return self._register(model, kind, booster, features, metrics, training_window, Path(local), kdir)
         kdir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=kdir, prefix=".staging-"))
+        return self._register(model, kind, booster, features, metrics, training_window, staging, kdir)
+
+    def _register(
+        self,
+        model: str,
+        kind: str,
+        booster: xgb.Booster,
+        features: list[str],
+        metrics: dict[str, float],
+        training_window: dict[str, Any],
+        staging: Path,
+        kdir: StoragePath,
+    ) -> Manifest:
         artifact = staging / ARTIFACT
         booster.save_model(artifact)
         digest = sha256_file(artifact)
@@ -119,12 +136,19 @@ class Registry:
             library_versions={"xgboost": xgb.__version__, "python": platform.python_version()},
             created_at=created.isoformat(),
         )
-        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True))
+        text = json.dumps(asdict(manifest), indent=2, sort_keys=True)
+        if isinstance(kdir, ObjectPath):
+            storage.upload(artifact, kdir / version / ARTIFACT)
+            (kdir / version / MANIFEST).write_text(text)  # last: the version exists once its manifest does
+            return manifest
+        (staging / MANIFEST).write_text(text)
         os.rename(staging, kdir / version)
         return manifest
 
     def versions(self, model: str, kind: str) -> list[str]:
         kdir = self.kind_dir(model, kind)
+        if isinstance(kdir, ObjectPath):
+            return sorted(p.parent.name for p in kdir.glob(f"*/{MANIFEST}") if not p.parent.name.startswith("."))
         if not kdir.exists():
             return []
         return sorted(p.name for p in kdir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -166,7 +190,8 @@ class Registry:
         path = self.kind_dir(model, kind) / version / ARTIFACT
         if not path.exists():
             raise RegistryError(f"artifact {path} is missing; retrain or restore it")
-        actual = sha256_file(path)
+        local = storage.local_copy(path, manifest.sha256)
+        actual = sha256_file(local)
         if actual != manifest.sha256:
             raise RegistryError(
                 f"artifact {path} does not match its manifest (sha256 {actual[:12]}… != "
@@ -181,7 +206,7 @@ class Registry:
             )
         booster = xgb.Booster()
         try:
-            booster.load_model(path)
+            booster.load_model(local)
         except xgb.core.XGBoostError as exc:
             raise RegistryError(f"artifact {path} cannot be loaded by xgboost: {exc}") from None
         if booster.num_features() != len(manifest.features):

@@ -86,6 +86,9 @@ ScoresLike: TypeAlias = Sequence[float] | np.ndarray | pa.Array
 SCAN_COUNT = 1000  # keys per SCAN step and per UNLINK
 REDIRECT_ATTEMPTS = 5  # cluster: resends of commands redirected by a moving slot (backoff 0.05 s, doubling)
 Encoder: TypeAlias = Callable[[list[int] | None], list[tuple[bytes, int]]]
+# A run's as_of may lead this host's clock by this much (skew between hosts); beyond it create_run refuses the
+# run: future scores would count as fresh for too long, and block every correct later run as "older".
+MAX_FUTURE_AS_OF_S = 300.0
 
 # Bump loaded_rows and the heartbeat only while the run's metadata exists (a cleaned-up run is not resurrected).
 _ACCOUNT = """
@@ -212,13 +215,22 @@ class ScoreStore:
     ) -> RunInfo:
         """Register a run in state ``loading`` with its bucket count sized for ``expected_rows``.
 
-        Retrying with the same arguments returns the existing run; a different run under the same id is refused.
+        Retrying with the same arguments returns the existing run; a different run under the same id is refused,
+        and so is an ``as_of`` more than ``MAX_FUTURE_AS_OF_S`` ahead of this host's clock.
         """
         validate_name("model", model)
         validate_name("run id", run_id)
         epoch, expected = _epoch(as_of), int(expected_rows)
         if expected < 0:
             raise StoreError(f"expected_rows must be >= 0, got {expected_rows}")
+        ahead = epoch - time.time()
+        if ahead > MAX_FUTURE_AS_OF_S:
+            when = to_utc(epoch).isoformat() if epoch < 253_402_300_800 else f"{epoch:.0f} (epoch s, after 9999)"
+            raise StoreError(
+                f"run {run_id!r} of model {model!r} has as_of {when}, {ahead:.0f}s in the future (at most "
+                f"{MAX_FUTURE_AS_OF_S:.0f}s of clock skew is tolerated): check the clock of the host that produced "
+                "it and the partition's as_of column (seconds, UTC), then load it again"
+            )
         meta_key = store_key(model, "meta", run_id)
         with _unavailable(f"creating run {run_id} of model {model}"), self._out_of_memory(model, run_id, False):
             now = time.time()

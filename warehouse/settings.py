@@ -12,13 +12,22 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warehouse.errors import ConfigError
+from warehouse.storage import ObjectPath, StoragePath, is_url
+
 DEFAULT_MODELS_FILE = Path(__file__).parent / "defaults" / "models.yaml"
 
 
 class Settings(BaseSettings):
     """Process-wide settings.
 
-    - ``home``: warehouse root (features, scores, models, SQLite catalog, embedded Redis).
+    - ``home``: warehouse root (features, scores, models, SQLite catalog, embedded Redis). A local path, or an
+      fsspec URL (``s3://bucket/prefix``, see ``warehouse.storage``): then features, labels, scores, models and
+      prediction logs live on object storage, and what needs a local disk or a server cannot: ``catalog_url``
+      and ``redis_url`` are required (``check_remote_home``), and machine-local state (the API's pid file, the
+      demo's Airflow home) goes to ``state_dir``.
+    - ``state_dir``: machine-local state when ``home`` is a URL (default ``.prescore`` in the working
+      directory); with a local ``home`` it is ``home`` itself and this setting is ignored.
     - ``redis_url``: unset → prescore runs its own Redis under ``home`` (see ``warehouse.local_redis``).
     - ``catalog_url``: unset → ``sqlite:///<home>/catalog.db``.
     - ``dask_address``: unset → a local cluster; ``auto`` → dask-cuda when a GPU is visible; else a scheduler.
@@ -32,7 +41,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PRESCORE_", extra="ignore")
 
-    home: Path = Field(default=Path(".prescore"))
+    home: Path | str = Field(default=Path(".prescore"))  # str only for a URL (see _home)
+    state_dir: Path | None = None
     redis_url: str | None = None
     catalog_url: str | None = None
     dask_address: str | None = None
@@ -52,24 +62,87 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home(cls, value: object) -> object:
+        """A URL stays text (``Path`` would fold its ``//``); ``file://`` is a local path; else a ``Path``."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("file://"):
+                return Path(text.removeprefix("file://"))
+            return text.rstrip("/") if is_url(text) else Path(text)
+        return value
+
+    @property
+    def home_is_remote(self) -> bool:
+        return isinstance(self.home, str)
+
     @property
     def home_dir(self) -> Path:
+        """The local warehouse root; ``ConfigError`` when ``PRESCORE_HOME`` is a URL (use ``root``)."""
+        if isinstance(self.home, str):
+            raise ConfigError(f"PRESCORE_HOME is {self.home}, not a local directory")
         return self.home.expanduser().resolve()
+
+    @property
+    def root(self) -> StoragePath:
+        """The warehouse root: ``home_dir``, or an ``ObjectPath`` when ``PRESCORE_HOME`` is a URL."""
+        return ObjectPath(self.home) if isinstance(self.home, str) else self.home_dir
+
+    @property
+    def local_dir(self) -> Path:
+        """Machine-local state (pid files, the demo's Airflow home): ``home_dir``, or ``state_dir`` for a URL home."""
+        if isinstance(self.home, str):
+            return (self.state_dir or Path(".prescore")).expanduser().resolve()
+        return self.home_dir
+
+    def check_remote_home(self) -> None:
+        """``ConfigError`` naming each missing setting when ``PRESCORE_HOME`` is a URL (a no-op for a local home)."""
+        if not isinstance(self.home, str):
+            return
+        missing = [
+            f"{name} ({what})"
+            for name, value, what in (
+                ("PRESCORE_CATALOG_URL", self.catalog_url, "e.g. postgresql+psycopg://user:pw@host/db"),
+                ("PRESCORE_REDIS_URL", self.redis_url, "e.g. redis://host:6379/0"),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"PRESCORE_HOME is {self.home} (object storage), where the default SQLite catalog and the embedded "
+                f"Redis cannot live; set {' and '.join(missing)}"
+            )
+
+    @property
+    def embedded_redis_dir(self) -> Path:
+        """Where the embedded Redis keeps its files; ``ConfigError`` when ``PRESCORE_HOME`` is a URL."""
+        if isinstance(self.home, str):
+            raise ConfigError(
+                f"PRESCORE_HOME is {self.home} (object storage): the embedded Redis needs a local directory; set "
+                "PRESCORE_REDIS_URL to a Redis server, e.g. redis://host:6379/0"
+            )
+        return self.home_dir
 
     @property
     def resolved_catalog_url(self) -> str:
         if self.catalog_url:
             return self.catalog_url
+        if isinstance(self.home, str):
+            raise ConfigError(
+                f"PRESCORE_HOME is {self.home} (object storage): the default SQLite catalog needs a local directory; "
+                "set PRESCORE_CATALOG_URL, e.g. postgresql+psycopg://user:pw@host/db"
+            )
         return f"sqlite:///{self.home_dir / 'catalog.db'}"
 
     @property
-    def features_dir(self) -> Path:
-        return self.home_dir / "features"
+    def features_dir(self) -> StoragePath:
+        return self.root / "features"
 
     @property
-    def scores_dir(self) -> Path:
-        return self.home_dir / "scores"
+    def scores_dir(self) -> StoragePath:
+        return self.root / "scores"
 
     @property
-    def models_dir(self) -> Path:
-        return self.home_dir / "models"
+    def models_dir(self) -> StoragePath:
+        return self.root / "models"

@@ -1,0 +1,294 @@
+"""Write RELIABILITY.md from what ``make reliability`` observed: one table of every fault, load and security case.
+
+    python bench/reliability_report.py [--results bench/results/reliability] [--out RELIABILITY.md]
+                                       [--pytest-command "..."]
+
+Reads, under ``--results``: ``junit.xml`` (pytest's outcome and time of every test it ran), the ``*.json`` figures
+the tests in ``tests/reliability`` write when ``PRESCORE_RELIABILITY_OUT`` is set, and ``soak.json``
+(``bench/soak.py``). A case whose test did not run (deselected, skipped: e.g. no PostgreSQL) says so. Exit code 1
+when a case failed or is missing, 0 otherwise (the file is written either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+Figures = dict[str, Any]
+FULL_SOAK_S = 300  # SOAK_SECONDS of `make reliability`
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: the fault or load, the test that exercises it, and how to render what it observed."""
+
+    fault: str
+    test: str  # pytest node id
+    claim: str  # what the test asserts, shown after its outcome
+    figures: str | None = None  # name of the JSON figures file the test writes (tests/reliability only)
+    render: Callable[[Figures], str] | None = None
+
+
+def _loader_kill(f: Figures) -> str:
+    return (f"half-visible reads **{f['half_visible_reads']}/{f['reads']}** get_many calls ({f['entities_per_read']} "
+            f"ids each, {f['reads_during_load']} while loading); killed at {f['rows_loaded_at_kill']:,} rows; current "
+            f"run still `{f['current_run_after']}`; cleanup removed the orphan's {f['keys_removed_by_cleanup']:,} "
+            f"bucket keys (of {f['orphan_bucket_keys']:,})")  # fmt: skip
+
+
+def _api_restart(f: Figures) -> str:
+    return (f"5xx **{f['status_5xx']}/{f['requests']}**, failed requests {f['failed_requests']}; max latency "
+            f"**{f['max_latency_ms']} ms** (budget {f['budget_ms']} ms = 4 x {f['redis_timeout_ms']} ms timeout + "
+            f"300 ms); sources while hung {'/'.join(f['sources_while_hung'])} ({f['answers_while_hung']} answers), "
+            f"while down {'/'.join(f['sources_while_down'])} ({f['answers_while_down']}); precomputed again "
+            f"{f['precomputed_again_after_sigcont_s']} s after SIGCONT, {f['precomputed_again_after_restart_s']} s "
+            f"after the restart; API restarted: {'yes' if f['api_restarted'] else 'no'}")  # fmt: skip
+
+
+def _catalog(f: Figures) -> str:
+    return (f"{f['catalog']}: database gone → \"{f['outage_database_gone']}\", refused before any flip; read-only → "
+            f"\"{f['outage_read_only']}\"; "
+            f"pointer changes recorded **{f['pointer_changes_recorded']}/{f['pointer_changes']}** after "
+            f"reconciliation (history: {', '.join(f['history'])})")  # fmt: skip
+
+
+def _skew(f: Figures) -> str:
+    error = f["error"].split(": check")[0]
+    return (f"as_of {f['skew_s']:,} s ahead (tolerance {f['tolerance_s']:.0f} s) refused: \"{error}: …\"; "
+            f"current run kept; keys of the skewed run in Redis: {f['keys_of_skewed_run']}")  # fmt: skip
+
+
+def _logs(f: Figures) -> str:
+    return (f"{f['requests']} requests with keys and features; {f['log_records']} log records and "
+            f"{f['prediction_log_bytes']} bytes of prediction log scanned for {f['secrets_checked']} secrets and "
+            f"feature values: **{f['leaked']} found**")  # fmt: skip
+
+
+def _auth(f: Figures) -> str:
+    return (f"`redis://:pw@host:port/0` loads, publishes and reads (sync and asyncio); wrong password → "
+            f"StoreUnavailableError \"{f['wrong_password_error']}\"; password in any message: "
+            f"{'yes' if f['password_in_messages'] else 'no'}")  # fmt: skip
+
+
+def soak_row(soak: Figures | None) -> tuple[str, str, str, str]:
+    fault = "sustained load at 80 % of capacity with a publish and a rollback in the middle (soak)"
+    if soak is None:
+        return fault, "`bench/soak.py` (no result)", "not run", "not run"
+    env, p, rss, errors = soak["environment"], soak["phases"], soak["rss_mib"], soak["errors"]
+    failed = errors["non_2xx"] + errors["socket_errors"]
+    events = ", ".join(f"{e['event']} {'ok' if e['ok'] else 'FAILED'} in {e['took_s']} s" for e in soak["events"])
+    phases = ("before", "during", "after")
+
+    def each(key: str, fmt: str = "{:.1f}") -> str:
+        return " / ".join("?" if p[n].get(key) is None else fmt.format(p[n][key]) for n in phases)
+
+    observed = (f"capacity {soak['capacity']['rps']:,.0f} rps at -c{env['connections']}; target "
+                f"{soak['target_rps']:,.0f} rps ({env['load']:.0%}), served {each('rps', '{:,.0f}')} rps "
+                f"before/during/after; errors **{failed}/{soak['answers']:,}** (non-2xx {errors['non_2xx']}, socket "
+                f"{errors['socket_errors']}), not precomputed {errors['not_precomputed']}; p99 **{each('p99_ms')} "
+                f"ms** (p50 {each('p50_ms')}); API CPU per answer {each('api_cpu_ms_per_answer', '{:.3f}')} ms, host "
+                f"load {each('load_average_1m_end', '{:.2f}')}; {events}; runs served during: "
+                f"{', '.join(soak['runs_served_during'])}, after: {', '.join(soak['runs_served_after'])}; API RSS "
+                f"{rss['first']} → {rss['last']} MiB (**growth {rss['growth']} MiB**, second half "
+                f"{rss['growth_second_half']} MiB, max {rss['max']})")  # fmt: skip
+    return fault, f"`{env['command']}` ({env['duration_s']:.0f} s)", observed, "yes" if soak["nothing_lost"] else "no"
+
+
+CASES = [
+    Case("loader process SIGKILLed mid-load while a reader reads",
+         "tests/reliability/test_loader_kill.py::test_loader_killed_mid_publish_with_a_concurrent_reader",
+         "only the published run is ever visible", "loader_kill", _loader_kill),
+    Case("loader killed mid-load (forked process), then cleanup",
+         "tests/warehouse/test_score_store.py::test_loader_killed_mid_load_is_cleaned_up",
+         "current run served; orphan kept while its heartbeat is fresh, then removed"),
+    Case("publishes, rollbacks and cleanups while a reader reads",
+         "tests/warehouse/test_score_store.py::test_reader_sees_old_or_new_run_never_a_mix",
+         "every get_many returns exactly one run's values, never a mix or a miss"),
+    Case("cleanup interrupted half-way", "tests/warehouse/test_score_store.py::"
+         "test_cleanup_removes_leftovers_of_an_interrupted_cleanup",
+         "the next cleanup sweeps the leftover keys; the current run is untouched"),
+    Case("Redis hangs mid-publish, restarted on the same port",
+         "tests/warehouse/test_score_store.py::test_redis_restart_during_publish",
+         "StoreUnavailableError; the retried publish lands once (no duplicate history)"),
+    Case("Redis out of memory during a load",
+         "tests/warehouse/test_score_store.py::test_out_of_memory_load_fails_cleanly",
+         "clear StoreError; partial run deleted; published run still served"),
+    Case("Redis hangs, then is stopped and restarted, under a real uvicorn API",
+         "tests/reliability/test_api_redis_restart.py::test_api_under_uvicorn_survives_redis_hang_and_restart",
+         "no 5xx, answers within budget, fallback/default while down, precomputed again without an API restart",
+         "api_redis_restart", _api_restart),
+    Case("Redis killed while the API serves (in-process app)",
+         "tests/online/test_app.py::test_redis_killed_while_serving_degrades_then_recovers",
+         "every answer 200 from fallback/default under 250 ms; /readyz degraded; recovers by itself"),
+    Case("Redis unreachable for `prescore lookup`",
+         "tests/jobs/test_serve.py::test_lookup_with_redis_down_answers_from_fallback_and_default",
+         "answers from the fallback model and the default"),
+    Case("more concurrent requests than max_in_flight",
+         "tests/online/test_app.py::test_requests_beyond_max_in_flight_are_shed_with_retry_after",
+         "503 + Retry-After for the excess, no queueing"),
+    Case("catalog database gone / read-only at publish",
+         "tests/reliability/test_catalog_outage.py::test_catalog_outage_at_publish_never_leaves_an_unrecorded_pointer",
+         "no pointer change stays without its catalog record", "catalog_outage", _catalog),
+    Case("catalog unreachable (library)", "tests/warehouse/test_catalog.py::test_unreachable_catalog_is_a_clear_error",
+         "CatalogError naming the URL, password hidden"),
+    Case("catalog unreachable (CLI)", "tests/jobs/test_cli.py::test_unreachable_catalog_is_one_line",
+         "exit 1 with one line"),
+    Case("clock skew: run as_of in the future (store)",
+         "tests/reliability/test_clock_skew.py::test_future_as_of_is_refused_at_create_run",
+         "refused beyond 300 s ahead, accepted within; nothing written"),
+    Case("clock skew: committed run a day ahead at publish",
+         "tests/reliability/test_clock_skew.py::test_publish_refuses_a_run_scored_with_a_skewed_clock",
+         "publish refused with a clear error", "clock_skew", _skew),
+    Case("scores output unwritable", "tests/jobs/test_score.py::test_unwritable_output_fails_cleanly",
+         "clear error; run recorded failed"),
+    Case("a scoring task crashes mid-job", "tests/jobs/test_score.py::test_crash_mid_job_leaves_nothing_committed",
+         "nothing committed or staged; the rerun completes"),
+    Case("a Dask worker SIGKILLed mid-job", "tests/jobs/test_score.py::test_worker_killed_mid_job_still_completes",
+         "the job completes with every row"),
+    Case("SIGTERM mid-backfill, then resume", "tests/jobs/test_backfill.py::test_sigterm_mid_backfill_then_resume",
+         "no half-committed partition; the rerun does not redo work"),
+    Case("publish task crashes mid-load, retried", "tests/jobs/test_orchestration.py::"
+         "test_publish_retried_after_a_crash_mid_load_publishes_once",
+         "reloaded and published once; one catalog record"),
+    Case("publish task crashes mid-load, retried by Airflow", "tests/dags/test_dag_run.py::"
+         "test_publish_task_retried_after_a_crash_mid_load_is_idempotent",
+         "one run, one publication"),
+    Case("prediction drain crashes between write and delete", "tests/jobs/test_prediction_drain.py::"
+         "test_crash_between_write_and_delete_then_rerun_gives_no_duplicates_and_no_loss",
+         "every record exactly once after the rerun"),
+    Case("prediction drain crashes while writing", "tests/jobs/test_prediction_drain.py::"
+         "test_crash_while_writing_leaves_no_visible_part_and_loses_nothing",
+         "no visible partial file; nothing lost"),
+    Case("random entity ids (any script, up to 128 bytes) written and read back",
+         "tests/reliability/test_properties.py::test_every_written_entity_is_read_back_exactly",
+         "50 examples: every id read back bit for bit, both write paths"),
+    Case("ids of mixed byte lengths in one write batch (first and last of length L, L x count bytes in all)",
+         "tests/reliability/test_properties.py::test_mixed_length_batch_is_read_back",
+         "the shorter ids go to the wrong bucket (`score_layout.crc32s` takes its equal-length fast path) and are "
+         "never served, though finalize_run's count matches; see also `test_crc32s_agrees_with_zlib_on_a_mixed_"
+         "length_batch`. The property tests leave this shape out until it is fixed"),
+    Case("bucket function across processes",
+         "tests/reliability/test_properties.py::test_bucket_of_is_stable_across_processes",
+         "50 examples: CRC-32 mod n, same in another interpreter and hash seed; vectorised twin agrees "
+         ""),
+    Case("staleness ladder on random ages and policies", "tests/reliability/test_properties.py::test_ladder_invariants",
+         "50 examples: documented rungs; an older score never gets a better rung"),
+    Case("random bad feature values (batch contract)",
+         "tests/reliability/test_properties.py::test_contract_names_the_field_of_random_bad_values",
+         "50 examples: the violation names the column with the exact row count"),
+    Case("random bad feature values (online request)",
+         "tests/reliability/test_properties.py::test_online_features_check_names_the_field",
+         "50 examples: 422 names `features.<name>`"),
+    Case("fuzzed requests from the OpenAPI schema",
+         "tests/online/test_schema_fuzz.py::test_api_conforms_and_never_fails",
+         "no 5xx; every 4xx carries a code and a message; responses match the schema"),
+    Case("missing or wrong API key", "tests/online/test_app.py::test_api_keys_and_admin_keys",
+         "401; admin routes need an admin key; keys kept as sha256 and compared with hmac.compare_digest"),
+    Case("secrets and features in logs",
+         "tests/reliability/test_security.py::test_logs_and_prediction_log_never_carry_features_or_keys",
+         "no key, digest or feature value in logs or in the prediction log", "log_hygiene", _logs),
+    Case("Redis with AUTH; wrong password",
+         "tests/reliability/test_security.py::test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error",
+         "auth URL works; wrong password is a clear error without the password", "redis_auth", _auth),
+]  # fmt: skip
+
+
+def junit_outcomes(path: Path) -> dict[str, tuple[str, float]]:
+    """pytest node id (parameters dropped) → (passed | failed | skipped, seconds) from a JUnit XML file; a
+    parametrised test fails when any case failed, and passed when any case passed."""
+    if not path.exists():
+        return {}
+    seen: dict[str, list[tuple[str, float]]] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        node = case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", "").split("[")[0]
+        outcome, skipped = "passed", case.find("skipped")
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        elif skipped is not None:
+            outcome = "xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"
+        seen.setdefault(node, []).append((outcome, float(case.get("time", 0))))
+    out = {}
+    for node, runs in seen.items():
+        kinds = {k for k, _ in runs}
+        final = next((k for k in ("failed", "xfailed", "passed") if k in kinds), "skipped")
+        out[node] = (final, sum(t for _, t in runs))
+    return out
+
+
+def row(case: Case, outcomes: dict[str, tuple[str, float]], results: Path) -> tuple[list[str], bool]:
+    outcome, seconds = outcomes.get(case.test, ("not run", 0.0))
+    how = f"`{case.test}`"
+    if outcome == "xfailed":  # a strict xfail: the test reproduces a known bug
+        return [case.fault, how, f"reproduced (known bug, strict xfail): {case.claim}", "**no**"], False
+    if outcome != "passed":
+        return [case.fault, how, f"{outcome}: {case.claim}", "not run" if outcome != "failed" else "no"], False
+    observed = f"passed in {seconds:.1f} s: {case.claim}"
+    if case.figures and case.render:
+        path = results / f"{case.figures}.json"
+        if path.exists():
+            observed = f"passed in {seconds:.1f} s: " + case.render(json.loads(path.read_text()))
+    return [case.fault, how, observed, "yes"], True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=HERE / "results" / "reliability")
+    parser.add_argument("--out", type=Path, default=ROOT / "RELIABILITY.md")
+    parser.add_argument("--pytest-command", default="make reliability (pytest part)")
+    args = parser.parse_args()
+
+    outcomes = junit_outcomes(args.results / "junit.xml")
+    soak_path = args.results / "soak.json"
+    soak = json.loads(soak_path.read_text()) if soak_path.exists() else None
+    rows, ok = [], True
+    for case in CASES:
+        cells, passed = row(case, outcomes, args.results)
+        rows.append(cells)
+        ok &= passed or cells[2].startswith("skipped")  # skipped (e.g. no PostgreSQL here): shown, not failed
+    soak_cells = soak_row(soak)
+    rows.append(list(soak_cells))
+    ok &= soak_cells[3] == "yes"
+
+    env = soak["environment"] if soak else {}
+    short_soak = env.get("duration_s", 0) < FULL_SOAK_S
+    passed = sum(1 for r in rows if r[3] == "yes")
+    lines = [
+        "# Reliability",
+        "",
+        "Every fault, load and security case of prescore, how it is tested, and what the last run observed. Generated "
+        "by `make reliability` (`bench/reliability_report.py`); do not edit by hand.",
+        "",
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, load average before the soak {env.get('load_average_1m', '?')} (shared "
+        "host: latency figures carry its noise).",
+        f"- Tests: `{args.pytest_command}`.",
+        f"- Soak: `{env.get('command', 'not run')}`: {env.get('duration_s', 0):.0f} s in three equal phases, "
+        f"{env.get('entities', 0):,} published entities, GETs over 1,000 of them, wrk `-t1 "
+        f"-c{env.get('connections', '?')}` paced by a per-request delay (this wrk has no `-R`)"
+        + (f"; shorter than the {FULL_SOAK_S} s of `make reliability`." if short_soak else "."),
+        f"- {passed} of {len(rows)} cases lost nothing; cases marked *not run* were skipped or deselected; a "
+        "*known bug* row is a strict xfail test that reproduces a loss still to be fixed.",
+        "",
+        "| fault or load | how it is tested | what was observed | nothing lost |",
+        "|---|---|---|---|",
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows),
+        "",
+    ]  # fmt: skip
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}: {passed}/{len(rows)} cases lost nothing")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

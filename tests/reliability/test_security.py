@@ -1,0 +1,131 @@
+"""Security checks: no secret or feature value in logs or in the prediction log; Redis AUTH in the store URL.
+
+Already covered elsewhere (referenced, not repeated): 401 for a missing or wrong ``X-API-Key`` and admin-only routes
+(``tests/online/test_app.py::test_api_keys_and_admin_keys``); keys configured only as sha256 digests, plain keys
+refused at start-up (``tests/online/test_app.py``, ``OnlineSettings``); keys compared with ``hmac.compare_digest``
+against every configured digest (``online/admission.py::key_matches``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import redis
+
+from online.settings import OnlineSettings
+from tests.online.conftest import FEATURES, MODEL, now_utc, serve
+from warehouse.errors import StoreUnavailableError
+from warehouse.local_redis import RedisProcess
+from warehouse.prediction_stream import STREAM_KEY
+from warehouse.score_store import AsyncScoreReader, ScoreReader, ScoreStore
+
+API_KEY = "reader-K3y-7f1c0e9d"
+WRONG_KEY = "n0t-the-K3y-52ab"
+# Distinctive values: any of them in a log line can only come from a request body.
+FEATS = {name: round(101.25 + 7.0625 * i, 4) for i, name in enumerate(FEATURES)}
+OUT_OF_RANGE = 5555.4375
+PASSWORD, WRONG_PASSWORD = "C0rrect-Horse-91", "Wr0ng-Battery-73"
+
+
+@pytest.mark.asyncio
+async def test_logs_and_prediction_log_never_carry_features_or_keys(
+    make_settings: Callable[..., OnlineSettings],
+    publish: Callable[..., str],
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    observe: Callable[..., None],
+) -> None:
+    """With API keys on and every logger at INFO: lookups with features (fallback and precomputed), a batch, a
+    wrong key, a missing key and an out-of-range feature (422). Neither the captured logs nor the Redis prediction
+    stream contain a feature value or either key; the 422 names the field for the caller."""
+    caplog.set_level(logging.INFO)
+    publish({"a": 0.8}, now_utc() - timedelta(hours=1))
+    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    key = {"X-API-Key": API_KEY}
+    batch = {"entity_ids": ["a", "new-2"], "features": {"new-2": FEATS}}
+    out_of_range = {"entity_id": "new-3", "features": {**FEATS, FEATURES[2]: OUT_OF_RANGE}}
+    async with serve(make_settings(api_key_hashes=digest)) as (_, client):
+        statuses = [
+            await client.post(f"/v1/scores/{MODEL}", json={"entity_id": "new-1", "features": FEATS}, headers=key),
+            await client.post(f"/v1/scores/{MODEL}", json={"entity_id": "a", "features": FEATS}, headers=key),
+            await client.post(f"/v1/scores/{MODEL}/batch", json=batch, headers=key),
+            await client.get(f"/v1/scores/{MODEL}/a", headers={"X-API-Key": WRONG_KEY}),
+            await client.get(f"/v1/scores/{MODEL}/a"),
+        ]
+        bad = await client.post(f"/v1/scores/{MODEL}", json=out_of_range, headers=key)
+        sources = [statuses[0].json()["source"], statuses[1].json()["source"]]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 401, 401]
+    assert sources == ["fallback", "precomputed"]
+    assert bad.status_code == 422 and bad.json()["error"]["message"].startswith(f"features.{FEATURES[2]}")
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stream = b"".join(b"".join(v for v in fields.values()) for _, fields in client.xrange(STREAM_KEY))
+    finally:
+        client.close()
+    assert stream.count(b"new-1") == 1  # the prediction log was written (and flushed at shutdown)
+    logs = caplog.text + "".join(str(r.args) for r in caplog.records)
+    secrets = [API_KEY, WRONG_KEY, digest, *(repr(v) for v in [*FEATS.values(), OUT_OF_RANGE])]
+    leaked = [s for s in secrets if s in logs or s.encode() in stream]
+    assert leaked == []
+    observe("log_hygiene", requests=len(statuses) + 1, log_records=len(caplog.records),
+            prediction_log_bytes=len(stream), secrets_checked=len(secrets), leaked=len(leaked))  # fmt: skip
+
+
+def test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error(
+    redis_factory: Callable[..., RedisProcess], observe: Callable[..., None]
+) -> None:
+    """Redis with ``requirepass`` (set with CONFIG SET: ``start_redis`` checks readiness with an unauthenticated
+    PING, so it cannot start a server with ``--requirepass``): ``redis://:pw@host:port/0`` loads, publishes and
+    reads (sync and asyncio readers); a wrong or missing password raises StoreUnavailableError saying Redis refused
+    the credentials, with neither password in the message."""
+    server = redis_factory()
+    admin = redis.Redis(host="127.0.0.1", port=server.port)
+    admin.config_set("requirepass", PASSWORD)
+    admin.close()
+    good = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+    ids = [f"e{i}" for i in range(100)]
+    with ScoreStore.from_url(good) as store:
+        store.create_run(MODEL, "r1", "v1", now_utc() - timedelta(hours=1), len(ids))
+        store.write_batch(MODEL, "r1", ids, np.full(len(ids), 0.25, np.float32))
+        store.finalize_run(MODEL, "r1")
+        store.publish(MODEL, "r1")
+    reader = ScoreReader.from_url(good)
+    try:
+        assert [h.run_id if h else None for h in reader.get_many(MODEL, ids)] == ["r1"] * len(ids)
+    finally:
+        reader.close()
+
+    async def read_async() -> float | None:
+        async_reader = AsyncScoreReader.from_url(good)
+        try:
+            hit = await async_reader.get(MODEL, "e1")
+        finally:
+            await async_reader.aclose()
+        return hit.score if hit else None
+
+    assert asyncio.run(read_async()) == 0.25
+
+    messages = []
+    for url in (f"redis://:{WRONG_PASSWORD}@127.0.0.1:{server.port}/0", f"redis://127.0.0.1:{server.port}/0"):
+        reader = ScoreReader.from_url(url)
+        try:
+            with pytest.raises(StoreUnavailableError) as err:
+                reader.get_many(MODEL, ids[:3])
+        finally:
+            reader.close()
+        with ScoreStore.from_url(url) as store, pytest.raises(StoreUnavailableError) as store_err:
+            store.current_run(MODEL)
+        for message in (str(err.value), str(store_err.value)):
+            assert PASSWORD not in message and WRONG_PASSWORD not in message
+            assert "Redis is unavailable while" in message
+            assert "password" in message.lower() or "authentication required" in message.lower(), message
+        messages.append(str(err.value))
+    observe("redis_auth", auth_url_works=True, wrong_password_error=messages[0], no_password_error=messages[1],
+            password_in_messages=False)  # fmt: skip

@@ -1,0 +1,131 @@
+"""Scores in the warehouse: where a run's Parquet parts live, the commit manifest, and the rule readers apply.
+
+Layout: ``<home>/scores/<model>/dt=YYYY-MM-DD/run=<run_id>/part-NNNNN.parquet`` and ``_SUCCESS``.
+
+Commit rule, the same for a local home and for object storage: a run is committed when ``run=<id>/_SUCCESS``
+exists, is a manifest ``{"run_id", "rows", "parts": [{"name", "rows"}, ...]}`` of that run, and names exactly
+the ``part-*.parquet`` files present. Writers write the manifest after the last part:
+
+- local: into the staging directory ``.staging-<run_id>``, which is then renamed to ``run=<run_id>`` in one
+  step (readers see all of it or nothing, as before);
+- object storage (no rename): the parts are written straight under ``run=<run_id>/`` and the manifest after
+  them. A crash before it leaves parts without a manifest: no reader accepts them, and the next run of the
+  partition deletes them once the catalog no longer says ``running``.
+
+Every reader of committed scores goes through ``committed_parts`` (``read_run``, the publish loader, the
+online check, the "already committed" check that makes a rerun or a backfill reuse a run) and ignores
+anything else. A local ``_SUCCESS`` that holds only the run id (runs committed before manifests existed)
+counts as committed with all its parts: the rename already made that directory whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from warehouse.errors import PartitionNotFoundError
+from warehouse.features import read_parquet
+from warehouse.storage import ObjectPath, StoragePath, as_path
+
+MANIFEST = "_SUCCESS"
+PART_GLOB = "part-*.parquet"
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def run_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
+    """``<partition_dir>/run=<run_id>`` (pure)."""
+    return partition_dir / f"run={run_id}"
+
+
+def manifest_text(run_id: str, parts: Sequence[tuple[str, int]]) -> str:
+    """The manifest of a run made of ``parts`` (``(file name, rows)``, in part order)."""
+    listed = [{"name": name, "rows": int(rows)} for name, rows in sorted(parts)]
+    return json.dumps({"run_id": run_id, "rows": sum(p["rows"] for p in listed), "parts": listed}, indent=1)
+
+
+def write_manifest(directory: StoragePath, run_id: str, parts: Sequence[tuple[str, int]]) -> None:
+    """Write the manifest into ``directory``: the commit on object storage, the step before the rename locally."""
+    # On object storage one PUT: the manifest appears whole or not at all. Locally it lies in the staging
+    # directory, which readers never look at, until the rename.
+    (directory / MANIFEST).write_text(manifest_text(run_id, parts))
+
+
+def read_manifest(directory: StoragePath | str) -> dict[str, Any] | None:
+    """The run's manifest if it is committed (see the module docstring), else None."""
+    directory = as_path(directory)
+    try:
+        text = (directory / MANIFEST).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    present = sorted(p.name for p in directory.glob(PART_GLOB))
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        if isinstance(directory, ObjectPath):
+            return None  # object storage has no rename: only a manifest commits there
+        return {"run_id": text.strip(), "rows": None, "parts": [{"name": n, "rows": None} for n in present]}
+    listed = sorted(str(p["name"]) for p in manifest.get("parts", []))
+    if listed != present:
+        return None
+    return manifest
+
+
+def committed_parts(directory: StoragePath | str) -> list[StoragePath] | None:
+    """The part files of a committed run, in part order; None when ``directory`` is not a committed run."""
+    directory = as_path(directory)
+    manifest = read_manifest(directory)
+    return None if manifest is None else _parts(directory, manifest)
+
+
+def _parts(directory: StoragePath, manifest: dict[str, Any]) -> list[StoragePath]:
+    return [directory / str(p["name"]) for p in manifest["parts"]]
+
+
+def is_committed(directory: StoragePath | str | None) -> bool:
+    return directory is not None and read_manifest(directory) is not None
+
+
+def require_parts(directory: StoragePath | str | None, what: str = "run") -> list[StoragePath]:
+    """``committed_parts``, or ``PartitionNotFoundError`` naming the directory when it is not committed."""
+    parts = committed_parts(directory) if directory is not None else None
+    if parts is None:
+        raise _not_committed(directory, what)
+    return parts
+
+
+def _not_committed(directory: object, what: str = "run") -> PartitionNotFoundError:
+    return PartitionNotFoundError(
+        f"{what} has no committed scores at {directory} (no commit manifest, or its parts differ from the "
+        "manifest: a writer did not finish); rescore the partition"
+    )
+
+
+def read_run(directory: StoragePath | str, columns: list[str] | None = None) -> pa.Table:
+    """All parts of a committed run as one table, in part order (``PartitionNotFoundError`` otherwise).
+
+    The row count is checked against the manifest's when it records one.
+    """
+    directory = as_path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise _not_committed(directory)
+    parts = _parts(directory, manifest)
+    if not parts:
+        raise PartitionNotFoundError(f"committed run {directory} holds no parts")
+    tables = [read_parquet(p, columns) for p in parts]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    expected = manifest.get("rows")
+    if isinstance(expected, int) and table.num_rows != expected:
+        raise PartitionNotFoundError(
+            f"committed run {directory} holds {table.num_rows} rows, its manifest says {expected}; "
+            "rescore the partition"
+        )
+    return table
