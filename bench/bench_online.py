@@ -177,15 +177,19 @@ class Server:
                 self.proc.wait(5)
 
 
-def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
-    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+def parse_wrk(out: str) -> dict[str, float]:
+    """Requests/s, non-2xx count and latency percentiles (ms) from wrk's ``--latency`` output."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result = {"rps": rps, "non_2xx": float(errors.group(1)) if errors else 0.0}
     for pct, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         result[f"p{pct}_ms"] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
     return result
+
+
+def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
+    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
+    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from bench_online import MODEL, ROOT, Server, lua_get, pin, setup
+from bench_online import MODEL, ROOT, Server, lua_get, parse_wrk, pin, setup
 
 from warehouse.prediction_stream import STREAM_KEY
 
@@ -100,22 +100,19 @@ def wrk(url: str, script: Path, connections: int, duration: float) -> dict[str, 
            "--latency", "-s", str(script), url]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     requests = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    parsed = parse_wrk(out)
     result: dict[str, Any] = {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "rps": parsed.pop("rps"),
         "requests": int(requests.group(1)) if requests else 0,
-        "non_2xx": 0,
+        "non_2xx": int(parsed.pop("non_2xx")),
         "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0},
     }
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non_2xx:
-        result["non_2xx"] = int(non_2xx.group(1))
+    result.update((key, round(value, 3)) for key, value in parsed.items())  # p50_ms … p99_ms
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         result["socket_errors"] = dict(
             zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True)
         )
-    for pct, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
-        result[f"p{pct}_ms"] = round(float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit], 3)
     counts = re.search(r"^COUNTS (\{.*\})$", out, re.M)
     if counts:
         result["counts"] = json.loads(counts.group(1))
