@@ -6,12 +6,13 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install demo test test-integration check bench reliability clean
+.PHONY: help install demo test test-integration check audit bench reliability clean
 
 help:
 	@echo "make demo   - run prescore end to end on embedded defaults"
 	@echo "make test   - run the test suite (starts its own Redis; uses local PostgreSQL when present)"
-	@echo "make check  - format check, lint, types, import-layer contracts, tests"
+	@echo "make check  - format check, lint, types, import-layer contracts, tests, dependency audit"
+	@echo "make audit  - known vulnerabilities in every package of uv.lock (pip-audit; fails closed)"
 	@echo "make bench  - benchmarks; figures go to BENCHMARKS.md by hand with the printed command"
 	@echo "make reliability - fault, load and security suite, a $(SOAK_SECONDS) s soak, then RELIABILITY.md"
 
@@ -40,6 +41,14 @@ check: install
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory audit
+
+# pip-audit over every package in uv.lock (all extras and groups), against PyPI's advisory data by default
+# (AUDIT_ARGS="--service osv --osv-url URL" for an OSV mirror). Exit 1: a known vulnerability not accepted in
+# [tool.prescore.audit] of pyproject.toml; exit 2: some package could not be checked (service unreachable).
+AUDIT_ARGS ?=
+audit: install
+	$(PY) .ci/audit.py --uv $(UV) $(AUDIT_ARGS)
 
 # The online benchmark drives the API with wrk (installed with apt when missing and possible).
 bench: install
@@ -61,6 +70,9 @@ RELIABILITY_TESTS := tests/reliability \
 	tests/warehouse/test_score_store.py::test_out_of_memory_load_fails_cleanly \
 	tests/warehouse/test_catalog.py::test_unreachable_catalog_is_a_clear_error \
 	tests/jobs/test_cli.py::test_unreachable_catalog_is_one_line \
+	tests/jobs/test_cli.py::test_redis_down_is_one_line_and_exit_3 \
+	tests/jobs/test_cli.py::test_wrong_redis_password_is_a_user_error_without_the_password \
+	tests/deploy/test_audit.py \
 	tests/jobs/test_score.py::test_unwritable_output_fails_cleanly \
 	tests/jobs/test_score.py::test_crash_mid_job_leaves_nothing_committed \
 	tests/jobs/test_score.py::test_worker_killed_mid_job_still_completes \
@@ -83,6 +95,7 @@ reliability: install
 	rm -rf $(RELIABILITY_OUT) && mkdir -p $(RELIABILITY_OUT)
 	-PRESCORE_RELIABILITY_OUT=$(RELIABILITY_OUT) $(RELIABILITY_PYTEST) $(RELIABILITY_TESTS)
 	-$(PY) bench/soak.py --duration $(SOAK_SECONDS) --json $(RELIABILITY_OUT)/soak.json
+	-$(PY) .ci/audit.py --uv $(UV) $(AUDIT_ARGS) --summary $(RELIABILITY_OUT)/audit.json
 	$(PY) bench/reliability_report.py --results $(RELIABILITY_OUT) --out RELIABILITY.md \
 	  --pytest-command 'PRESCORE_RELIABILITY_OUT=$(RELIABILITY_OUT) pytest -m "not soak" tests/reliability + the fault tests in RELIABILITY_TESTS of the Makefile'
 

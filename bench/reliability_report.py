@@ -4,9 +4,9 @@
                                        [--pytest-command "..."]
 
 Reads, under ``--results``: ``junit.xml`` (pytest's outcome and time of every test it ran), the ``*.json`` figures
-the tests in ``tests/reliability`` write when ``PRESCORE_RELIABILITY_OUT`` is set, and ``soak.json``
-(``bench/soak.py``). A case whose test did not run (deselected, skipped: e.g. no PostgreSQL) says so. Exit code 1
-when a case failed or is missing, 0 otherwise (the file is written either way).
+the tests in ``tests/reliability`` write when ``PRESCORE_RELIABILITY_OUT`` is set, ``soak.json`` (``bench/soak.py``)
+and ``audit.json`` (``.ci/audit.py --summary``). A case whose test did not run (deselected, skipped: e.g. no
+PostgreSQL) says so. Exit code 1 when a case failed or is missing, 0 otherwise (the file is written either way).
 """
 
 from __future__ import annotations
@@ -77,8 +77,28 @@ def _logs(f: Figures) -> str:
 
 def _auth(f: Figures) -> str:
     return (f"`redis://:pw@host:port/0` loads, publishes and reads (sync and asyncio); wrong password → "
-            f"StoreUnavailableError \"{f['wrong_password_error']}\"; password in any message: "
+            f"StoreAuthError (a configuration error; the online reader still degrades on it) "
+            f"\"{f['wrong_password_error']}\"; password in any message: "
             f"{'yes' if f['password_in_messages'] else 'no'}")  # fmt: skip
+
+
+def audit_row(audit: Figures | None) -> tuple[str, str, str, str]:
+    """``make audit`` over this host's view of the advisory service: a vulnerability fails the report; packages the
+    service could not answer for are shown as not checked (the gate itself, ``make audit``, fails closed on them)."""
+    fault, how = "known vulnerabilities in the locked dependencies", "`make audit` (`.ci/audit.py`, pip-audit)"
+    if audit is None:
+        return fault, how, "not run", "not run"
+    if "error" in audit:
+        return fault, how, f"**not checked**: {audit['error'].splitlines()[0]}", "not checked"
+    if audit["vulnerable"]:
+        return fault, how, f"**{len(audit['vulnerable'])} vulnerable**: {'; '.join(audit['vulnerable'])}", "no"
+    accepted = f"; accepted: {'; '.join(audit['accepted'])}" if audit["accepted"] else ""
+    if audit["not_checked"]:
+        return (fault, how, f"**not checked**: {audit['not_checked']} of {audit['packages']} locked packages got no "
+                f"answer from the {audit['service']} advisory service on this host (first: "
+                f"{audit['first_not_checked']}); `make audit` exits 2 on this{accepted}", "not checked")  # fmt: skip
+    return (fault, how, f"{audit['checked']} locked packages checked against {audit['service']}: 0 known "
+            f"vulnerabilities{accepted}", "yes")  # fmt: skip
 
 
 def soak_row(soak: Figures | None) -> tuple[str, str, str, str]:
@@ -201,6 +221,17 @@ CASES = [
     Case("Redis with AUTH; wrong password",
          "tests/reliability/test_security.py::test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error",
          "auth URL works; wrong password is a clear error without the password", "redis_auth", _auth),
+    Case("wrong or missing Redis password (CLI)",
+         "tests/jobs/test_cli.py::test_wrong_redis_password_is_a_user_error_without_the_password",
+         "one line saying to fix PRESCORE_REDIS_URL, exit 1, no password, no traceback"),
+    Case("Redis down (CLI)", "tests/jobs/test_cli.py::test_redis_down_is_one_line_and_exit_3",
+         "one line saying to retry, exit 3, no traceback"),
+    Case("a locked package with a known vulnerability", "tests/deploy/test_audit.py::"
+         "test_known_vulnerability_fails_naming_package_id_and_fix",
+         "`make audit` exits 1 naming the package, the advisory ids and the fixed release"),
+    Case("advisory service unreachable or silent for a package", "tests/deploy/test_audit.py::"
+         "test_a_package_the_service_cannot_answer_for_is_not_counted_clean",
+         "`make audit` exits 2 (incomplete), never counts an unchecked package as clean"),
 ]  # fmt: skip
 
 
@@ -259,10 +290,14 @@ def main() -> int:
     soak_cells = soak_row(soak)
     rows.append(list(soak_cells))
     ok &= soak_cells[3] == "yes"
+    audit_path = args.results / "audit.json"
+    audit_cells = audit_row(json.loads(audit_path.read_text()) if audit_path.exists() else None)
+    rows.append(list(audit_cells))
+    ok = ok and audit_cells[3] != "no"
 
     env = soak["environment"] if soak else {}
     short_soak = env.get("duration_s", 0) < FULL_SOAK_S
-    passed = sum(1 for r in rows if r[3] == "yes")
+    n_passed = sum(1 for r in rows if r[3] == "yes")
     lines = [
         "# Reliability",
         "",
@@ -277,7 +312,7 @@ def main() -> int:
         f"{env.get('entities', 0):,} published entities, GETs over 1,000 of them, wrk `-t1 "
         f"-c{env.get('connections', '?')}` paced by a per-request delay (this wrk has no `-R`)"
         + (f"; shorter than the {FULL_SOAK_S} s of `make reliability`." if short_soak else "."),
-        f"- {passed} of {len(rows)} cases lost nothing; cases marked *not run* were skipped or deselected; a "
+        f"- {n_passed} of {len(rows)} cases lost nothing; cases marked *not run* were skipped or deselected; a "
         "*known bug* row is a strict xfail test that reproduces a loss still to be fixed.",
         "",
         "| fault or load | how it is tested | what was observed | nothing lost |",
@@ -286,7 +321,7 @@ def main() -> int:
         "",
     ]  # fmt: skip
     args.out.write_text("\n".join(lines))
-    print(f"wrote {args.out}: {passed}/{len(rows)} cases lost nothing")
+    print(f"wrote {args.out}: {n_passed}/{len(rows)} cases lost nothing")
     return 0 if ok else 1
 
 
