@@ -177,6 +177,12 @@ class Server:
                 self.proc.wait(5)
 
 
+def stop_servers_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C, so the ``finally`` blocks stop the redis-server and
+    uvicorn processes started here instead of leaving them running."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def parse_wrk(out: str) -> dict[str, float]:
     """Requests/s, non-2xx count and latency percentiles (ms) from wrk's ``--latency`` output."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -201,6 +207,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    stop_servers_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="bench-online-") as tmp:
         work = Path(tmp)

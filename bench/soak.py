@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from bench_online import MODEL, ROOT, Server, lua_get, parse_wrk, pin, setup
+from bench_online import MODEL, ROOT, Server, lua_get, parse_wrk, pin, setup, stop_servers_on_sigterm
 
 from warehouse.prediction_stream import STREAM_KEY
 
@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     phase_s = max(5.0, args.duration / 3)
+    stop_servers_on_sigterm()
     load_before = round(os.getloadavg()[0], 2)
 
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:

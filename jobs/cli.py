@@ -1,6 +1,7 @@
 """The ``prescore`` command line: a thin layer over functions in ``jobs/``.
 
-Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 a usage error.
+Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 a usage error, 3 Redis is
+unavailable (one line; nothing was changed by the failed step: retry when it answers again).
 ``--json`` prints a machine-readable summary on stdout; human output and logs go to stderr.
 """
 
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.progress import progress_bar
-from warehouse.errors import UserError
+from warehouse.errors import StoreUnavailableError, UserError
 
 if TYPE_CHECKING:
     from jobs.runtime import Runtime
@@ -36,6 +37,7 @@ app.add_typer(redis_app, name="redis")
 
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_UNAVAILABLE = 3  # Redis could not be reached: retry; nothing the failed step would have changed was changed
 JSON_OPT = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
 
 
@@ -48,7 +50,8 @@ def _setup_logging() -> None:
 
 
 def user_errors(fn: F) -> F:
-    """Turn a ``UserError`` into one line on stderr and exit code 1; bugs keep their traceback."""
+    """Turn a ``UserError`` into one line on stderr and exit code 1, Redis being unavailable into one line and exit
+    code 3 (retryable: a wrong password is a ``StoreAuthError``, a user error); bugs keep their traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -58,6 +61,9 @@ def user_errors(fn: F) -> F:
         except UserError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except StoreUnavailableError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_UNAVAILABLE) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -301,7 +307,6 @@ def model_status(rt: Any, model: str) -> dict[str, Any]:
         prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics}
     runs = rt.catalog.runs(model, limit=10)
     from jobs.publish import store_status
-    from warehouse.errors import StoreUnavailableError
 
     try:
         store: dict[str, Any] = store_status(rt, model)

@@ -49,8 +49,10 @@ def redis_url(redis_server: RedisProcess) -> str:
 def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisProcess]]:
     started: list[RedisProcess] = []
 
-    def start(extra_args: list[str] | None = None, port: int | None = None) -> RedisProcess:
-        server = start_redis(tmp_path / f"redis-{len(started)}", port=port, extra_args=extra_args)
+    def start(
+        extra_args: list[str] | None = None, port: int | None = None, password: str | None = None
+    ) -> RedisProcess:
+        server = start_redis(tmp_path / f"redis-{len(started)}", port=port, extra_args=extra_args, password=password)
         started.append(server)
         return server
 

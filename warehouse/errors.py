@@ -59,6 +59,12 @@ class StoreUnavailableError(PrescoreError):
     """Redis cannot be reached or timed out. The online reader degrades on this error, and only on it."""
 
 
+class StoreAuthError(ConfigError, StoreUnavailableError):
+    """Redis refused the credentials in its URL (wrong or missing password, unknown user). Retrying will not help: it
+    is a configuration error for the command line (exit 1), while the online reader still degrades on it, as on any
+    ``StoreUnavailableError``, so lookups keep answering from the fallback model while the URL is fixed."""
+
+
 class QualityGateError(StoreError):
     """A run's score distribution drifted too far from the current run's (PSI above the model's max_psi)."""
 

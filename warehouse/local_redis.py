@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from warehouse.errors import UserError
+from warehouse.errors import ConfigError, UserError
 
 
 def find_redis_server() -> str:
@@ -114,16 +114,27 @@ def start_redis(
     extra_args: list[str] | None = None,
     persist: bool = False,
     wait_s: float = 10.0,
+    password: str | None = None,
 ) -> RedisProcess:
     """Start a redis-server bound to 127.0.0.1 in its own process group; return once it answers PING.
 
     ``persist=False`` keeps nothing on disk (tests); ``persist=True`` snapshots to ``workdir/dump.rdb``.
+    ``password`` turns on AUTH (``requirepass``), written to a config file only the owner can read rather than
+    the command line, which every local user can see; connect with ``redis://:PASSWORD@127.0.0.1:PORT/0``.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    args = [
-        find_redis_server(),
+    args = [find_redis_server()]
+    if password is not None:
+        if not password or any(c.isspace() or c in "\"'" for c in password):
+            raise ConfigError("the Redis password must be non-empty, without spaces or quotes")
+        conf = workdir / "auth.conf"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)
+        conf.write_text(f"requirepass {password}\n")
+        args.append(str(conf))  # redis-server reads a config file only as its first argument
+    args += [
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--dir", str(workdir),
@@ -139,7 +150,7 @@ def start_redis(
     )  # fmt: skip
     server = RedisProcess(pid=proc.pid, port=port, workdir=str(workdir))
     deadline = time.monotonic() + wait_s
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=0.5)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_connect_timeout=0.2, socket_timeout=0.5)
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -31,7 +31,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 
-from warehouse.errors import ConfigError, StoreUnavailableError
+from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
 
 SyncClient: TypeAlias = redis.Redis | RedisCluster
 AsyncClient: TypeAlias = redis.asyncio.Redis | AsyncRedisCluster
@@ -124,13 +124,25 @@ def cluster_unreachable(exc: BaseException) -> bool:
     )
 
 
+def refused(what: str, exc: BaseException) -> StoreAuthError:
+    """The error for credentials Redis refused (``AUTH`` failed, or a command without it): fix the URL, not retry."""
+    return StoreAuthError(
+        f"Redis refused the credentials while {what} ({exc}); fix the user and password in PRESCORE_REDIS_URL "
+        "(redis://USER:PASSWORD@HOST:PORT/DB) — retrying will not help"
+    )
+
+
 @contextmanager
 def unavailable(what: str) -> Iterator[None]:
     try:
         yield
+    except redis.AuthenticationError as exc:
+        raise refused(what, exc) from exc
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailableError(f"Redis is unavailable while {what} ({exc}); retry when it answers again") from exc
     except RedisClusterException as exc:
+        if isinstance(exc.__cause__, redis.AuthenticationError):
+            raise refused(what, exc.__cause__) from exc
         if not cluster_unreachable(exc):
             raise
         raise StoreUnavailableError(f"Redis is unavailable while {what} ({exc}); retry when it answers again") from exc

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import RedisClusterException
+from redis.exceptions import AuthenticationError, RedisClusterException
 
 from warehouse.errors import StoreUnavailableError
 from warehouse.redis_conn import (
@@ -31,6 +31,7 @@ from warehouse.redis_conn import (
     cluster_unreachable,
     connect,
     connect_async,
+    refused,
 )
 from warehouse.redis_conn import text as _text
 from warehouse.redis_conn import unavailable as _unavailable
@@ -199,6 +200,8 @@ class AsyncScoreReader:
         key, field = _single(entry.run, entity_id)
         try:  # inline rather than ``_unavailable``: this is the online hot path (a context manager costs ~2 µs)
             raw = await self.client.hget(key, field)
+        except AuthenticationError as exc:
+            raise refused(f"reading scores of model {model}", exc) from exc
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailableError(
                 f"Redis is unavailable while reading scores of model {model} ({exc}); retry when it answers again"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from tests.jobs.conftest import END
-from warehouse.local_redis import free_port
+from warehouse.local_redis import RedisProcess, free_port
 
 runner = CliRunner()
 
@@ -64,6 +65,26 @@ def test_unreachable_catalog_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output and "pw" not in result.output.replace("PRESCORE", "")
 
 
+def test_redis_down_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = runner.invoke(app, ["rollback", "--model", "churn"], env=_env(tmp_path, PRESCORE_REDIS_URL=url))
+    assert result.exit_code == 3, result.output
+    assert "Redis is unavailable while" in result.output and "retry when it answers again" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_wrong_redis_password_is_a_user_error_without_the_password(
+    tmp_path: Path, redis_factory: Callable[..., RedisProcess]
+) -> None:
+    server = redis_factory(password="Right-pw-81c2")
+    for url in (f"redis://:Wrong-pw-19af@127.0.0.1:{server.port}/0", f"redis://127.0.0.1:{server.port}/0"):
+        result = runner.invoke(app, ["rollback", "--model", "churn"], env=_env(tmp_path, PRESCORE_REDIS_URL=url))
+        assert result.exit_code == 1, result.output
+        assert "Redis refused the credentials" in result.output, result.output
+        assert "fix the user and password in PRESCORE_REDIS_URL" in result.output
+        assert "pw-" not in result.output and "Traceback" not in result.output
+
+
 def test_score_and_status_json(trained_template: tuple[Path, Path], tmp_path: Path) -> None:
     """`score --json` prints the run report; `status --json` then lists the committed run."""
     import shutil
@@ -75,7 +96,11 @@ def test_score_and_status_json(trained_template: tuple[Path, Path], tmp_path: Pa
     assert result.exit_code == 0, result.output
     run = json.loads(result.stdout)["run"]
     assert run["status"] == "committed" and run["rows_out"] > 0
-    status = runner.invoke(app, ["status", "--json"], env=env)
+    try:  # status reads the store: without PRESCORE_REDIS_URL that starts this home's embedded Redis
+        status = runner.invoke(app, ["status", "--json"], env=env)
+    finally:
+        stopped = runner.invoke(app, ["redis", "stop"], env=env)
+    assert stopped.exit_code == 0 and "stopped the embedded Redis" in stopped.output, stopped.output
     assert status.exit_code == 0, status.output
     (model,) = json.loads(status.stdout)
     assert model["recent_runs"][0]["run_id"] == run["run_id"]

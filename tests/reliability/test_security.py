@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ import redis
 
 from online.settings import OnlineSettings
 from tests.online.conftest import FEATURES, MODEL, now_utc, serve
-from warehouse.errors import StoreUnavailableError
+from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
 from warehouse.local_redis import RedisProcess
 from warehouse.prediction_stream import STREAM_KEY
 from warehouse.score_store import AsyncScoreReader, ScoreReader, ScoreStore
@@ -81,14 +82,15 @@ async def test_logs_and_prediction_log_never_carry_features_or_keys(
 def test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error(
     redis_factory: Callable[..., RedisProcess], observe: Callable[..., None]
 ) -> None:
-    """Redis with ``requirepass`` (set with CONFIG SET: ``start_redis`` checks readiness with an unauthenticated
-    PING, so it cannot start a server with ``--requirepass``): ``redis://:pw@host:port/0`` loads, publishes and
-    reads (sync and asyncio readers); a wrong or missing password raises StoreUnavailableError saying Redis refused
-    the credentials, with neither password in the message."""
-    server = redis_factory()
-    admin = redis.Redis(host="127.0.0.1", port=server.port)
-    admin.config_set("requirepass", PASSWORD)
-    admin.close()
+    """Redis started with ``requirepass`` (from an owner-only config file, never the command line):
+    ``redis://:pw@host:port/0`` loads, publishes and
+    reads (sync and asyncio readers); a wrong or missing password raises StoreAuthError — a configuration error
+    saying to fix the URL, not to retry (still a StoreUnavailableError, so the online reader degrades on it) — with
+    neither password in the message."""
+    server = redis_factory(password=PASSWORD)
+    conf = Path(server.workdir) / "auth.conf"
+    assert conf.stat().st_mode & 0o077 == 0, "the password file is readable by others"
+    assert all(PASSWORD not in arg for arg in Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0"))
     good = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
     ids = [f"e{i}" for i in range(100)]
     with ScoreStore.from_url(good) as store:
@@ -116,16 +118,29 @@ def test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error(
     for url in (f"redis://:{WRONG_PASSWORD}@127.0.0.1:{server.port}/0", f"redis://127.0.0.1:{server.port}/0"):
         reader = ScoreReader.from_url(url)
         try:
-            with pytest.raises(StoreUnavailableError) as err:
+            with pytest.raises(StoreAuthError) as err:
                 reader.get_many(MODEL, ids[:3])
         finally:
             reader.close()
-        with ScoreStore.from_url(url) as store, pytest.raises(StoreUnavailableError) as store_err:
+        with ScoreStore.from_url(url) as store, pytest.raises(StoreAuthError) as store_err:
             store.current_run(MODEL)
-        for message in (str(err.value), str(store_err.value)):
+
+        async def read_async_refused(url: str = url) -> StoreAuthError:
+            async_reader = AsyncScoreReader.from_url(url)
+            try:
+                with pytest.raises(StoreAuthError) as async_err:
+                    await async_reader.get(MODEL, "e1")
+            finally:
+                await async_reader.aclose()
+            return async_err.value
+
+        async_error = asyncio.run(read_async_refused())
+        for exc in (err.value, store_err.value, async_error):
+            message = str(exc)
+            assert isinstance(exc, StoreUnavailableError) and isinstance(exc, ConfigError)
             assert PASSWORD not in message and WRONG_PASSWORD not in message
-            assert "Redis is unavailable while" in message
-            assert "password" in message.lower() or "authentication required" in message.lower(), message
+            assert message.startswith("Redis refused the credentials while"), message
+            assert "fix the user and password in PRESCORE_REDIS_URL" in message and "retry when" not in message
         messages.append(str(err.value))
     observe("redis_auth", auth_url_works=True, wrong_password_error=messages[0], no_password_error=messages[1],
             password_in_messages=False)  # fmt: skip
