@@ -82,6 +82,12 @@ def _auth(f: Figures) -> str:
             f"{'yes' if f['password_in_messages'] else 'no'}")  # fmt: skip
 
 
+def _disk_full(f: Figures) -> str:
+    return (f"{f['volume']}: exit {f['exit_code']}, \"{f['error']}\"; left in the volume: "
+            f"{', '.join(f['left_in_volume']) or 'nothing'}; run recorded failed with that reason; rerun with room "
+            f"committed {f['rerun_with_room_rows']:,} rows")  # fmt: skip
+
+
 def audit_row(audit: Figures | None) -> tuple[str, str, str, str]:
     """``make audit`` over this host's view of the advisory service: a vulnerability fails the report; packages the
     service could not answer for are shown as not checked (the gate itself, ``make audit``, fails closed on them)."""
@@ -172,6 +178,12 @@ CASES = [
          "publish refused with a clear error", "clock_skew", _skew),
     Case("scores output unwritable", "tests/jobs/test_score.py::test_unwritable_output_fails_cleanly",
          "clear error; run recorded failed"),
+    Case("scores volume full mid-write (real ENOSPC)",
+         "tests/reliability/test_disk_full.py::test_volume_full_mid_write_fails_clearly_and_commits_nothing",
+         "one clear line, run failed, nothing committed or staged, rerun with room commits", "disk_full", _disk_full),
+    Case("features volume full during synth (real ENOSPC)",
+         "tests/reliability/test_disk_full.py::test_volume_full_during_synth_is_one_line_and_no_partial_partition",
+         "one line, exit 1, no traceback, no partition visible half-written"),
     Case("a scoring task crashes mid-job", "tests/jobs/test_score.py::test_crash_mid_job_leaves_nothing_committed",
          "nothing committed or staged; the rerun completes"),
     Case("a Dask worker SIGKILLed mid-job", "tests/jobs/test_score.py::test_worker_killed_mid_job_still_completes",

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.progress import progress_bar
+from warehouse import storage
 from warehouse.errors import StoreUnavailableError, UserError
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ def _setup_logging() -> None:
 
 def user_errors(fn: F) -> F:
     """Turn a ``UserError`` into one line on stderr and exit code 1, Redis being unavailable into one line and exit
-    code 3 (retryable: a wrong password is a ``StoreAuthError``, a user error); bugs keep their traceback."""
+    code 3 (retryable: a wrong password is a ``StoreAuthError``, a user error), a full or read-only volume into one
+    line and exit 1; bugs keep their traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -64,6 +66,14 @@ def user_errors(fn: F) -> F:
         except StoreUnavailableError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_UNAVAILABLE) from None
+        except OSError as exc:
+            no_room = storage.no_room(exc)
+            if not no_room:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            err.print(f"[red]error:[/red] no room to write{where}: {no_room}; free space (or point "
+                      "PRESCORE_HOME at a larger volume), then rerun", highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

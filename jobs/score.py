@@ -337,6 +337,15 @@ def score_partition(
     except BaseException as exc:
         if staging is not None:
             storage.rmtree(staging)
+        no_room = storage.no_room(exc)
+        if no_room:
+            clear = UserError(
+                f"no room to write the scores of {model} for {day} under {part_dir} ({no_room}); "
+                f"run {run_id} is marked failed, nothing was committed and its staged parts were removed: free "
+                "space (or point PRESCORE_HOME at a larger volume), then rerun"
+            )
+            rt.catalog.finish_run(run_id, status=FAILED, error=str(clear)[:2000])
+            raise clear from exc
         reason = str(exc) if isinstance(exc, PrescoreError) else f"{type(exc).__name__}: {exc}"
         rt.catalog.finish_run(run_id, status=FAILED, error=reason[:2000])
         raise

@@ -28,6 +28,7 @@ keyed by its expected sha256 (callers hash-check the copy before loading it).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -40,6 +41,19 @@ from typing import IO, Any, TypeAlias
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 CACHE_DIR = Path(tempfile.gettempdir()) / "prescore-cache"
+
+
+# A write failed because the volume is full, over quota, read-only or the file hit its size limit: the
+# operator must act (free space, grow the volume); retrying as is fails the same way.
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def no_room(exc: BaseException) -> str | None:
+    """The reason (``No space left on device``…) when ``exc`` — an ``OSError`` from Python, pyarrow or a Dask
+    task — is a full, over-quota or read-only volume; ``None`` for any other exception."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in NO_ROOM_ERRNOS:
+        return os.strerror(exc.errno)
+    return None
 
 
 def sha256_file(path: Path) -> str:
