@@ -233,6 +233,12 @@ CASES = [
     Case("Redis with AUTH; wrong password",
          "tests/reliability/test_security.py::test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error",
          "auth URL works; wrong password is a clear error without the password", "redis_auth", _auth),
+    Case("Redis over TLS with AUTH; certificate from an unknown CA; plain client on the TLS port",
+         "tests/reliability/test_redis_tls.py::test_rediss_with_auth_serves_and_an_unknown_ca_is_refused",
+         "`rediss://` loads, publishes and reads (sync and asyncio); an unknown CA is refused as a configuration "
+         "error, never trusted; plaintext fails fast; no password in any message", "redis_tls",
+         lambda f: f"{f['entities']:,} entities through `rediss://:pw@…?ssl_ca_certs=`; unknown CA → "
+                   f"\"{f['untrusted_ca_error']}\"; plaintext → \"{f['plaintext_to_tls_port_error']}\""),
     Case("wrong or missing Redis password (CLI)",
          "tests/jobs/test_cli.py::test_wrong_redis_password_is_a_user_error_without_the_password",
          "one line saying to fix PRESCORE_REDIS_URL, exit 1, no password, no traceback"),

@@ -30,12 +30,11 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from redis.exceptions import AuthenticationError
 
 from warehouse import storage
-from warehouse.errors import StoreUnavailableError, UserError
+from warehouse.errors import UserError
 from warehouse.prediction_stream import STREAM_KEY, decode_entry, parse_entry_id, records_table
-from warehouse.redis_conn import UNAVAILABLE_ERRORS, SyncClient, connect, refused
+from warehouse.redis_conn import UNAVAILABLE_ERRORS, SyncClient, connect, store_error
 from warehouse.storage import ObjectPath, StoragePath
 
 LOG_DIR = "prediction_logs"
@@ -126,12 +125,8 @@ def drain_predictions(
             _drain(client, root, report, batch_entries, max_entries, stream_key, after_write)
         finally:
             client.eval(_RELEASE, 1, lock, token)
-    except AuthenticationError as exc:
-        raise refused(f"draining {stream_key}", exc) from exc
     except UNAVAILABLE_ERRORS as exc:
-        raise StoreUnavailableError(
-            f"Redis is unavailable while draining {stream_key} ({exc}); rerun: nothing is lost or duplicated"
-        ) from exc
+        raise store_error(f"draining {stream_key}", exc, suffix="rerun: nothing is lost or duplicated") from exc
     finally:
         client.close()
     return report

@@ -60,7 +60,8 @@ class StoreUnavailableError(PrescoreError):
 
 
 class StoreAuthError(ConfigError, StoreUnavailableError):
-    """Redis refused the credentials in its URL (wrong or missing password, unknown user). Retrying will not help: it
+    """Redis refused the credentials in its URL (wrong or missing password, unknown user), or its TLS certificate is
+    not signed by the CA the URL trusts (``rediss://…?ssl_ca_certs=``). Retrying will not help: it
     is a configuration error for the command line (exit 1), while the online reader still degrades on it, as on any
     ``StoreUnavailableError``, so lookups keep answering from the fallback model while the URL is fixed."""
 

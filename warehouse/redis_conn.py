@@ -17,6 +17,7 @@ reads it on its first command.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
@@ -124,28 +125,50 @@ def cluster_unreachable(exc: BaseException) -> bool:
     )
 
 
-def refused(what: str, exc: BaseException) -> StoreAuthError:
-    """The error for credentials Redis refused (``AUTH`` failed, or a command without it): fix the URL, not retry."""
-    return StoreAuthError(
-        f"Redis refused the credentials while {what} ({exc}); fix the user and password in PRESCORE_REDIS_URL "
-        "(redis://USER:PASSWORD@HOST:PORT/DB) — retrying will not help"
-    )
+def _untrusted_tls(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    for _ in range(5):  # redis-py wraps the ssl error once or twice
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def store_error(what: str, exc: BaseException, *, suffix: str = "retry when it answers again") -> StoreUnavailableError:
+    """The prescore error for a Redis connection error ``exc`` raised while ``what``:
+
+    - credentials refused (``AUTH`` failed, or a command without it) or a server certificate the configured CA
+      does not vouch for → ``StoreAuthError``: fix the URL; retrying will not help;
+    - anything else (refused, reset, timed out, cluster slots unserved) → ``StoreUnavailableError`` + ``suffix``.
+    """
+    if isinstance(exc, redis.AuthenticationError):
+        return StoreAuthError(
+            f"Redis refused the credentials while {what} ({exc}); fix the user and password in PRESCORE_REDIS_URL "
+            "(redis://USER:PASSWORD@HOST:PORT/DB) — retrying will not help"
+        )
+    tls = _untrusted_tls(exc)
+    if tls is not None:
+        return StoreAuthError(
+            f"the TLS certificate of Redis could not be verified while {what} ({tls.verify_message}); give the CA "
+            "that signed it as ssl_ca_certs=/path/ca.pem in PRESCORE_REDIS_URL (rediss://…) — retrying will not help"
+        )
+    return StoreUnavailableError(f"Redis is unavailable while {what} ({exc}); {suffix}")
 
 
 @contextmanager
 def unavailable(what: str) -> Iterator[None]:
     try:
         yield
-    except redis.AuthenticationError as exc:
-        raise refused(what, exc) from exc
     except UNAVAILABLE_ERRORS as exc:
-        raise StoreUnavailableError(f"Redis is unavailable while {what} ({exc}); retry when it answers again") from exc
+        raise store_error(what, exc) from exc
     except RedisClusterException as exc:
-        if isinstance(exc.__cause__, redis.AuthenticationError):
-            raise refused(what, exc.__cause__) from exc
+        if isinstance(exc.__cause__, redis.AuthenticationError) or _untrusted_tls(exc):
+            raise store_error(what, exc.__cause__ or exc) from exc
         if not cluster_unreachable(exc):
             raise
-        raise StoreUnavailableError(f"Redis is unavailable while {what} ({exc}); retry when it answers again") from exc
+        raise store_error(what, exc) from exc
 
 
 def text(value: Any) -> str | None:

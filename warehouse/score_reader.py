@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import AuthenticationError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
-from warehouse.errors import StoreUnavailableError
 from warehouse.redis_conn import (
     UNAVAILABLE_ERRORS,
     AsyncClient,
@@ -31,7 +30,7 @@ from warehouse.redis_conn import (
     cluster_unreachable,
     connect,
     connect_async,
-    refused,
+    store_error,
 )
 from warehouse.redis_conn import text as _text
 from warehouse.redis_conn import unavailable as _unavailable
@@ -200,18 +199,12 @@ class AsyncScoreReader:
         key, field = _single(entry.run, entity_id)
         try:  # inline rather than ``_unavailable``: this is the online hot path (a context manager costs ~2 µs)
             raw = await self.client.hget(key, field)
-        except AuthenticationError as exc:
-            raise refused(f"reading scores of model {model}", exc) from exc
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailableError(
-                f"Redis is unavailable while reading scores of model {model} ({exc}); retry when it answers again"
-            ) from exc
+            raise store_error(f"reading scores of model {model}", exc) from exc
         except RedisClusterException as exc:  # cluster only: the slot map could not be refreshed
             if not cluster_unreachable(exc):
                 raise
-            raise StoreUnavailableError(
-                f"Redis is unavailable while reading scores of model {model} ({exc}); retry when it answers again"
-            ) from exc
+            raise store_error(f"reading scores of model {model}", exc) from exc
         return _hit(entry.run, raw)
 
     async def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
