@@ -8,7 +8,8 @@ Contract (the jobs layer and the online reader use only this):
 - ``publish`` is one atomic pointer change; readers see the old run or the new one, never a mix. The current run
   and the ``keep_runs`` previously published runs stay loaded for an instant ``rollback``; ``cleanup`` removes older
   runs, runs of crashed loaders, and leftovers of interrupted cleanups.
-- Readers (``ScoreReader``, ``AsyncScoreReader``) live in ``warehouse.score_reader`` and are re-exported here.
+- Readers (``ScoreReader``, ``AsyncScoreReader``) live in ``warehouse.score_reader``, the writer (``RunWriter``) in
+  ``warehouse.score_writer``, both re-exported here; bulk commands go through ``warehouse.bulk_pipeline``.
 - Redis Cluster (``PRESCORE_REDIS_URL`` with ``?cluster=true``, see ``warehouse.redis_conn``) keeps every
   guarantee above: create, finalize, publish, rollback and cleanup are WATCH/MULTI transactions on the one node that
   owns the model's ``{model}`` hash tag; bulk writes (HSET/RESTORE) and counts (HLEN) are grouped by the node of each
@@ -23,48 +24,38 @@ Contract (the jobs layer and the online reader use only this):
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import redis
 import redis.asyncio
-from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
+from warehouse.bulk_pipeline import BulkPipeline, raise_first_error
 from warehouse.errors import OlderRunError, StoreError, StoreUnavailableError
 from warehouse.redis_conn import SyncClient, connect
 from warehouse.redis_conn import text as _text
 from warehouse.redis_conn import unavailable as _unavailable
 from warehouse.score_layout import (
-    BucketedBatch,
     RunInfo,
     RunState,
     StoredScore,
     assemble,
     bucket_count,
-    bucketize,
-    crc32s,
     encode_score,
-    has_duplicates,
-    hset_commands,
     id_array,
     plan_lookup,
     resp,
-    restore_commands,
-    restore_payloads,
     run_of_bucket_key,
     score_array,
-    select_buckets,
     store_key,
     to_utc,
     validate_name,
 )
 from warehouse.score_reader import AsyncScoreReader, ScoreLookup, ScoreReader  # re-exported: one import for both
+from warehouse.score_writer import IdsLike, RunWriter, ScoresLike
 
 __all__ = [
     "AsyncScoreReader",
@@ -81,11 +72,7 @@ __all__ = [
     "connect",
 ]
 
-IdsLike: TypeAlias = Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
-ScoresLike: TypeAlias = Sequence[float] | np.ndarray | pa.Array
 SCAN_COUNT = 1000  # keys per SCAN step and per UNLINK
-REDIRECT_ATTEMPTS = 5  # cluster: resends of commands redirected by a moving slot (backoff 0.05 s, doubling)
-Encoder: TypeAlias = Callable[[list[int] | None], list[tuple[bytes, int]]]
 # A run's as_of may lead this host's clock by this much (skew between hosts); beyond it create_run refuses the
 # run: future scores would count as fresh for too long, and block every correct later run as "older".
 MAX_FUTURE_AS_OF_S = 300.0
@@ -145,6 +132,7 @@ class ScoreStore:
 
     def __init__(self, client: SyncClient) -> None:
         self.client = client
+        self.bulk = BulkPipeline(client)
         self._account = client.register_script(_ACCOUNT)
         self._listpack_entries: int | None = None
 
@@ -312,80 +300,6 @@ class ScoreStore:
                 "maxmemory, then rerun the load"
             ) from exc
 
-    def _raw(self, streams: list[tuple[Any, list[tuple[bytes, int]]]], what: str) -> list[list[Any]]:
-        """Send pre-encoded commands pipelined, one connection per ``(connection pool, chunks)`` stream (one stream
-        per node of a cluster, streams in lockstep): the next chunk goes out before the replies of the previous one
-        are read. Returns every reply of each stream in order, errors as exception objects."""
-        out: list[list[Any]] = [[] for _ in streams]
-        conns: list[Any] = []
-        with _unavailable(what):
-            try:
-                for pool, _ in streams:
-                    conns.append(pool.get_connection())
-                readers = [_Replies(conn) for conn in conns]
-                pending = [deque[int]() for _ in streams]
-                for step in range(max((len(chunks) for _, chunks in streams), default=0)):
-                    for s, (_, chunks) in enumerate(streams):
-                        if step < len(chunks):
-                            wire, count = chunks[step]
-                            conns[s].send_packed_command([wire], check_health=False)
-                            pending[s].append(count)
-                    for s, queue in enumerate(pending):
-                        if len(queue) > 1:
-                            readers[s](queue.popleft(), out[s])
-                for s, queue in enumerate(pending):
-                    while queue:
-                        readers[s](queue.popleft(), out[s])
-            except BaseException:
-                for conn in conns:
-                    conn.disconnect()  # replies may be left unread: never hand this connection out again as is
-                raise
-            finally:
-                for (pool, _), conn in zip(streams[: len(conns)], conns, strict=True):
-                    pool.release(conn)
-        return out
-
-    def _send(self, keys: list[bytes], encode: Encoder, what: str) -> list[Any]:
-        """Replies of one pre-encoded single-key command per key of ``keys``, in order, errors as exception objects.
-
-        ``encode(None)`` encodes every command; ``encode(positions)`` those of ``keys[k]`` for ``k`` in ``positions``,
-        in that order. On a cluster each command goes to the node that owns its key's slot, all nodes pipelined at
-        once; commands redirected by a moving slot (MOVED/ASK) are resent after the slot map is refreshed.
-        """
-        if isinstance(self.client, redis.Redis):
-            return self._raw([(self.client.connection_pool, encode(None))], what)[0]
-        client = self.client
-        replies: list[Any] = [None] * len(keys)
-        todo = list(range(len(keys)))
-        for attempt in range(REDIRECT_ATTEMPTS):
-            by_node: dict[str, list[int]] = {}
-            pools: dict[str, Any] = {}
-            with _unavailable(what):
-                for k in todo:
-                    node = client.get_node_from_key(keys[k])
-                    if node.name not in pools:
-                        pools[node.name] = client.get_redis_connection(node).connection_pool
-                    by_node.setdefault(node.name, []).append(k)
-            streams = [(pools[name], encode(positions)) for name, positions in by_node.items()]
-            for positions, out in zip(by_node.values(), self._raw(streams, what), strict=True):
-                for k, reply in zip(positions, out, strict=True):
-                    replies[k] = reply
-            down = next((r for r in replies if _cluster_refused(r)), None)
-            if down is not None:
-                raise StoreUnavailableError(
-                    f"Redis Cluster is unavailable while {what} ({down}); retry when every slot is served again"
-                ) from down
-            todo = [k for k in todo if _redirected(replies[k])]
-            if not todo:
-                return replies
-            time.sleep(0.05 * 2**attempt)
-            with _unavailable(what):
-                client.nodes_manager.initialize()
-        raise StoreUnavailableError(
-            f"Redis Cluster kept redirecting {len(todo)} commands while {what} (slots are moving between nodes); "
-            "retry when resharding is over"
-        )
-
     def finalize_run(self, model: str, run_id: str) -> RunInfo:
         """Count the run's rows in Redis; equal to ``expected_rows`` → state ``loaded``, else ``StoreError`` with both
         numbers (the run stays loading). Idempotent for runs already verified."""
@@ -401,8 +315,8 @@ class ScoreStore:
                 for i in range(0, len(chosen), 5000)
             ]
 
-        replies = self._send(keys, encode, f"counting rows of run {run_id} of model {model}")
-        _raise_first_error(replies)
+        replies = self.bulk.send(keys, encode, f"counting rows of run {run_id} of model {model}")
+        raise_first_error(replies)
         counted = sum(replies)
         if counted != info.expected_rows:
             raise StoreError(
@@ -643,149 +557,3 @@ def _victim_reason(
         retired = info.retired_at.timestamp() if info.retired_at else 0.0
         return "beyond retention" if now - retired > grace_s else None
     return None
-
-
-class _Replies:
-    """Reads single-line replies (integer, status, error: all that HSET, RESTORE and HLEN answer) of a raw pipeline.
-
-    On a RESP2 connection it parses the socket stream itself: redis-py's parser costs ~20 µs a reply, which was the
-    largest cost of a bulk load. Other connections go through ``read_response``.
-    """
-
-    def __init__(self, conn: Any) -> None:
-        self.conn, self.pending, self.lines = conn, b"", list[bytes]()
-        self.fast = str(getattr(conn, "protocol", 2)) == "2" and getattr(conn, "_sock", None) is not None
-
-    def __call__(self, count: int, replies: list[Any]) -> None:
-        if not self.fast:
-            for _ in range(count):
-                try:
-                    replies.append(self.conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-            return
-        while len(self.lines) < count:
-            try:
-                chunk = self.conn._sock.recv(1 << 16)
-            except TimeoutError as exc:
-                raise redis.TimeoutError(f"timeout reading replies from Redis: {exc}") from exc
-            except OSError as exc:
-                raise redis.ConnectionError(f"error reading replies from Redis: {exc}") from exc
-            if not chunk:
-                raise redis.ConnectionError("Redis closed the connection")
-            *done, self.pending = (self.pending + chunk).split(b"\r\n")
-            self.lines.extend(done)  # may include replies of the next chunk already
-        lines, self.lines = self.lines[:count], self.lines[count:]
-        for line in lines:
-            kind = line[:1]
-            if kind == b":":
-                replies.append(int(line[1:]))
-            elif kind == b"+":
-                replies.append(line[1:])
-            elif kind == b"-":
-                message = line[1:].decode(errors="replace")
-                error = redis.exceptions.OutOfMemoryError if message.startswith("OOM") else redis.ResponseError
-                replies.append(error(message))
-            else:
-                raise redis.ConnectionError(f"unexpected reply {line[:40]!r} on the bulk path")
-
-
-class RunWriter:
-    """Writes the scores of one run in state ``loading``.
-
-    Any number of writers (threads, or processes each with its own ``ScoreStore.from_url``) may write the same run at
-    once: a batch is grouped by bucket and sent as one HSET per bucket, pipelined without a transaction, ~5000
-    entities per round trip. Writing an id twice keeps the last score. ``write_batch`` returns the rows it added and
-    adds them to the run's ``loaded_rows`` (HINCRBY) with a heartbeat. Redis out of memory → ``StoreError``; the
-    partial run is deleted and the published run is untouched.
-    """
-
-    def __init__(self, store: ScoreStore, info: RunInfo, entities_per_round_trip: int = 5000) -> None:
-        self.store, self.info, self.per_round_trip = store, info, entities_per_round_trip
-        self._bucket_keys: list[bytes] | None = None
-
-    def _keys(self, batch: BucketedBatch) -> list[bytes]:
-        if self._bucket_keys is None:
-            model, run_id = self.info.model, self.info.run_id
-            self._bucket_keys = [store_key(model, "bucket", run_id, b).encode() for b in range(self.info.n_buckets)]
-        keys = self._bucket_keys
-        return [keys[b] for b in batch.bucket_ids]
-
-    def _what(self) -> str:
-        return f"writing run {self.info.run_id} of model {self.info.model}"
-
-    def write_batch(self, entity_ids: IdsLike, scores: ScoresLike) -> int:
-        """Write one batch (ids validated first: ``StoreError`` names a bad id). Returns the rows added."""
-        ids = id_array(entity_ids)
-        batch = bucketize(ids, score_array(scores, ids), self.info.n_buckets)
-        added = self._write(batch)
-        self.store._bump(self.info.model, self.info.run_id, added)
-        return added
-
-    def _write(self, batch: BucketedBatch) -> int:
-        if not batch.bucket_ids:
-            return 0
-        keys, per = self._keys(batch), self.per_round_trip
-
-        def encode(positions: list[int] | None) -> list[tuple[bytes, int]]:
-            if positions is None:
-                return hset_commands(batch, keys, per)
-            return hset_commands(select_buckets(batch, positions), [keys[k] for k in positions], per)
-
-        with self.store._out_of_memory(self.info.model, self.info.run_id, True):
-            replies = self.store._send(keys, encode, self._what())
-            _raise_first_error(replies)
-            return int(sum(replies))
-
-    def write_buckets(self, entity_ids: IdsLike, scores: ScoresLike) -> int:
-        """Faster path for a writer that owns whole buckets: each bucket is built client-side and sent with
-        ``RESTORE``. Contract: this call holds every entity of each bucket it touches and no other writer writes
-        those buckets (partition rows by ``score_layout.buckets(ids, n_buckets)``). Buckets that already exist or
-        that the server refuses (other payload version) fall back to HSET, so the result is the same either way."""
-        ids = id_array(entity_ids)
-        values = score_array(scores, ids)
-        crc = crc32s(ids)
-        if has_duplicates(ids, crc):
-            return self.write_batch(ids, values)
-        batch = bucketize(ids, values, self.info.n_buckets, crc)
-        if not batch.bucket_ids:
-            return self.write_batch(ids, values)
-        sizes = np.diff(batch.starts).tolist()
-        keys, per = self._keys(batch), self.per_round_trip
-        payloads = restore_payloads(batch)
-
-        def encode(positions: list[int] | None) -> list[tuple[bytes, int]]:
-            if positions is None:
-                return restore_commands(keys, payloads, sizes, per)
-            pick = positions
-            return restore_commands([keys[k] for k in pick], [payloads[k] for k in pick], [sizes[k] for k in pick], per)
-
-        with self.store._out_of_memory(self.info.model, self.info.run_id, True):
-            replies = self.store._send(keys, encode, self._what())
-            _raise_first_error([r for r in replies if isinstance(r, redis.exceptions.OutOfMemoryError)])
-        refused = [k for k, r in enumerate(replies) if isinstance(r, Exception)]
-        added = sum(sizes) - sum(sizes[k] for k in refused)
-        if refused:
-            added += self._write(select_buckets(batch, refused))
-        self.store._bump(self.info.model, self.info.run_id, added)
-        return added
-
-
-def _redirected(reply: Any) -> bool:
-    """A cluster reply saying the key's slot is served by another node (MOVED) or is moving there (ASK)."""
-    return isinstance(reply, AskError) or (
-        isinstance(reply, redis.ResponseError) and str(reply).startswith(("MOVED ", "ASK "))
-    )
-
-
-def _cluster_refused(reply: Any) -> bool:
-    """A cluster reply saying the slot has no reachable primary (CLUSTERDOWN) or is busy moving (TRYAGAIN)."""
-    return isinstance(reply, ClusterDownError | TryAgainError) or (
-        isinstance(reply, redis.ResponseError) and str(reply).startswith(("CLUSTERDOWN", "TRYAGAIN"))
-    )
-
-
-def _raise_first_error(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
