@@ -47,7 +47,6 @@ from warehouse.score_layout import (
     encode_score,
     id_array,
     plan_lookup,
-    resp,
     run_of_bucket_key,
     score_array,
     store_key,
@@ -55,6 +54,7 @@ from warehouse.score_layout import (
     validate_name,
 )
 from warehouse.score_reader import AsyncScoreReader, ScoreLookup, ScoreReader  # re-exported: one import for both
+from warehouse.score_wire import resp
 from warehouse.score_writer import IdsLike, RunWriter, ScoresLike
 
 __all__ = [

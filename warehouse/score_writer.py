@@ -16,19 +16,15 @@ import pyarrow as pa
 import redis
 
 from warehouse.bulk_pipeline import raise_first_error
-from warehouse.score_layout import (
+from warehouse.score_layout import RunInfo, crc32s, id_array, score_array, store_key
+from warehouse.score_wire import (
     BucketedBatch,
-    RunInfo,
     bucketize,
-    crc32s,
     has_duplicates,
     hset_commands,
-    id_array,
     restore_commands,
     restore_payloads,
-    score_array,
     select_buckets,
-    store_key,
 )
 
 if TYPE_CHECKING:

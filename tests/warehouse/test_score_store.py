@@ -23,18 +23,9 @@ import redis
 
 from warehouse.errors import StoreError, StoreUnavailableError
 from warehouse.local_redis import RedisProcess
-from warehouse.score_layout import (
-    BucketedBatch,
-    bucket_of,
-    buckets,
-    crc32s,
-    crc64,
-    has_duplicates,
-    id_array,
-    restore_payloads,
-    store_key,
-)
+from warehouse.score_layout import bucket_of, buckets, crc32s, id_array, store_key
 from warehouse.score_store import AsyncScoreReader, RunState, ScoreReader, ScoreStore
+from warehouse.score_wire import BucketedBatch, crc64, has_duplicates, restore_payloads
 
 MODEL = "churn"
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
