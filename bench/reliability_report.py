@@ -239,6 +239,9 @@ CASES = [
          "error, never trusted; plaintext fails fast; no password in any message", "redis_tls",
          lambda f: f"{f['entities']:,} entities through `rediss://:pw@…?ssl_ca_certs=`; unknown CA → "
                    f"\"{f['untrusted_ca_error']}\"; plaintext → \"{f['plaintext_to_tls_port_error']}\""),
+    Case("wrong Redis password under the API",
+         "tests/reliability/test_security.py::test_api_with_a_refused_password_says_why_in_readyz_and_keeps_answering",
+         "/readyz 503 saying Redis refused the credentials, logged once, lookups still answer, no password shown"),
     Case("wrong or missing Redis password (CLI)",
          "tests/jobs/test_cli.py::test_wrong_redis_password_is_a_user_error_without_the_password",
          "one line saying to fix PRESCORE_REDIS_URL, exit 1, no password, no traceback"),

@@ -37,11 +37,11 @@ from online.metrics import Metrics
 from online.policy import Rung, Source, decide, label_for, policy_version, threshold_cuts
 from online.prediction_log import PredictionLog
 from online.settings import OnlineSettings
-from warehouse.errors import ConfigError, RegistryError, StoreError, StoreUnavailableError
+from warehouse.errors import ConfigError, RegistryError, StoreAuthError, StoreError, StoreUnavailableError
 from warehouse.local_redis import ensure_local_redis
 from warehouse.model_config import ModelSpec, load_config
 from warehouse.prediction_stream import Record
-from warehouse.redis_conn import connect_async
+from warehouse.redis_conn import connect_async, store_error
 from warehouse.registry import Registry
 from warehouse.score_layout import MAX_ENTITY_ID_BYTES, StoredScore, validate_name
 from warehouse.score_reader import AsyncScoreReader
@@ -201,6 +201,7 @@ class Reader:
         self.store: AsyncScoreReader | None = None
         self.plog: PredictionLog | None = None
         self.redis_seen = False
+        self.store_refused: str | None = None  # why Redis refused us (password, TLS trust), from the last PING
         self.timeout_s = settings.redis_timeout_ms / 1000
         self.run_as_of: dict[str, float | None] = {}
         self._prefix = uuid.uuid4().hex[:8] + "-"
@@ -236,11 +237,17 @@ class Reader:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self.store.client.ping()
-        except (RedisError, OSError):  # TimeoutError is an OSError
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             self.breaker.failure()
+            problem = store_error("checking readiness", exc)
+            refused = str(problem) if isinstance(problem, StoreAuthError) else None
+            if refused and refused != self.store_refused:
+                log.error("%s", refused)  # a configuration error: say it once, not per request
+            self.store_refused = refused
             return False
         self.breaker.success()
         self.redis_seen = True
+        self.store_refused = None
         return True
 
     def model(self, name: str) -> ModelRuntime:
@@ -456,10 +463,13 @@ class Reader:
         redis_ok = await self.ping()
         detail["breaker"] = self.breaker.state.value
         detail["redis"] = "ok" if redis_ok else "unavailable"
+        if not redis_ok and self.store_refused:
+            detail["redis"] = "refused"
         if not self.redis_seen:
-            return 503, {"status": "not_ready", "reason": "Redis has not answered yet", **detail}
+            reason = self.store_refused or "Redis has not answered yet"
+            return 503, {"status": "not_ready", "reason": reason, **detail}
         if not redis_ok:
-            reason = "Redis is unavailable: answering from fallback models and defaults"
+            reason = f"{self.store_refused or 'Redis is unavailable'}: answering from fallback models and defaults"
             return 200, {"status": "degraded", "reason": reason, **detail}
         return 200, {"status": "ready", **detail}
 

@@ -144,3 +144,30 @@ def test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error(
         messages.append(str(err.value))
     observe("redis_auth", auth_url_works=True, wrong_password_error=messages[0], no_password_error=messages[1],
             password_in_messages=False)  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_api_with_a_refused_password_says_why_in_readyz_and_keeps_answering(
+    redis_factory: Callable[..., RedisProcess],
+    make_settings: Callable[..., OnlineSettings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong password in PRESCORE_REDIS_URL: /readyz is 503 saying Redis refused the credentials (not "has not
+    answered yet"), the reason is logged once however often it is probed, lookups still answer from the ladder, and
+    no password appears anywhere."""
+    server = redis_factory(password=PASSWORD)
+    settings = make_settings(redis_url=f"redis://:{WRONG_PASSWORD}@127.0.0.1:{server.port}/0")
+    caplog.set_level(logging.INFO)
+    async with serve(settings) as (_, client):
+        probes = [await client.get("/readyz") for _ in range(3)]
+        lookup = await client.get(f"/v1/scores/{MODEL}/someone")
+    for probe in probes:
+        assert probe.status_code == 503, probe.text
+        body = probe.json()
+        assert body["reason"].startswith("Redis refused the credentials"), body
+        assert body["redis"] == "refused"
+    assert lookup.status_code == 200 and lookup.json()["source"] in ("fallback", "default"), lookup.text
+    refused_logs = [r for r in caplog.records if "Redis refused the credentials" in r.getMessage()]
+    assert len(refused_logs) == 1, [r.getMessage() for r in caplog.records]
+    everything = caplog.text + "".join(p.text for p in probes) + lookup.text
+    assert PASSWORD not in everything and WRONG_PASSWORD not in everything
