@@ -301,52 +301,6 @@ def backfill(
         raise typer.Exit(1)
 
 
-def model_status(rt: Any, model: str) -> dict[str, Any]:
-    """Everything ``prescore status`` shows for one model, as plain data."""
-    from warehouse import features as fstore
-    from warehouse.registry import KINDS
-
-    spec = rt.config.model(model)
-    prod: dict[str, Any] = {}
-    for kind in KINDS:
-        version = rt.registry.production_version(model, kind)
-        if version is None:
-            prod[kind] = None
-            continue
-        manifest = rt.registry.manifest(model, kind, version)
-        prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics}
-    runs = rt.catalog.runs(model, limit=10)
-    from jobs.publish import store_status
-
-    try:
-        store: dict[str, Any] = store_status(rt, model)
-    except StoreUnavailableError as exc:
-        store = {"error": str(exc)}
-    return {
-        "model": model,
-        "feature_set": spec.feature_set,
-        "feature_dates": [d.isoformat() for d in fstore.available_dates(rt.home, spec.feature_set)],
-        "production": prod,
-        "recent_runs": [
-            {
-                "run_id": r.run_id,
-                "date": r.partition_date.isoformat(),
-                "status": r.status,
-                "rows": r.rows_out,
-                "error": r.error,
-            }
-            for r in runs
-        ],
-        "last_failures": [
-            {"run_id": r.run_id, "date": r.partition_date.isoformat(), "error": r.error}
-            for r in runs
-            if r.status == "failed"
-        ][:3],
-        "publications": rt.catalog.publications(model, limit=5),
-        "store": store,
-    }
-
-
 @app.command()
 @user_errors
 def status(
@@ -359,6 +313,8 @@ def status(
         if model:
             rt.config.model(model)  # unknown model → UnknownModelError
         names = [model] if model else rt.config.model_names
+        from jobs.status import model_status
+
         data = [model_status(rt, name) for name in names]
     finally:
         rt.close()
@@ -375,7 +331,7 @@ def status(
             table.add_row(f"production {kind}", text)
         current = item["store"].get("current")
         if "error" in item["store"]:
-            table.add_row("published run", f"Redis unavailable: {item['store']['error']}")
+            table.add_row("published run", f"not readable: {item['store']['error']}")
         elif current:
             table.add_row(
                 "published run",

@@ -1,0 +1,53 @@
+"""``prescore status``: the state of each model as plain data — feature partitions, production model versions
+with their hashes, recent runs and failures, publications, and what the Redis store serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.publish import store_status
+from jobs.runtime import Runtime
+from warehouse import features as fstore
+from warehouse.errors import StoreUnavailableError
+from warehouse.registry import KINDS
+
+
+def model_status(rt: Runtime, model: str) -> dict[str, Any]:
+    """Everything ``prescore status`` shows for one model, as plain data (Redis unreachable → ``store.error``)."""
+    spec = rt.config.model(model)
+    prod: dict[str, Any] = {}
+    for kind in KINDS:
+        version = rt.registry.production_version(model, kind)
+        if version is None:
+            prod[kind] = None
+            continue
+        manifest = rt.registry.manifest(model, kind, version)
+        prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics}
+    runs = rt.catalog.runs(model, limit=10)
+    try:
+        store: dict[str, Any] = store_status(rt, model)
+    except StoreUnavailableError as exc:
+        store = {"error": str(exc)}
+    return {
+        "model": model,
+        "feature_set": spec.feature_set,
+        "feature_dates": [d.isoformat() for d in fstore.available_dates(rt.home, spec.feature_set)],
+        "production": prod,
+        "recent_runs": [
+            {
+                "run_id": r.run_id,
+                "date": r.partition_date.isoformat(),
+                "status": r.status,
+                "rows": r.rows_out,
+                "error": r.error,
+            }
+            for r in runs
+        ],
+        "last_failures": [
+            {"run_id": r.run_id, "date": r.partition_date.isoformat(), "error": r.error}
+            for r in runs
+            if r.status == "failed"
+        ][:3],
+        "publications": rt.catalog.publications(model, limit=5),
+        "store": store,
+    }
