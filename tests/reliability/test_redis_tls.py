@@ -8,7 +8,6 @@ plain ``redis://`` URL against the TLS port fails as unavailable instead of hang
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 from collections.abc import Callable
@@ -23,9 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.online.conftest import MODEL, now_utc
+from tests.reliability.async_reads import async_refusal, async_score
 from warehouse.errors import StoreAuthError, StoreUnavailableError
 from warehouse.local_redis import RedisProcess, free_port
-from warehouse.score_store import AsyncScoreReader, ScoreReader, ScoreStore
+from warehouse.score_store import ScoreReader, ScoreStore
 
 PASSWORD = "tls-Pa55-word-6b1e"
 
@@ -97,15 +97,7 @@ def test_rediss_with_auth_serves_and_an_unknown_ca_is_refused(
         reader.close()
     assert [h.score if h else None for h in hits] == pytest.approx(scores.tolist())
 
-    async def read_async() -> float | None:
-        async_reader = AsyncScoreReader.from_url(url)
-        try:
-            hit = await async_reader.get(MODEL, "e999")
-        finally:
-            await async_reader.aclose()
-        return hit.score if hit else None
-
-    assert asyncio.run(read_async()) == pytest.approx(1.0)
+    assert async_score(url, MODEL, "e999") == pytest.approx(1.0)
 
     untrusted = f"rediss://:{PASSWORD}@127.0.0.1:{tls_port}/0?ssl_ca_certs={other_ca}"
     with ScoreStore.from_url(untrusted) as store, pytest.raises(StoreAuthError) as refused:
@@ -114,16 +106,8 @@ def test_rediss_with_auth_serves_and_an_unknown_ca_is_refused(
     assert message.startswith("the TLS certificate of Redis could not be verified while"), message
     assert "ssl_ca_certs=" in message and "retrying will not help" in message and PASSWORD not in message
 
-    async def read_async_untrusted() -> StoreAuthError:
-        async_reader = AsyncScoreReader.from_url(untrusted)
-        try:
-            with pytest.raises(StoreAuthError) as async_refused:
-                await async_reader.get(MODEL, "e1")
-        finally:
-            await async_reader.aclose()
-        return async_refused.value
-
-    assert isinstance(asyncio.run(read_async_untrusted()), StoreUnavailableError)  # the online reader degrades
+    untrusted_async = async_refusal(untrusted, MODEL, "e1", StoreAuthError)
+    assert isinstance(untrusted_async, StoreUnavailableError)  # the online reader degrades on it
 
     plaintext = f"redis://:{PASSWORD}@127.0.0.1:{tls_port}/0"
     with ScoreStore.from_url(plaintext, socket_timeout=2.0) as store, pytest.raises(StoreUnavailableError) as plain:

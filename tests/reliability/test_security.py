@@ -8,7 +8,6 @@ against every configured digest (``online/admission.py::key_matches``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -21,10 +20,11 @@ import redis
 
 from online.settings import OnlineSettings
 from tests.online.conftest import FEATURES, MODEL, now_utc, serve
+from tests.reliability.async_reads import async_refusal, async_score
 from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
 from warehouse.local_redis import RedisProcess
 from warehouse.prediction_stream import STREAM_KEY
-from warehouse.score_store import AsyncScoreReader, ScoreReader, ScoreStore
+from warehouse.score_store import ScoreReader, ScoreStore
 
 API_KEY = "reader-K3y-7f1c0e9d"
 WRONG_KEY = "n0t-the-K3y-52ab"
@@ -104,15 +104,7 @@ def test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error(
     finally:
         reader.close()
 
-    async def read_async() -> float | None:
-        async_reader = AsyncScoreReader.from_url(good)
-        try:
-            hit = await async_reader.get(MODEL, "e1")
-        finally:
-            await async_reader.aclose()
-        return hit.score if hit else None
-
-    assert asyncio.run(read_async()) == 0.25
+    assert async_score(good, MODEL, "e1") == 0.25
 
     messages = []
     for url in (f"redis://:{WRONG_PASSWORD}@127.0.0.1:{server.port}/0", f"redis://127.0.0.1:{server.port}/0"):
@@ -125,16 +117,7 @@ def test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error(
         with ScoreStore.from_url(url) as store, pytest.raises(StoreAuthError) as store_err:
             store.current_run(MODEL)
 
-        async def read_async_refused(url: str = url) -> StoreAuthError:
-            async_reader = AsyncScoreReader.from_url(url)
-            try:
-                with pytest.raises(StoreAuthError) as async_err:
-                    await async_reader.get(MODEL, "e1")
-            finally:
-                await async_reader.aclose()
-            return async_err.value
-
-        async_error = asyncio.run(read_async_refused())
+        async_error = async_refusal(url, MODEL, "e1", StoreAuthError)
         for exc in (err.value, store_err.value, async_error):
             message = str(exc)
             assert isinstance(exc, StoreUnavailableError) and isinstance(exc, ConfigError)
