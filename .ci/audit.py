@@ -103,6 +103,13 @@ def run_pip_audit(requirements: Path, service: str, osv_url: str | None, timeout
         return json.loads(report.read_text())
 
 
+def write_summary(path: Path | None, figures: dict) -> None:
+    """The verdict's figures as JSON for RELIABILITY.md (``make reliability`` passes ``--summary``)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=2))
+
+
 def judge(report: dict, accepted: list[Acceptance], today: dt.date, service: str, summary: Path | None = None) -> int:
     deps = report.get("dependencies", [])
     by_id = {a.id: a for a in accepted}
@@ -121,14 +128,12 @@ def judge(report: dict, accepted: list[Acceptance], today: dt.date, service: str
                 waived.append(row)
 
     checked = len(deps) - len(skipped)
-    if summary is not None:  # for RELIABILITY.md (`make reliability`)
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(json.dumps({
+    write_summary(summary, {
             "service": service, "packages": len(deps), "checked": checked, "not_checked": len(skipped),
             "first_not_checked": skipped[0]["skip_reason"] if skipped else None,
             "vulnerable": [f"{n} {v}: {i}" for n, v, i, _f, _a in found + expired],
             "accepted": [f"{n} {v}: {i} until {a.until}" for n, v, i, _f, a in waived if a is not None],
-        }, indent=2))  # fmt: skip
+        })  # fmt: skip
     for name, version, vid, _fixes, acc in waived:
         assert acc is not None
         print(f"audit: accepted {vid} in {name} {version} until {acc.until}: {acc.reason}")
@@ -186,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             report = run_pip_audit(requirements, args.service, args.osv_url, args.timeout)
         except AuditIncomplete as exc:
             print(f"audit: INCOMPLETE — {exc}")
-            if args.summary is not None:
-                args.summary.parent.mkdir(parents=True, exist_ok=True)
-                args.summary.write_text(json.dumps({"service": args.service, "error": str(exc)}, indent=2))
+            write_summary(args.summary, {"service": args.service, "error": str(exc)})
             return EXIT_INCOMPLETE
     return judge(report, accepted, args.today, args.service, args.summary)
 

@@ -462,9 +462,7 @@ class Reader:
             return 503, {"status": "not_ready", "reason": "; ".join(snapshot.problems), **detail}
         redis_ok = await self.ping()
         detail["breaker"] = self.breaker.state.value
-        detail["redis"] = "ok" if redis_ok else "unavailable"
-        if not redis_ok and self.store_refused:
-            detail["redis"] = "refused"
+        detail["redis"] = "ok" if redis_ok else "refused" if self.store_refused else "unavailable"
         if not self.redis_seen:
             reason = self.store_refused or "Redis has not answered yet"
             return 503, {"status": "not_ready", "reason": reason, **detail}
