@@ -8,6 +8,7 @@ validate their own input. The pydantic models here document the API (OpenAPI) an
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -101,10 +102,12 @@ class _DirectRoute(APIRoute):
 # ---------------------------------------------------------------- the app
 
 
-def create_app(settings: OnlineSettings | None = None) -> FastAPI:
-    """The online reader app. Nothing is opened here: the lifespan loads models and opens Redis."""
+def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The online reader app. Nothing is opened here: the lifespan loads models and opens Redis.
+
+    ``clock`` (epoch seconds) is where the app reads the time to age scores; tests move it."""
     settings = settings or OnlineSettings()
-    reader = Reader(settings)
+    reader = Reader(settings, clock=clock)
     register_url_convertor("any_text", _AnyText())
 
     @asynccontextmanager

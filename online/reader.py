@@ -20,6 +20,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -192,8 +193,9 @@ class JsonResponse(Response):
 class Reader:
     """Per-app state and the score ladder. Created by ``create_app``; resources are opened in the lifespan."""
 
-    def __init__(self, settings: OnlineSettings) -> None:
+    def __init__(self, settings: OnlineSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock  # epoch seconds: the age of every answer and of every run in /v1/models
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
         self.metrics = Metrics(self.scrape_values)
         self.stats = AdmissionStats()
@@ -325,7 +327,7 @@ class Reader:
     ) -> tuple[float, list[dict[str, Any]]]:
         """Answers for validated ``ids`` (one Redis round trip; every fallback miss scored in one call)."""
         found, answered = await self.lookup(m.name, ids)
-        now = time.time()
+        now = self.clock()
         results, rows, matrix = [], [], []
         for entity_id, stored in zip(ids, found, strict=True):
             values = features.get(entity_id)
@@ -376,7 +378,7 @@ class Reader:
                 answered = True
                 self.metrics.redis_call("get", time.perf_counter() - t1)
                 self.breaker.success()
-        now = time.time()
+        now = self.clock()
         body = self.answer(m, entity_id, stored, answered, values is not None, now, request_id)
         if body["source"] == "fallback":
             assert m.fallback is not None and values is not None
@@ -424,7 +426,7 @@ class Reader:
     # -------------------------------------------------- operational routes
 
     async def models(self) -> dict[str, Any]:
-        out, now = [], time.time()
+        out, now = [], self.clock()
         snapshot = self.snapshot
         for name, m in sorted((snapshot.models if snapshot else {}).items()):
             entry: dict[str, Any] = {"model": name, "policy_version": m.policy_version,

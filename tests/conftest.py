@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import redis
 import sqlalchemy as sa
 import yaml
 
+from tests.support.clock import END
 from warehouse.local_redis import RedisProcess, start_redis
 from warehouse.settings import DEFAULT_MODELS_FILE, Settings
 
@@ -109,7 +109,6 @@ def settings(tmp_path: Path, redis_url: str) -> Settings:
     return Settings(home=tmp_path / "home", redis_url=redis_url, catalog_url=None)
 
 
-END = dt.date(2026, 11, 20)
 ENTITIES = 20_000
 DAYS = 4
 

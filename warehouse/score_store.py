@@ -24,7 +24,7 @@ Contract (the jobs layer and the online reader use only this):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,15 +130,16 @@ class ScoreStore:
     timeouts, from the URL). Thread-safe as the client is.
     """
 
-    def __init__(self, client: SyncClient) -> None:
+    def __init__(self, client: SyncClient, clock: Callable[[], float] = time.time) -> None:
         self.client = client
+        self.clock = clock  # epoch seconds: the "future as_of" check, publish/retire stamps, retention ages
         self.bulk = BulkPipeline(client)
         self._account = client.register_script(_ACCOUNT)
         self._listpack_entries: int | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, socket_timeout: float = 5.0) -> ScoreStore:
-        return cls(connect(url, socket_timeout=socket_timeout))
+    def from_url(cls, url: str, *, socket_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> ScoreStore:
+        return cls(connect(url, socket_timeout=socket_timeout), clock=clock)
 
     def close(self) -> None:
         self.client.close()
@@ -211,7 +212,7 @@ class ScoreStore:
         epoch, expected = _epoch(as_of), int(expected_rows)
         if expected < 0:
             raise StoreError(f"expected_rows must be >= 0, got {expected_rows}")
-        ahead = epoch - time.time()
+        ahead = epoch - self.clock()
         if ahead > MAX_FUTURE_AS_OF_S:
             when = to_utc(epoch).isoformat() if epoch < 253_402_300_800 else f"{epoch:.0f} (epoch s, after 9999)"
             raise StoreError(
@@ -221,7 +222,7 @@ class ScoreStore:
             )
         meta_key = store_key(model, "meta", run_id)
         with _unavailable(f"creating run {run_id} of model {model}"), self._out_of_memory(model, run_id, False):
-            now = time.time()
+            now = self.clock()
             fields: dict[Any, Any] = {
                 "model": model, "run_id": run_id, "model_version": model_version, "as_of": repr(epoch),
                 "state": RunState.LOADING.value, "expected_rows": expected, "loaded_rows": 0,
@@ -272,7 +273,7 @@ class ScoreStore:
 
     def _bump(self, model: str, run_id: str, added: int) -> None:
         with _unavailable(f"updating run {run_id} of model {model}"):
-            state = self._account(keys=[store_key(model, "meta", run_id)], args=[added, repr(time.time())])
+            state = self._account(keys=[store_key(model, "meta", run_id)], args=[added, repr(self.clock())])
         if state is None:
             raise StoreError(
                 f"run {run_id!r} of model {model!r} was removed while loading (cleanup judged it abandoned, or "
@@ -380,7 +381,7 @@ class ScoreStore:
                         info = RunInfo.from_meta(pipe.hgetall(meta_key))
                         pipe.unwatch()
                         previous = history[1] if len(history) > 1 else None
-                        at = info.published_at or to_utc(time.time())
+                        at = info.published_at or to_utc(self.clock())
                         return Publication(model, run_id, previous, at, already_current=True)
                     meta = pipe.hgetall(meta_key)
                     if not meta:
@@ -401,7 +402,7 @@ class ScoreStore:
                                 f"the current run {current!r} ({cur_as_of.isoformat()}): refusing to publish older "
                                 "scores over newer ones; pass force=True if that is intended"
                             )
-                    now = time.time()
+                    now = self.clock()
                     pipe.multi()
                     pipe.set(current_key, run_id)
                     pipe.lrem(history_key, 0, run_id)
@@ -434,7 +435,7 @@ class ScoreStore:
                     history = [str(_text(r)) for r in pipe.lrange(history_key, 0, -1)]
                     if to_run is not None and to_run == current:
                         pipe.unwatch()
-                        return Publication(model, to_run, current, to_utc(time.time()), already_current=True)
+                        return Publication(model, to_run, current, to_utc(self.clock()), already_current=True)
                     target = to_run if to_run is not None else (history[1] if len(history) > 1 else None)
                     if target is None:
                         raise StoreError(f"no previous run to roll back to for model {model!r}")
@@ -445,7 +446,7 @@ class ScoreStore:
                             f"cannot roll model {model!r} back to run {target!r}: it is not a retained published "
                             f"run (retained: {', '.join(history) or 'none'})"
                         )
-                    now = time.time()
+                    now = self.clock()
                     pipe.multi()
                     pipe.set(current_key, target)
                     pipe.ltrim(history_key, history.index(target), -1)
@@ -494,7 +495,7 @@ class ScoreStore:
                 while True:
                     try:
                         pipe.watch(current_key, history_key, runs_key)
-                        now = time.time()
+                        now = self.clock()
                         current = _text(pipe.get(current_key))
                         keep = {current, *(_text(r) for r in pipe.lrange(history_key, 0, keep_runs))}
                         victims: dict[str, str] = {}

@@ -33,6 +33,7 @@ import yaml
 from jobs import orchestration
 from jobs.airflow_api import AirflowAPI
 from jobs.runtime import Runtime
+from tests.support.clock import END
 from warehouse.catalog import COMMITTED
 from warehouse.score_store import ScoreReader, ScoreStore
 
@@ -44,10 +45,10 @@ pytestmark = [
 
 MODEL = "churn"
 NIGHTLY = f"prescore_score__{MODEL}"
-DAY = dt.date(2026, 11, 20)
-# The nightly run whose data interval is [2026-11-20 02:00, 2026-11-21 02:00) scores partition 2026-11-20;
+DAY = END  # the newest fixture partition: yesterday by the test clock
+# The nightly run whose data interval is [DAY 02:00, DAY+1 02:00) scores partition DAY;
 # dag.test() takes the interval that closed last before the logical date it is given.
-LOGICAL = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.UTC)
+LOGICAL = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(2, 0), tzinfo=dt.UTC)
 
 
 def task_states(dr: Any) -> dict[str, str]:
@@ -86,7 +87,7 @@ def feature_dir(home: Path, day: dt.date) -> Path:
 def test_nightly_run_scores_publishes_and_serves_then_a_history_run_skips_publish(
     airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any, rt: Runtime
 ) -> None:
-    """The nightly run for 2026-11-20 succeeds and the online reader serves exactly the committed Parquet. A
+    """The nightly run for DAY succeeds and the online reader serves exactly the committed Parquet. A
     backfill run of the day before then scores its partition, but publish ends skipped (a newer run is current)
     and the DAG run still succeeds."""
     dag = load_dags().dags[NIGHTLY]
@@ -162,8 +163,8 @@ def test_quality_gate_blocks_and_the_current_run_stays_served(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """With a tiny max_psi and 2026-11-19 already published, the nightly run for 2026-11-20 fails in publish
-    (gate blocked, recorded, not retried, the reason in the publish task's log); the 2026-11-19 run is still the
+    """With a tiny max_psi and the day before DAY already published, the nightly run for DAY fails in publish
+    (gate blocked, recorded, not retried, the reason in the publish task's log); the earlier run is still the
     one served."""
     models_file = prescore_env["models_file"]
     raw = yaml.safe_load(models_file.read_text())
@@ -171,7 +172,7 @@ def test_quality_gate_blocks_and_the_current_run_stays_served(
     models_file.write_text(yaml.safe_dump(raw))
     with monkeypatch.context() as mp:  # outside Airflow: a threads cluster, like the tests in tests/jobs
         mp.setenv("PRESCORE_DASK_LOCAL", "threads")
-        earlier = orchestration.score(MODEL, "2026-11-19")
+        earlier = orchestration.score(MODEL, (DAY - dt.timedelta(days=1)).isoformat())
         assert orchestration.publish(MODEL, earlier["run_id"])["published"]
 
     dr = load_dags().dags[NIGHTLY].test(logical_date=LOGICAL)
@@ -219,23 +220,26 @@ def test_rescore_from_params_without_publishing(
 ) -> None:
     """prescore_rescore with publish=false scores the requested (model, date) on the requested device and
     skips publish; nothing is served."""
-    conf = {"model": MODEL, "date": "2026-11-18", "publish": False, "device": "cpu"}
+    conf = {"model": MODEL, "date": (DAY - dt.timedelta(days=2)).isoformat(), "publish": False, "device": "cpu"}
     dr = load_dags().dags["prescore_rescore"].test(run_conf=conf)
     states = task_states(dr)
     assert dr.state == "success", states
     assert (states["score"], states["publish"], states["retain_and_record"]) == ("success", "skipped", "success")
-    [run] = committed(rt, dt.date(2026, 11, 18))
+    [run] = committed(rt, DAY - dt.timedelta(days=2))
     assert run.device == "cpu"
     assert current_run_id(prescore_env["redis_url"]) is None
 
 
 def test_training_and_drain_dags_run(airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any) -> None:
-    """The weekly training run of Sunday 2026-11-22 trains on the days up to 2026-11-21 (here: up to 11-20, the
-    newest partition) and reports; the hourly drain succeeds on an empty prediction log."""
+    """The weekly training run two days after DAY trains on the days up to the day before it (here: up to DAY,
+    the newest partition) and reports; the hourly drain succeeds on an empty prediction log."""
     bag = load_dags()
-    trained = bag.dags[f"prescore_train__{MODEL}"].test(logical_date=dt.datetime(2026, 11, 22, 4, tzinfo=dt.UTC))
+    later = DAY + dt.timedelta(days=2)
+    weekly = dt.datetime.combine(later, dt.time(4), tzinfo=dt.UTC)
+    trained = bag.dags[f"prescore_train__{MODEL}"].test(logical_date=weekly)
     assert trained.state == "success", task_states(trained)
-    drained = bag.dags["prescore_drain_predictions"].test(logical_date=dt.datetime(2026, 11, 22, 5, 7, tzinfo=dt.UTC))
+    at = dt.datetime.combine(later, dt.time(5, 7), tzinfo=dt.UTC)
+    drained = bag.dags["prescore_drain_predictions"].test(logical_date=at)
     assert drained.state == "success", task_states(drained)
 
 
@@ -382,8 +386,8 @@ def test_live_airflow_runs_a_rescore_triggered_over_rest(
         assert run.report["cluster"] == "local-threads"
         assert current_run_id(prescore_env["redis_url"]) == run.run_id
 
-        # Airflow's native backfill of the nightly DAG over logical dates 2026-11-19..20 (whole days, UTC):
-        # 11-19 is scored and its publish skipped (history); 11-20 reuses the committed run, already current.
+        # Airflow's native backfill of the nightly DAG over logical dates DAY-1..DAY (whole days, UTC):
+        # DAY-1 is scored and its publish skipped (history); DAY reuses the committed run, already current.
         nightly_url = f"{base}/api/v2/dags/{NIGHTLY}"
         assert http("PATCH", nightly_url, {"is_paused": False}, token)[0] == 200
         # through `prescore backfill --via-airflow` (AirflowAPI), as an operator would
@@ -392,13 +396,16 @@ def test_live_airflow_runs_a_rescore_triggered_over_rest(
         final = api.follow_backfill(int(created["id"]), poll_s=1.0, timeout_s=300)
         assert final["completed_at"]
         assert api.backfill_run_states(NIGHTLY, DAY - dt.timedelta(days=1), DAY) == {
-            "2026-11-19": "success",
-            "2026-11-20": "success",
+            (DAY - dt.timedelta(days=1)).isoformat(): "success",
+            DAY.isoformat(): "success",
         }
         runs = http("GET", f"{nightly_url}/dagRuns?run_type=backfill", token=token)[1]["dag_runs"]
         by_date = {r["data_interval_start"][:10]: r for r in runs}
-        assert {d: r["state"] for d, r in by_date.items()} == {"2026-11-19": "success", "2026-11-20": "success"}
-        quoted = urllib.parse.quote(by_date["2026-11-19"]["dag_run_id"])
+        assert {d: r["state"] for d, r in by_date.items()} == {
+            (DAY - dt.timedelta(days=1)).isoformat(): "success",
+            DAY.isoformat(): "success",
+        }
+        quoted = urllib.parse.quote(by_date[(DAY - dt.timedelta(days=1)).isoformat()]["dag_run_id"])
         tis = http("GET", f"{nightly_url}/dagRuns/{quoted}/taskInstances", token=token)[1]["task_instances"]
         assert {t["task_id"]: t["state"] for t in tis}["publish"] == "skipped"
         assert len(committed(rt, DAY - dt.timedelta(days=1))) == 1

@@ -12,6 +12,7 @@ import pytest
 
 from jobs import orchestration
 from jobs.runtime import Runtime
+from tests.support.clock import iso
 from warehouse.catalog import COMMITTED
 from warehouse.errors import PartitionNotFoundError, PrescoreError, StoreError
 from warehouse.score_store import ScoreStore
@@ -53,20 +54,20 @@ def test_non_retryable_errors_name_prescore_errors() -> None:
 
 
 def test_sensor_and_validation(env: Runtime) -> None:
-    assert orchestration.feature_partition_ready(MODEL, "2026-11-20") is True
-    assert orchestration.feature_partition_ready(MODEL, "2026-11-25") is False
-    checked = small_json(orchestration.validate_features(MODEL, "2026-11-20"))
-    assert (checked["date"], checked["feature_set"]) == ("2026-11-20", "customer_daily")
+    assert orchestration.feature_partition_ready(MODEL, iso(0)) is True
+    assert orchestration.feature_partition_ready(MODEL, iso(5)) is False
+    checked = small_json(orchestration.validate_features(MODEL, iso(0)))
+    assert (checked["date"], checked["feature_set"]) == (iso(0), "customer_daily")
     assert checked["files"] >= 1
     with pytest.raises(PartitionNotFoundError):
-        orchestration.validate_features(MODEL, "2026-11-25")
+        orchestration.validate_features(MODEL, iso(5))
 
 
 def test_score_publish_verify_retain(env: Runtime) -> None:
     """The nightly chain, called as the tasks call it; every result is a small JSON-able dict."""
-    scored = small_json(orchestration.score(MODEL, "2026-11-20"))
-    assert scored["partition_date"] == "2026-11-20" and scored["rows_out"] > 0 and not scored["reused"]
-    again = orchestration.score(MODEL, "2026-11-20")  # a retried score task reuses the committed run
+    scored = small_json(orchestration.score(MODEL, iso(0)))
+    assert scored["partition_date"] == iso(0) and scored["rows_out"] > 0 and not scored["reused"]
+    again = orchestration.score(MODEL, iso(0))  # a retried score task reuses the committed run
     assert again["reused"] and again["run_id"] == scored["run_id"]
 
     published = small_json(orchestration.publish(MODEL, scored["run_id"]))
@@ -79,7 +80,7 @@ def test_score_publish_verify_retain(env: Runtime) -> None:
 
 
 def test_publish_retried_after_a_crash_mid_load_publishes_once(env: Runtime, redis_url: str) -> None:
-    scored = orchestration.score(MODEL, "2026-11-20")
+    scored = orchestration.score(MODEL, iso(0))
     run = env.catalog.get_run(scored["run_id"])
     part = pq.read_table(run.output_path, columns=["entity_id", "score"]).slice(0, 300)
     with ScoreStore.from_url(redis_url) as store:  # the crashed attempt left a half-loaded namespace
@@ -99,9 +100,9 @@ def test_publish_retried_after_a_crash_mid_load_publishes_once(env: Runtime, red
 
 def test_history_run_is_declined_without_touching_redis(env: Runtime, redis_url: str) -> None:
     """A backfilled older partition is not published over the newer current run, and not loaded either."""
-    newer = orchestration.score(MODEL, "2026-11-20")
+    newer = orchestration.score(MODEL, iso(0))
     orchestration.publish(MODEL, newer["run_id"])
-    older = orchestration.score(MODEL, "2026-11-19")
+    older = orchestration.score(MODEL, iso(-1))
 
     declined = small_json(orchestration.publish(MODEL, older["run_id"]))
     assert declined["published"] is False
@@ -115,8 +116,8 @@ def test_history_run_is_declined_without_touching_redis(env: Runtime, redis_url:
 
 
 def test_train_and_summary(env: Runtime) -> None:
-    trained = small_json(orchestration.train(MODEL, "2026-11-20"))
-    assert trained["holdout_date"] == "2026-11-20"
+    trained = small_json(orchestration.train(MODEL, iso(0)))
+    assert trained["holdout_date"] == iso(0)
     assert {r["kind"] for r in trained["results"]} == {"primary", "fallback"}
     summary = small_json(orchestration.training_summary(trained))
     promoted = {r["kind"] for r in trained["results"] if r["promoted"]}
@@ -131,7 +132,7 @@ def test_drain_predictions_returns_a_small_report(env: Runtime, redis_url: str) 
 
     from warehouse.prediction_stream import STREAM_KEY, encode_entry
 
-    now = dt.datetime(2026, 11, 21, 10, tzinfo=dt.UTC).timestamp()
+    now = dt.datetime.now(dt.UTC).timestamp()
     client = redis.Redis.from_url(redis_url)
     try:
         for n in range(2):

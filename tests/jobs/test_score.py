@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,8 @@ def test_rerun_is_idempotent_and_force_rescores(rt: Runtime) -> None:
 
 
 def test_missing_partition_names_the_path(rt: Runtime) -> None:
-    missing = END.replace(year=2020)
-    with pytest.raises(PartitionNotFoundError, match="dt=2020-11-20"):
+    missing = END - timedelta(days=3650)  # long before the fixture warehouse's first day
+    with pytest.raises(PartitionNotFoundError, match=f"dt={missing:%Y-%m-%d}"):
         score_partition(rt, "churn", missing, device="cpu")
     assert not scores_partition_dir(rt, "churn", missing).exists()
 

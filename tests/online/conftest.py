@@ -78,9 +78,11 @@ def publish(redis_url: str) -> Callable[..., str]:
 
 
 @asynccontextmanager
-async def serve(settings: OnlineSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app with its lifespan run, and an in-process client (no sockets)."""
-    app = create_app(settings)
+async def serve(
+    settings: OnlineSettings, clock: Callable[[], float] | None = None
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan run, and an in-process client (no sockets); ``clock`` replaces its time."""
+    app = create_app(settings) if clock is None else create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://reader") as client:

@@ -26,6 +26,7 @@ from jobs.publish import publish_run
 from jobs.runtime import Runtime
 from jobs.score import read_scores, score_partition, scores_partition_dir
 from tests.conftest import small_models_file
+from tests.support.clock import END
 from warehouse import features as fstore
 from warehouse import score_files
 from warehouse.catalog import COMMITTED, FAILED
@@ -36,7 +37,6 @@ from warehouse.settings import Settings
 from warehouse.storage import ObjectPath
 
 BUCKET = "prescore-test"
-END = dt.date(2026, 11, 20)
 ENTITIES = 5_000
 DAYS = 4
 TASK_ROWS = 1_000  # several Dask tasks (and part files) per partition
