@@ -95,6 +95,8 @@ RELIABILITY_TESTS := tests/reliability \
 	tests/jobs/test_orchestration.py::test_publish_retried_after_a_crash_mid_load_publishes_once \
 	tests/jobs/test_prediction_drain.py::test_crash_between_write_and_delete_then_rerun_gives_no_duplicates_and_no_loss \
 	tests/jobs/test_prediction_drain.py::test_crash_while_writing_leaves_no_visible_part_and_loses_nothing \
+	tests/online/test_prediction_log.py \
+	tests/online/test_admission.py \
 	tests/jobs/test_serve.py::test_lookup_with_redis_down_answers_from_fallback_and_default \
 	tests/online/test_app.py::test_redis_killed_while_serving_degrades_then_recovers \
 	tests/online/test_app.py::test_requests_beyond_max_in_flight_are_shed_with_retry_after \

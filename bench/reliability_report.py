@@ -202,6 +202,26 @@ CASES = [
     Case("prediction drain crashes while writing", "tests/jobs/test_prediction_drain.py::"
          "test_crash_while_writing_leaves_no_visible_part_and_loses_nothing",
          "no visible partial file; nothing lost"),
+    Case("a client writes a 2 MB / 20 MB oversize body (declared or chunked, `Connection: close`) while others "
+         "do lookups", "tests/online/test_admission.py::test_oversize_bodies_under_load_read_413_while_lookups_succeed",
+         "every oversize request reads the 413 message with `Connection: close`; every lookup 200"),
+    Case("oversize body beyond the discard bound, or stalled", "tests/online/test_admission.py::"
+         "test_body_beyond_the_discard_bound_is_cut_off",
+         "the connection is cut off at the bound, never held open"),
+    Case("5M answers into the prediction log on the score store's Redis (maxmemory 64 MB, noeviction)",
+         "tests/online/test_prediction_log.py::"
+         "test_five_million_answers_stay_within_the_budget_and_publishing_still_works",
+         "stream MEMORY USAGE within its budget (10 % of maxmemory); every answer in the stream or counted as "
+         "trimmed; a 300k-entity run publishes afterwards and is served precomputed"),
+    Case("prediction log over its budget under the API, then drained",
+         "tests/online/test_prediction_log.py::test_api_trims_counts_and_the_drain_reports_the_loss",
+         "trimmed answers counted on /metrics and reported by the drain; drained + trimmed = answered"),
+    Case("prediction log's Redis down, then back", "tests/online/test_prediction_log.py::"
+         "test_redis_down_keeps_records_buffered_and_bounded",
+         "records buffered up to capacity, the excess dropped and counted; written within the budget once back"),
+    Case("prediction-log stream deleted by hand behind the writer",
+         "tests/online/test_prediction_log.py::test_counter_heals_when_the_stream_was_deleted_by_hand",
+         "the byte counter heals on the next append"),
     Case("random entity ids (any script, up to 128 bytes) written and read back",
          "tests/reliability/test_properties.py::test_every_written_entity_is_read_back_exactly",
          "50 examples: every id read back bit for bit, both write paths"),

@@ -255,13 +255,14 @@ def drain_predictions() -> dict[str, Any]:
     from jobs.prediction_drain import drain_predictions as drain
 
     with _runtime() as rt:
-        report = drain(rt.redis_url, rt.home)
+        report = drain(rt.prediction_log_url, rt.home)
         out_dir = rt.home / LOG_DIR
     return {
         "entries": report.entries,
         "records": report.records,
         "files": len(report.files),
         "already_drained": report.already_drained,
+        "lost_to_trimming": report.lost_to_trimming,
         "out_dir": str(out_dir),
         "last_file": str(report.files[-1]) if report.files else None,
     }

@@ -10,11 +10,14 @@ Exactly once, crash-safe:
    already durable, so they are only deleted (a crash after a write and before its ``XDEL`` leaves exactly those);
 2. the next entries (up to ``batch_entries``, one day) are written to a temp file, fsynced and renamed into place —
    the name depends only on the entry range, so nothing half-written is ever visible under a part name;
-3. only then are the drained entries deleted from the stream (``XDEL``).
+3. only then are the drained entries deleted from the stream (``DELETE_SCRIPT``: ``XDEL`` and the stream's
+   accounted bytes lowered by the entries it removed, in one step).
 
 A crash anywhere loses nothing (entries leave the stream only after their file is in place) and duplicates
-nothing (step 1). One drainer at a time: a Redis lock (``SET NX`` with a TTL) refuses a second one. Entries that
-the online writer's ``MAXLEN ~`` trimmed before a drain reached them are gone (the stream is bounded on purpose).
+nothing (step 1). One drainer at a time: a Redis lock (``SET NX`` with a TTL) refuses a second one. Answers that
+the online writer trimmed before a drain reached them (the stream is bounded in bytes on purpose:
+``warehouse.prediction_stream``) are gone; each drain reports how many since the previous one
+(``lost_to_trimming``, read and reset after a successful drain).
 
 ``out_root`` may be on object storage (``warehouse.storage``): step 2 then writes the file straight under its
 name, as one object, which appears whole or not at all (there is no rename to do it with).
@@ -33,7 +36,15 @@ import pyarrow.parquet as pq
 
 from warehouse import storage
 from warehouse.errors import UserError
-from warehouse.prediction_stream import STREAM_KEY, decode_entry, parse_entry_id, records_table
+from warehouse.prediction_stream import (
+    DELETE_SCRIPT,
+    STREAM_KEY,
+    decode_entry,
+    entry_bytes,
+    parse_entry_id,
+    records_table,
+    side_keys,
+)
 from warehouse.redis_conn import UNAVAILABLE_ERRORS, SyncClient, connect, store_error
 from warehouse.storage import ObjectPath, StoragePath
 
@@ -44,12 +55,14 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 
 @dataclass
 class DrainReport:
-    """What one drain did: entries and records moved, files written, entries found already drained (deleted)."""
+    """What one drain did: entries and records moved, files written, entries found already drained (deleted),
+    and the records that the writer trimmed (over the stream's memory budget) before any drain reached them."""
 
     entries: int = 0
     records: int = 0
     files: list[StoragePath] = field(default_factory=list)
     already_drained: int = 0
+    lost_to_trimming: int = 0
 
 
 def part_name(first_id: str, last_id: str) -> str:
@@ -123,6 +136,8 @@ def drain_predictions(
             raise UserError(f"another drain of {stream_key} is running (lock {lock}); retry when it has finished")
         try:
             _drain(client, root, report, batch_entries, max_entries, stream_key, after_write)
+            lost = client.getdel(side_keys(stream_key)[1])
+            report.lost_to_trimming = int(lost) if lost is not None else 0
         finally:
             client.eval(_RELEASE, 1, lock, token)
     except UNAVAILABLE_ERRORS as exc:
@@ -148,9 +163,9 @@ def _drain(
         if not raw:
             return
         entries = [(eid.decode(), fields) for eid, fields in raw]
-        done = [eid for eid, _ in entries if mark is not None and parse_entry_id(eid) <= mark]
+        done = [(eid, f) for eid, f in entries if mark is not None and parse_entry_id(eid) <= mark]
         if done:  # written by an earlier drain that stopped before deleting them
-            client.xdel(stream_key, *done)
+            _delete(client, stream_key, done)
             report.already_drained += len(done)
             entries = entries[len(done) :]
             if not entries:
@@ -162,8 +177,14 @@ def _drain(
         _write_atomic(records_table(decoded), path)
         if after_write is not None:
             after_write(path)
-        client.xdel(stream_key, *[eid for eid, _ in batch])
+        _delete(client, stream_key, batch)
         mark = parse_entry_id(batch[-1][0])
         report.entries += len(batch)
         report.records += sum(len(records) for _, records in decoded)
         report.files.append(path)
+
+
+def _delete(client: SyncClient, stream_key: str, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+    """Delete drained entries and uncharge their bytes from the stream's budget (one script call)."""
+    args = [value for eid, fields in entries for value in (eid, entry_bytes(fields))]
+    client.eval(DELETE_SCRIPT, 2, stream_key, side_keys(stream_key)[0], *args)

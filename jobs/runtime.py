@@ -58,6 +58,11 @@ class Runtime:
             return self.settings.redis_url
         return ensure_local_redis(self.settings.embedded_redis_dir).url
 
+    @property
+    def prediction_log_url(self) -> str:
+        """``PRESCORE_PREDICTION_LOG_URL``, or the score store's Redis (``redis_url``)."""
+        return self.settings.prediction_log_url or self.redis_url
+
     def close(self) -> None:
         if self._catalog is not None:
             self._catalog.close()

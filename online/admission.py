@@ -6,20 +6,31 @@ In order, for every HTTP request outside ``open_paths`` (health, readiness, metr
 2. API keys (``X-API-Key``, compared as sha256 hex with ``hmac.compare_digest``): with ``api_keys`` configured,
    ``/v1/`` routes need one of them (or an admin key); ``/v1/admin/`` routes always need an admin key → 401;
 3. body size: a declared ``Content-Length`` above ``max_body_bytes`` → 413 before reading; a body that grows
-   past it while read raises ``PayloadTooLarge`` inside the app (mapped to 413 by the error handlers).
+   past it while read raises ``BodyTooLarge`` inside the app (mapped to 413 by the error handlers).
+
+After a body-size 413 the rest of the body is read and dropped (``discard_body``: while the whole body stays
+within ``max_discard_bytes`` and for at most ``discard_timeout_s``), then the connection closes (the 413 says
+``Connection: close``). Closing a socket with unread request bytes makes the kernel answer with a reset, and a
+client still writing its body would see a broken pipe or a reset instead of the 413. A declared body gets its
+413 at once and is drained after it (a client that reads while it writes can stop early); a chunked body is
+drained before its 413 is written. A declared body beyond the bound is not drained at all, nor one sent with
+``Expect: 100-continue`` (that client sends nothing before it is invited, and the 413 is the answer): the
+connection closes right after the 413. Bodies within ``max_body_bytes`` pay nothing for this: the only
+per-message work is the running total that ``_limited`` keeps.
 
 Keys are never logged; rejections are reported through ``on_reject(status, code)`` for metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from online.errors import ApiError, Overloaded, PayloadTooLarge, Unauthorized, send_error
+from online.errors import ApiError, BodyTooLarge, Overloaded, Unauthorized, send_error
 
 ADMIN_PREFIX = "/v1/admin/"
 API_PREFIX = "/v1/"
@@ -52,6 +63,8 @@ class Admission:
         *,
         max_in_flight: int,
         max_body_bytes: int,
+        max_discard_bytes: int,
+        discard_timeout_s: float,
         api_keys: tuple[str, ...],
         admin_keys: tuple[str, ...],
         open_paths: frozenset[str],
@@ -60,6 +73,7 @@ class Admission:
     ) -> None:
         self.app = app
         self.max_in_flight, self.max_body_bytes = max_in_flight, max_body_bytes
+        self.max_discard_bytes, self.discard_timeout_s = max_discard_bytes, discard_timeout_s
         self.api_keys, self.admin_keys = api_keys, admin_keys
         self.open_paths = open_paths
         self.on_reject = on_reject
@@ -72,10 +86,13 @@ class Admission:
         rejection = self._check(scope)
         if rejection is not None:
             self.on_reject(rejection.status, rejection.code)
-            await send_error(send, rejection)
+            if isinstance(rejection, BodyTooLarge):
+                await self._refuse_declared_body(scope, receive, send, rejection)
+            else:
+                await send_error(send, rejection)
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            receive = _limited(receive, self.max_body_bytes)
+            receive = _limited(receive, self.max_body_bytes, self.max_discard_bytes, self.discard_timeout_s)
         stats = self.stats
         stats.in_flight += 1
         try:
@@ -110,12 +127,43 @@ class Admission:
             except ValueError:
                 declared = -1
             if declared > self.max_body_bytes:
-                return PayloadTooLarge(f"request body is {declared} bytes; at most {self.max_body_bytes} accepted")
+                message = f"request body is {declared} bytes; at most {self.max_body_bytes} accepted"
+                return BodyTooLarge(message, declared)
         return None
 
+    async def _refuse_declared_body(self, scope: Scope, receive: Receive, send: Send, exc: BodyTooLarge) -> None:
+        """The 413 at once, then (when the declared body fits the bound) its bytes dropped, then the close."""
+        await send_error(send, exc, more_body=True)
+        assert exc.declared is not None
+        if exc.declared <= self.max_discard_bytes and not _expects_continue(scope):
+            await discard_body(receive, self.max_discard_bytes, self.discard_timeout_s)
+        await send({"type": "http.response.body", "body": b""})
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """``receive`` that raises ``PayloadTooLarge`` once more than ``limit`` body bytes arrived (chunked bodies)."""
+
+async def discard_body(receive: Receive, budget: int, timeout_s: float, read: int = 0) -> bool:
+    """Read and drop request body messages until the body ends (True), or until more than ``budget`` bytes were
+    read in all (``read`` of them before the call), ``timeout_s`` passed or the client went away (False)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while read <= budget:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False
+                read += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return read <= budget
+    except TimeoutError:
+        pass
+    return False
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope["headers"])
+
+
+def _limited(receive: Receive, limit: int, discard_bytes: int, discard_timeout_s: float) -> Receive:
+    """``receive`` that raises ``BodyTooLarge`` once more than ``limit`` body bytes arrived (chunked bodies),
+    after dropping the rest of the body (``discard_body`` within ``discard_bytes`` / ``discard_timeout_s``)."""
     seen = 0
 
     async def wrapped() -> Message:
@@ -124,7 +172,9 @@ def _limited(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+                if message.get("more_body", False):
+                    await discard_body(receive, discard_bytes, discard_timeout_s, seen)
+                raise BodyTooLarge(f"request body exceeds {limit} bytes")
         return message
 
     return wrapped

@@ -119,6 +119,7 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
             await reader.stop()
 
     admission = dict(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes, stats=reader.stats,
+                     max_discard_bytes=settings.max_discard_bytes, discard_timeout_s=settings.discard_timeout_s,
                      api_keys=settings.api_keys, admin_keys=settings.admin_keys, open_paths=OPEN_PATHS,
                      on_reject=reader.metrics.error)  # fmt: skip
     app = FastAPI(

@@ -52,6 +52,17 @@ class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
 
 
+class BodyTooLarge(PayloadTooLarge):
+    """The request body itself is over the size limit: the connection closes after the answer (its unread rest
+    would otherwise be parsed as the next request)."""
+
+    headers = (("Connection", "close"),)
+
+    def __init__(self, message: str, declared: int | None = None) -> None:
+        super().__init__(message)
+        self.declared = declared  # the request's Content-Length; None: a chunked body that grew past the limit
+
+
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
     headers = (("WWW-Authenticate", "X-API-Key"),)
@@ -94,13 +105,14 @@ def api_error_response(exc: ApiError) -> Response:
     return error_response(exc.status, exc.code, exc.message, dict(exc.headers))
 
 
-async def send_error(send: Send, exc: ApiError) -> None:
-    """Send ``exc`` as a complete response from pure-ASGI middleware (before the app ran)."""
+async def send_error(send: Send, exc: ApiError, more_body: bool = False) -> None:
+    """Send ``exc`` as a response from pure-ASGI middleware (before the app ran); with ``more_body`` the whole
+    body is written but the response stays open until the caller sends a last, empty body message."""
     body = error_body(exc.code, exc.message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}

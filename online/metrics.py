@@ -12,7 +12,6 @@ hit/stale/miss/unavailable), ``prescore_shed_total``, ``prescore_errors_total{st
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -139,7 +138,7 @@ class _Collector(Collector):
             "Age (now - as_of) of each model's current published run",
             labels=["model"],
         )
-        now = time.time()
+        now = v["now"]
         for model, as_of in sorted(v["run_as_of"].items()):
             if as_of is not None:
                 age.add_metric([model], max(0.0, now - as_of))
@@ -150,3 +149,10 @@ class _Collector(Collector):
                                   value=v["log_written"])  # fmt: skip
         yield GaugeMetricFamily("prescore_prediction_log_pending", "Prediction-log records buffered in memory",
                                 value=v["log_pending"])  # fmt: skip
+        yield CounterMetricFamily("prescore_prediction_log_trimmed",
+                                  "Prediction-log records trimmed from the stream (over its memory budget) before a "
+                                  "drain reached them", value=v["log_trimmed"])  # fmt: skip
+        yield GaugeMetricFamily("prescore_prediction_log_bytes", "Accounted size of the prediction-log stream",
+                                value=v["log_bytes"])  # fmt: skip
+        yield GaugeMetricFamily("prescore_prediction_log_budget_bytes", "Memory budget of the prediction-log stream",
+                                value=v["log_budget_bytes"])  # fmt: skip

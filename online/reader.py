@@ -36,7 +36,7 @@ from online.errors import InvalidInput, NotFound, NotReady, PayloadTooLarge, Rel
 from online.fallback import FallbackModel, load_fallback
 from online.metrics import Metrics
 from online.policy import Rung, Source, decide, label_for, policy_version, threshold_cuts
-from online.prediction_log import PredictionLog
+from online.prediction_log import PredictionLog, effective_budget, server_maxmemory
 from online.settings import OnlineSettings
 from warehouse.errors import ConfigError, RegistryError, StoreAuthError, StoreError, StoreUnavailableError
 from warehouse.local_redis import ensure_local_redis
@@ -220,8 +220,13 @@ class Reader:
         # Every Redis command on the request path is bounded by the socket timeout (and one immediate retry).
         self.store = AsyncScoreReader.from_url(url, socket_timeout=self.timeout_s)
         if s.prediction_log:
-            client = connect_async(url, socket_timeout=1.0, connect_timeout=1.0)  # single node or Redis Cluster
-            self.plog = PredictionLog(client, maxlen=s.prediction_log_maxlen)
+            log_url = s.prediction_log_url or url
+            client = connect_async(log_url, socket_timeout=1.0, connect_timeout=1.0)  # single node or Redis Cluster
+            shared = log_url == url
+            budget = effective_budget(s.prediction_log_budget_bytes, await server_maxmemory(client), shared)
+            if budget < s.prediction_log_budget_bytes:
+                log.info("prediction log budget %.0f MB: 10 %% of the score store's maxmemory", budget / (1 << 20))
+            self.plog = PredictionLog(client, budget_bytes=budget)
             self.plog.start()
         await self.ping()
 
@@ -493,4 +498,8 @@ class Reader:
             "log_dropped": plog.dropped if plog else 0,
             "log_written": plog.written if plog else 0,
             "log_pending": plog.pending if plog else 0,
+            "log_trimmed": plog.trimmed if plog else 0,
+            "log_bytes": plog.stream_bytes if plog else 0,
+            "log_budget_bytes": plog.budget_bytes if plog else 0,
+            "now": self.clock(),
         }

@@ -25,9 +25,21 @@ class OnlineSettings(Settings):
     - ``api_key_hashes`` / ``admin_key_hashes``: comma-separated sha256 hex of accepted ``X-API-Key`` values.
     - ``breaker_failures`` / ``breaker_reset_s``: consecutive Redis failures that open the circuit breaker, and
       how long it stays open before one probe is let through.
-    - ``prediction_log`` / ``prediction_log_maxlen``: append every answer to the Redis prediction stream, capped
-      at about that many entries.
+    - ``prediction_log``: append every answer to the Redis prediction stream (``PRESCORE_PREDICTION_LOG_URL``,
+      default the score store's Redis); ``prediction_log_max_mb``: the stream's memory budget in MiB. The
+      oldest answers beyond it are trimmed (and counted) before a drain reaches them. Default 256: about 1.4M
+      answers (~190 accounted bytes each), an hour of ~390 answers/s between the hourly drains; when the log
+      shares the score store's Redis and that server has a ``maxmemory``, the budget is also capped at 10 % of
+      it, so the log never crowds out the score runs.
     - ``max_body_bytes``: largest accepted request body (413 beyond).
+    - ``max_discard_bytes`` / ``discard_timeout_s``: after a 413 for body size, the rest of the body is read and
+      dropped while the whole body stays within ``max_discard_bytes`` and the reading within ``discard_timeout_s``,
+      then the connection closes; so a client that writes its whole body before reading still reads the 413
+      (closing with unread bytes makes the kernel reset the connection: the client sees a broken pipe or a reset
+      instead). A body declared or grown beyond the bound, or one that stalls past the timeout, is cut off at
+      once. 0 bytes: never drain. Defaults: 64 MiB (64 times the default body limit: a batch far past it still
+      gets its answer, while what one refused request can make the server read stays bounded) and 30 s (nginx's
+      ``lingering_time``).
     """
 
     redis_timeout_ms: int = Field(default=50, ge=1, le=60_000)
@@ -38,8 +50,11 @@ class OnlineSettings(Settings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=2.0, gt=0)
     prediction_log: bool = True
-    prediction_log_maxlen: int = Field(default=1_000_000, ge=1)
+    prediction_log_max_mb: float = Field(default=256.0, ge=1.0, le=1 << 20)
+    prediction_log_maxlen: int | None = None  # replaced by prediction_log_max_mb: refused when set
     max_body_bytes: int = Field(default=1 << 20, ge=64)
+    max_discard_bytes: int = Field(default=64 << 20, ge=0)
+    discard_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("api_key_hashes", "admin_key_hashes")
     @classmethod
@@ -51,6 +66,20 @@ class OnlineSettings(Settings):
                     "`printf %s KEY | sha256sum`; never the keys themselves"
                 )
         return value
+
+    @field_validator("prediction_log_maxlen")
+    @classmethod
+    def _maxlen_replaced(cls, value: int | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "PRESCORE_PREDICTION_LOG_MAXLEN counted stream entries (up to 2,000 answers each), which bounded "
+                "nothing: unset it and set PRESCORE_PREDICTION_LOG_MAX_MB (the stream's memory budget, MiB)"
+            )
+        return None
+
+    @property
+    def prediction_log_budget_bytes(self) -> int:
+        return int(self.prediction_log_max_mb * (1 << 20))
 
     @property
     def api_keys(self) -> tuple[str, ...]:

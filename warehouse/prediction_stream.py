@@ -1,11 +1,23 @@
-"""The prediction-log stream: its Redis key, the encoding of one stream entry, and the Parquet schema of a record.
+"""The prediction-log stream: its Redis keys, the encoding of one stream entry, the scripts that keep it within a
+memory budget, and the Parquet schema of a record.
 
-The online reader appends every answer it gives; ``jobs.prediction_drain`` moves the entries to Parquet.
+The online reader appends every answer it gives (``APPEND_SCRIPT``); ``jobs.prediction_drain`` moves the entries
+to Parquet and deletes them (``DELETE_SCRIPT``).
 
-- One stream, ``STREAM_KEY``; entries are added with ``XADD ... MAXLEN ~ n *`` (Redis-generated, increasing ids).
+- One stream, ``STREAM_KEY``, with Redis-generated, increasing entry ids.
 - One entry carries many records: field ``v`` = ``FORMAT_VERSION``, field ``r`` = an orjson list of records, each
-  record a list in ``FIELDS`` order. Few commands per record, compact.
+  record a list in ``FIELDS`` order; ``b`` = the entry's accounted bytes (``accounted_bytes``), ``n`` = its record
+  count. Few commands per record, compact.
 - ``ts`` is the answer's UTC time in epoch seconds; ``latency_us`` the server-side time to answer.
+
+The bound is in bytes, not entries (an entry holds 1 to ``MAX_RECORDS_PER_ENTRY`` records). Two keys in the
+stream's hash slot (``side_keys``) hold the accounted size of the stream and the count of records trimmed before a
+drain reached them. Each append adds its entry and, in the same script, trims the oldest entries until the
+accounted size is within the budget (``XTRIM MINID``, exact); the trimmed records are counted. The accounted size
+of an entry (``accounted_bytes``) is an upper bound of what the entry costs in ``MEMORY USAGE`` (measured on Redis
+7: 60 bytes of overhead for a one-record entry, at most 21 % of the payload for larger ones), so the stream's real
+memory stays under the budget. The side keys have no TTL and go with the stream (``FLUSHALL``); a counter that
+lost its stream heals itself on the next append that trims everything older.
 """
 
 from __future__ import annotations
@@ -18,6 +30,10 @@ import pyarrow as pa
 
 STREAM_KEY = "ps:predlog"
 FORMAT_VERSION = b"1"
+MAX_RECORDS_PER_ENTRY = 2000
+ENTRY_OVERHEAD_BYTES = 128
+PAYLOAD_FACTOR = 1.25
+MIN_BUDGET_BYTES = 1 << 20  # an entry of MAX_RECORDS_PER_ENTRY records fits many times over
 FIELDS = (
     "request_id",
     "model",
@@ -54,7 +70,81 @@ class StreamFormatError(ValueError):
 
 def encode_entry(records: Sequence[Record]) -> dict[bytes, bytes]:
     """The fields of one ``XADD`` carrying ``records``."""
-    return {b"v": FORMAT_VERSION, b"r": orjson.dumps(records)}
+    payload = orjson.dumps(records)
+    return {
+        b"v": FORMAT_VERSION,
+        b"r": payload,
+        b"b": b"%d" % accounted_bytes(len(payload)),
+        b"n": b"%d" % len(records),
+    }
+
+
+def accounted_bytes(payload_len: int) -> int:
+    """What an entry with a ``payload_len``-byte record list is charged against the budget (an upper bound of
+    its ``MEMORY USAGE`` share: listpack and allocator overhead included)."""
+    return int(payload_len * PAYLOAD_FACTOR) + ENTRY_OVERHEAD_BYTES
+
+
+def side_keys(stream_key: str = STREAM_KEY) -> tuple[str, str]:
+    """``(accounted-bytes key, trimmed-records key)``, in the stream's Redis Cluster hash slot."""
+    start = stream_key.find("{")
+    tagged = start >= 0 and stream_key.find("}", start + 2) > start  # the key already has a non-empty hash tag
+    base = stream_key if tagged else "{" + stream_key + "}"
+    return f"{base}:bytes", f"{base}:trimmed"
+
+
+# KEYS: stream, bytes, trimmed. ARGV: budget, accounted bytes, records, version, payload.
+# Returns {entry id, entries trimmed, records trimmed, accounted bytes after}.
+APPEND_SCRIPT = """
+local budget, size = tonumber(ARGV[1]), tonumber(ARGV[2])
+local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[4], 'r', ARGV[5], 'b', ARGV[2], 'n', ARGV[3])
+local total = redis.call('INCRBY', KEYS[2], size)
+if total <= budget then return {id, 0, 0, total} end
+local keep, entries, records, start, done = id, 0, 0, '-', false
+while not done do
+  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 100)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if e[1] == id then keep = id; total = size; done = true; break end
+    if total <= budget then keep = e[1]; done = true; break end
+    local f, b, n, r = e[2], nil, nil, nil
+    for i = 1, #f, 2 do
+      if f[i] == 'b' then b = tonumber(f[i + 1]) elseif f[i] == 'n' then n = tonumber(f[i + 1])
+      elseif f[i] == 'r' then r = f[i + 1] end
+    end
+    if b == nil then b = math.floor(#(r or '') * __FACTOR__) + __OVERHEAD__ end
+    if n == nil then
+      local ok, list = pcall(cjson.decode, r or '[]')
+      n = (ok and type(list) == 'table') and #list or 0
+    end
+    total, entries, records = total - b, entries + 1, records + n
+  end
+  start = '(' .. batch[#batch][1]
+end
+redis.call('XTRIM', KEYS[1], 'MINID', keep)
+if total < 0 then total = 0 end
+redis.call('SET', KEYS[2], total)
+if records > 0 then redis.call('INCRBY', KEYS[3], records) end
+return {id, entries, records, total}
+""".replace("__FACTOR__", repr(PAYLOAD_FACTOR)).replace("__OVERHEAD__", str(ENTRY_OVERHEAD_BYTES))
+
+# KEYS: stream, bytes. ARGV: id1, bytes1, id2, bytes2, ... Deletes the entries still there and uncharges them
+# (an entry already trimmed by an append was uncharged then). Returns the bytes uncharged.
+DELETE_SCRIPT = """
+local freed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then freed = freed + tonumber(ARGV[i + 1]) end
+end
+local total = redis.call('DECRBY', KEYS[2], freed)
+if total < 0 or redis.call('XLEN', KEYS[1]) == 0 then redis.call('SET', KEYS[2], 0) end
+return freed
+"""
+
+
+def entry_bytes(fields: Mapping[bytes, bytes]) -> int:
+    """The accounted bytes of a stream entry as read back (``b``; estimated for entries written without it)."""
+    charged = fields.get(b"b")
+    return int(charged) if charged is not None else accounted_bytes(len(fields.get(b"r", b"")))
 
 
 def decode_entry(entry_id: str, fields: Mapping[bytes, bytes]) -> list[list[Any]]:

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     - ``dask_local``: kind of local cluster: ``auto``/``threads`` (one worker, a thread per core) or
       ``processes`` (a worker process per core; never inside an Airflow task); ``dask_workers``: its
       thread or process count (default: one per core).
+    - ``prediction_log_url``: the Redis of the online prediction log (unset: the score store's, ``redis_url``).
+      Give the log its own Redis when lookups are many between drains or the store's memory is tight: the log
+      then never competes with the score runs for memory or for the server's time.
     - ``airflow_url`` / ``airflow_username`` / ``airflow_password``: the Airflow 3 API that
       ``prescore backfill --via-airflow`` talks to.
     """
@@ -45,6 +48,7 @@ class Settings(BaseSettings):
     state_dir: Path | None = None
     redis_url: str | None = None
     catalog_url: str | None = None
+    prediction_log_url: str | None = None
     dask_address: str | None = None
     models_file: Path = DEFAULT_MODELS_FILE
     seed: int = 7
@@ -57,7 +61,7 @@ class Settings(BaseSettings):
     airflow_password: str | None = None
     airflow_task: str | None = Field(default=None, validation_alias=AliasChoices("AIRFLOW_CTX_DAG_ID"))
 
-    @field_validator("redis_url", "catalog_url", "dask_address", mode="before")
+    @field_validator("redis_url", "catalog_url", "dask_address", "prediction_log_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
