@@ -97,6 +97,8 @@ RELIABILITY_TESTS := tests/reliability \
 	tests/jobs/test_prediction_drain.py::test_crash_while_writing_leaves_no_visible_part_and_loses_nothing \
 	tests/online/test_prediction_log.py \
 	tests/online/test_admission.py \
+	tests/jobs/test_retention.py::test_an_interrupted_removal_is_finished_and_never_leaves_a_dangling_reference \
+	tests/jobs/test_retention.py::test_leftovers_of_crashed_writers_go_after_their_age_but_not_while_their_run_runs \
 	tests/jobs/test_serve.py::test_lookup_with_redis_down_answers_from_fallback_and_default \
 	tests/online/test_app.py::test_redis_killed_while_serving_degrades_then_recovers \
 	tests/online/test_app.py::test_requests_beyond_max_in_flight_are_shed_with_retry_after \

@@ -222,6 +222,12 @@ CASES = [
     Case("prediction-log stream deleted by hand behind the writer",
          "tests/online/test_prediction_log.py::test_counter_heals_when_the_stream_was_deleted_by_hand",
          "the byte counter heals on the next append"),
+    Case("retention pass interrupted mid-removal of a score run", "tests/jobs/test_retention.py::"
+         "test_an_interrupted_removal_is_finished_and_never_leaves_a_dangling_reference",
+         "no committed row points at missing files; the next pass finishes the removal"),
+    Case("retention while writers crashed or still run", "tests/jobs/test_retention.py::"
+         "test_leftovers_of_crashed_writers_go_after_their_age_but_not_while_their_run_runs",
+         "leftovers removed after their age, never while the catalog shows their run running"),
     Case("random entity ids (any script, up to 128 bytes) written and read back",
          "tests/reliability/test_properties.py::test_every_written_entity_is_read_back_exactly",
          "50 examples: every id read back bit for bit, both write paths"),

@@ -4,6 +4,7 @@
 - ``prescore_rescore``: manual (UI) rescoring of one (model, date), with validated Params.
 - ``prescore_train__<model>``: weekly training; promotes only when not worse than production.
 - ``prescore_drain_predictions``: hourly drain of the online prediction log to Parquet.
+- ``prescore_retention``: daily enforcement of every store's bound (``jobs.retention``).
 
 Parse time reads one local file, the models file (``PRESCORE_MODELS_FILE``): the DAG list comes from it. Nothing
 else happens at parse time — no database, Redis, network, ``Variable.get`` or ``now()``; Dask, XGBoost and the
@@ -48,6 +49,7 @@ PARTITION = "{{ data_interval_start | ds }}"  # the scored partition: see the mo
 TRAIN_END = "{{ macros.ds_add(ds, -1) }}"  # training uses the days up to the one before the trigger
 TRAIN_SCHEDULE = "0 4 * * 0"  # Sundays 04:00 UTC
 DRAIN_SCHEDULE = "7 * * * *"  # hourly, off the full hour
+RETENTION_SCHEDULE = "30 5 * * *"  # daily 05:30 UTC: after the nightly publishes and Sunday's training
 # Airflow configuration ([prescore] section or AIRFLOW__PRESCORE__* variables), not a Variable: no DB at parse.
 FEATURE_WAIT_TIMEOUT_S = conf.getint("prescore", "feature_wait_timeout_s", fallback=6 * 3600)
 FEATURE_POKE_INTERVAL_S = conf.getint("prescore", "feature_poke_interval_s", fallback=300)
@@ -285,8 +287,40 @@ def prescore_drain_predictions() -> None:
     drain()
 
 
+# ---- retention -------------------------------------------------------------------------------------------------
+RETENTION_DOC = """\
+### Bound every store prescore grows
+
+One task, `apply_retention` (`prescore retention` runs the same function): Redis runs beyond each model's
+`keep_runs` and runs loaded but never published; score-run Parquet of partitions older than
+`PRESCORE_RETENTION_SCORE_DAYS`; leftovers of crashed writers; old catalog rows (failed runs, publications);
+registry versions beyond `PRESCORE_RETENTION_MODEL_VERSIONS`; old prediction-log days; oversized log files.
+Never the live run, a rollback target, the model's newest committed run or a production model version. Safe to
+retry: a second pass removes nothing, and an interrupted one is finished by the next.
+"""
+
+
+@dag(
+    dag_id="prescore_retention",
+    schedule=CronTriggerTimetable(RETENTION_SCHEDULE, timezone="UTC"),
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["prescore", "retention"],
+    doc_md=RETENTION_DOC,
+)
+def prescore_retention() -> None:
+    @task(multiple_outputs=False, task_id="apply_retention", execution_timeout=timedelta(minutes=30))
+    def apply_retention() -> dict[str, Any]:
+        return orchestration.apply_retention()
+
+    apply_retention()
+
+
 for _model in CONFIG.model_names:
     nightly_dag(_model)
     training_dag(_model)
 prescore_rescore()
 prescore_drain_predictions()
+prescore_retention()

@@ -353,28 +353,66 @@ def status(
 
 @app.command()
 @user_errors
+def retention(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be removed; change nothing."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Enforce every store's bound: old score runs, crashed writers' leftovers, old catalog rows, old model
+    versions, old prediction-log days, oversized log files. Never the live run or a rollback target."""
+    from jobs.retention import apply_retention
+
+    rt = _runtime()
+    try:
+        report = apply_retention(rt, now=dt.datetime.now(dt.UTC), dry_run=dry_run)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    table = Table(title=f"retention as of {report.now}{' (dry run)' if dry_run else ''}")
+    for col in ("store", "action", "item", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in report.removed:
+        table.add_row(r.store, verb, r.item, r.reason)
+    for k in report.kept:
+        table.add_row(k.store, "kept", k.item, k.reason)
+    err.print(table)
+    for note in report.notes:
+        err.print(note, highlight=False, soft_wrap=True)
+    counts = ", ".join(f"{n} from {store}" for store, n in report.counts().items()) or "nothing"
+    err.print(f"{verb} {counts} ({report.bytes_freed:,} bytes)", highlight=False)
+
+
+@app.command()
+@user_errors
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
     workers: int = typer.Option(1, "--workers", "-w", help="uvicorn worker processes."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background; wait until ready; record its PID."),
     stop: bool = typer.Option(False, "--stop", help="Stop the API started here with --detach (by PID)."),
+    log_file: str = typer.Option(None, "--log-file", hidden=True, help="The file this process's output goes to."),
 ) -> None:
     """Serve the online lookup API (FastAPI under uvicorn): /v1/scores, /v1/models, /readyz, /metrics, /docs."""
+    from pathlib import Path
+
     from jobs import serve as srv
     from warehouse.settings import Settings
 
-    home = Settings().local_dir
+    settings = Settings()
+    home = settings.local_dir
+    log_max_bytes, log_backups = settings.log_max_bytes, settings.log_backups
     if stop:
         info = srv.stop_detached(home)
         err.print(f"stopped the API at {info.url} (pid {info.pid})" if info else "no detached API was running")
         return
     if detach:
-        info = srv.start_detached(home, host, port, workers)
+        info = srv.start_detached(home, host, port, workers, log_max_bytes=log_max_bytes, log_backups=log_backups)
         err.print(f"API ready at {info.url} (pid {info.pid}); docs {info.url}/docs; log {info.log_file}; "
                   "stop it with `prescore serve --stop`", highlight=False)  # fmt: skip
         return
-    srv.serve_foreground(host, port, workers)
+    srv.serve_foreground(host, port, workers, Path(log_file) if log_file else None, log_max_bytes, log_backups)
 
 
 FEATURES_HELP = 'JSON object, entity id → {feature: value}, for the fallback model: \'{"NEW1": {"f00": 1.5, ...}}\'.'

@@ -99,7 +99,8 @@ def _serve_and_look_up(rt: Runtime, known: str, port: int, say: Callable[[str], 
     except UserError:
         port = free_port()
     say(f"[4/5] starting the lookup API on 127.0.0.1:{port} (loads and warms the fallback model, then ready)")
-    info = srv.start_detached(rt.local_dir, "127.0.0.1", port, workers=1)
+    info = srv.start_detached(rt.local_dir, "127.0.0.1", port, workers=1, log_max_bytes=rt.settings.log_max_bytes,
+                              log_backups=rt.settings.log_backups)  # fmt: skip
     say(f"      ready: pid {info.pid}, log {info.log_file}")
     features = {name: 1.0 for name in rt.config.model(DEMO_MODEL).fallback_features}
     calls = [

@@ -5,6 +5,10 @@ for the demo date. The child gets a private Airflow home under ``<PRESCORE_HOME>
 DB, migrated once, DAG folder ``dags/`` of this project, no example DAGs), so nothing touches ``~/airflow``.
 Airflow reads its configuration once, at import: hence a child process, never an import here.
 
+Its logs are replaced on every demo run, so they never pile up: ``fresh_demo_logs`` deletes the task logs of the
+previous run (``<home>/airflow/logs``) and ``demo-dag-test.log`` is rewritten. The metadata DB keeps one DAG run
+per demo run (a few rows).
+
     python -m jobs.local_airflow nightly --model churn --date 2026-11-20
 """
 
@@ -15,6 +19,7 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,12 +46,20 @@ def airflow_env(home: Path) -> dict[str, str]:
     }
 
 
+def fresh_demo_logs(home: Path) -> Path:
+    """Delete the Airflow task logs a previous demo run left under ``home`` and return the file this run's output
+    goes to (``demo-dag-test.log``, rewritten by ``run_nightly``)."""
+    af = Path(airflow_env(home)["AIRFLOW_HOME"])
+    shutil.rmtree(af / "logs", ignore_errors=True)
+    af.mkdir(parents=True, exist_ok=True)
+    return af / "demo-dag-test.log"
+
+
 def run_nightly(home: Path, model: str, day: dt.date, timeout_s: float = 1800) -> dict[str, Any]:
     """Run ``prescore_score__<model>`` for partition ``day``; its task states, or ``UserError`` with the log."""
     if importlib.util.find_spec("airflow") is None:  # never import it here: importing reads ~/airflow
         raise UserError("Airflow is not installed: uv sync --extra airflow (make demo does)")
-    log_file = home / "airflow" / "demo-dag-test.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file = fresh_demo_logs(home)
     cmd = [sys.executable, "-m", "jobs.local_airflow", "nightly", "--model", model, "--date", day.isoformat()]
     env = {**os.environ, **airflow_env(home)}
     with log_file.open("w") as out:

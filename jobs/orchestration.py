@@ -211,6 +211,27 @@ def retain_and_record(model: str) -> dict[str, Any]:
     return {"model": model, "removed_runs": dict(cleaned.removed), **status}
 
 
+# ---- retention ------------------------------------------------------------------------------------------
+def apply_retention(now: dt.datetime | None = None) -> dict[str, Any]:
+    """Enforce every store's bound (``jobs.retention.apply_retention``) as of ``now``, by default the clock when
+    the task runs (the edge that reads it). Returns the counts per store, the bytes freed and what was kept past
+    its age (capped), for the DAG run's record; every removal is logged to the task log."""
+    from jobs.retention import apply_retention as apply
+
+    when = now or dt.datetime.now(dt.UTC)
+    with _runtime() as rt:
+        report = apply(rt, now=when)
+    for removal in report.removed:
+        log.info("removed %s %s: %s", removal.store, removal.item, removal.reason)
+    return {
+        "now": report.now,
+        "removed": report.counts(),
+        "bytes_freed": report.bytes_freed,
+        "kept": [f"{k.store} {k.item}: {k.reason}" for k in report.kept[:20]],
+        "notes": report.notes[:20],
+    }
+
+
 # ---- training -------------------------------------------------------------------------------------------
 def train(model: str, end_day: str | None = None) -> dict[str, Any]:
     """Train, evaluate, register and conditionally promote (``jobs.train.train_model``); a summary per kind."""

@@ -221,7 +221,7 @@ def _prepare_output(part_dir: StoragePath, run_id: str) -> StoragePath:
         return out
     try:
         part_dir.mkdir(parents=True, exist_ok=True)
-        staging = part_dir / f".staging-{run_id}"
+        staging = score_files.staging_dir(part_dir, run_id)
         staging.mkdir()
         probe = staging / ".write-probe"
         probe.write_bytes(b"")
@@ -359,19 +359,12 @@ def _predict_threads(client: Any, info: ClusterInfo) -> int:
 
 
 def _remove_abandoned_staging(rt: Runtime, part_dir: StoragePath, keep: StoragePath) -> None:
-    """Staging directories of runs that are no longer running (crashed jobs) are deleted; on object storage,
-    ``run=<id>/`` prefixes without a commit manifest."""
-    remote = isinstance(part_dir, ObjectPath)
-    for path in part_dir.glob("run=*" if remote else ".staging-*"):
-        if path == keep or (remote and score_files.is_committed(path)):
-            continue
-        run_id = path.name.removeprefix("run=" if remote else ".staging-")
-        try:
-            still_running = rt.catalog.get_run(run_id).status == "running"
-        except PrescoreError:
-            still_running = False
-        if not still_running:
-            storage.rmtree(path)
+    """Staging directories of runs that are no longer running (crashed jobs) are deleted at once; on object
+    storage, ``run=<id>/`` prefixes without a commit manifest (the rule: ``jobs.retention.abandoned_staging``)."""
+    from jobs.retention import abandoned_staging
+
+    for path, _run_id, _status in abandoned_staging(rt.catalog, part_dir, keep=keep):
+        storage.rmtree(path)
 
 
 def _build_report(

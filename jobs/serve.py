@@ -4,6 +4,10 @@ The app is ``online.app:create_app`` (a factory; uvicorn imports it, so jobs/ ne
 detached server writes ``<home>/run/api.json`` (pid, host, port, log file) and is stopped by PID with
 ``prescore serve --stop``. Loopback (127.0.0.1) is the default bind; any other address is allowed but logged
 as a warning, because the API is then reachable from the network (configure API keys first).
+
+The detached server's output goes to ``<home>/run/api.log``, bounded by size: rotated before each start, and every
+``LOG_CHECK_S`` by the server itself (``jobs.logfiles``: at most ``PRESCORE_LOG_MAX_MB`` plus one interval of
+output, and ``PRESCORE_LOG_BACKUPS`` older files).
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from jobs import logfiles
 from warehouse.errors import UserError
 
 log = logging.getLogger(__name__)
 APP = "online.app:create_app"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+LOG_CHECK_S = 10.0
+DEFAULT_LOG_MAX_BYTES = 50 * logfiles.MIB
+DEFAULT_LOG_BACKUPS = 3
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,32 @@ def check_bind(host: str, port: int) -> None:
         log.warning("binding to %s: the API is reachable from the network; set PRESCORE_API_KEY_HASHES", host)
 
 
-def serve_foreground(host: str, port: int, workers: int) -> None:
-    """Run uvicorn until interrupted (SIGINT/SIGTERM stop it gracefully)."""
+def api_log(home: Path) -> Path:
+    """Where the detached server of ``home`` writes its output (pure)."""
+    return _state_file(home).parent / "api.log"
+
+
+def serve_foreground(
+    host: str,
+    port: int,
+    workers: int,
+    log_file: Path | None = None,
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+    log_backups: int = DEFAULT_LOG_BACKUPS,
+) -> None:
+    """Run uvicorn until interrupted (SIGINT/SIGTERM stop it gracefully). With ``log_file`` (the file this
+    process's output is appended to), rotate it every ``LOG_CHECK_S`` while serving."""
     import uvicorn
 
     if workers < 1:
         raise UserError(f"--workers {workers}: give at least 1")
     check_bind(host, port)
-    uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, access_log=False, log_level="info")
+    rotator = logfiles.Rotator(log_file, log_max_bytes, log_backups, LOG_CHECK_S).start() if log_file else None
+    try:
+        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, access_log=False, log_level="info")
+    finally:
+        if rotator is not None:
+            rotator.stop()
 
 
 def running_server(home: Path) -> ServerInfo | None:
@@ -87,17 +113,28 @@ def running_server(home: Path) -> ServerInfo | None:
     return info
 
 
-def start_detached(home: Path, host: str, port: int, workers: int, ready_timeout_s: float = 90.0) -> ServerInfo:
-    """Start ``prescore serve`` in its own session, wait until ``/readyz`` answers 200, record its PID."""
+def start_detached(
+    home: Path,
+    host: str,
+    port: int,
+    workers: int,
+    ready_timeout_s: float = 90.0,
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+    log_backups: int = DEFAULT_LOG_BACKUPS,
+) -> ServerInfo:
+    """Start ``prescore serve`` in its own session, wait until ``/readyz`` answers 200, record its PID. Its output
+    is appended to ``api_log(home)``, rotated first when it is over ``log_max_bytes`` and by the server itself
+    from then on."""
     current = running_server(home)
     if current is not None:
         raise UserError(f"an API started here is already running at {current.url} (pid {current.pid}); "
                         "stop it with `prescore serve --stop`")  # fmt: skip
     check_bind(host, port)
-    run_dir = _state_file(home).parent
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_file = run_dir / "api.log"
-    cmd = [sys.executable, "-m", "jobs.cli", "serve", "--host", host, "--port", str(port), "--workers", str(workers)]
+    log_file = api_log(home)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logfiles.rotate(log_file, log_max_bytes, log_backups)
+    cmd = [sys.executable, "-m", "jobs.cli", "serve", "--host", host, "--port", str(port), "--workers", str(workers),
+           "--log-file", str(log_file)]  # fmt: skip
     with log_file.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # fmt: skip

@@ -6,6 +6,10 @@ Contract:
 - At most one run per (model, partition_date) is ``running`` at a time: a partial unique index enforces it in
   the database itself, so two processes cannot both start one; the loser gets ``RunConflictError``.
 - Every timestamp is timezone-aware UTC.
+- Retention (``jobs.retention``) removes a committed run's Parquet in three steps: ``expire_run`` turns the row into
+  a tombstone (status ``expired``: no query for committed runs returns it), the files go, then ``delete_runs``
+  drops the row. A crash in between leaves a tombstone that the next pass finishes; never a committed row
+  naming missing files.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,9 @@ from sqlalchemy.types import TypeDecorator
 from warehouse.errors import CatalogError, RunConflictError
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
+EXPIRED = "expired"  # a tombstone: retention is removing the run's Parquet (see the module docstring)
+ABANDONED = "abandoned (no heartbeat)"
+ABANDON_AFTER_S = 6 * 3600.0  # a running run without a heartbeat for this long is dead (longer than any job's timeout)
 
 
 def utcnow() -> dt.datetime:
@@ -246,6 +253,12 @@ class Catalog:
             stmt = sa.select(ModelVersion).filter_by(model=model).order_by(ModelVersion.created_at)
             return list(s.scalars(stmt))
 
+    def delete_model_version(self, model: str, kind: str, version: str) -> int:
+        """Delete the record of one registry version (retention removes the version itself). Returns rows deleted."""
+        with self.session() as s:
+            result = s.execute(sa.delete(ModelVersion).filter_by(model=model, kind=kind, version=version))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
     # ---- score runs -----------------------------------------------------------------------------------
     def start_run(
         self,
@@ -255,7 +268,7 @@ class Catalog:
         partition_date: dt.date,
         device: str = "cpu",
         run_id: str | None = None,
-        abandon_after_s: float = 6 * 3600,
+        abandon_after_s: float = ABANDON_AFTER_S,
     ) -> str:
         """Insert a ``running`` run, or raise ``RunConflictError`` naming the run already running.
 
@@ -264,13 +277,7 @@ class Catalog:
         """
         run_id = run_id or new_run_id(model, partition_date)
         now = utcnow()
-        with self.session() as s:
-            stale = s.scalars(
-                sa.select(ScoreRun).filter_by(model=model, partition_date=partition_date, status=RUNNING)
-            ).all()
-            for row in stale:
-                if (now - row.heartbeat_at).total_seconds() > abandon_after_s:
-                    row.status, row.error, row.finished_at = FAILED, "abandoned (no heartbeat)", now
+        self.abandon_stale_runs(now, abandon_after_s, model=model, partition_date=partition_date)
         try:
             with self.session() as s:
                 s.add(
@@ -294,6 +301,35 @@ class Catalog:
                 f"{other.run_id if other else '?'}; wait for it to finish or fail"
             ) from None
         return run_id
+
+    def abandon_stale_runs(
+        self,
+        now: dt.datetime,
+        after_s: float,
+        *,
+        model: str | None = None,
+        partition_date: dt.date | None = None,
+        dry_run: bool = False,
+    ) -> list[RunRecord]:
+        """Mark ``running`` runs whose heartbeat is more than ``after_s`` older than ``now`` as failed (their
+        process died; error ``ABANDONED``, finished at ``now``), optionally of one model or partition only.
+        Returns them as they are after the change (``dry_run``: as they would be; nothing is changed)."""
+        with self.session() as s:
+            stmt = sa.select(ScoreRun).filter_by(status=RUNNING)
+            if model is not None:
+                stmt = stmt.filter_by(model=model)
+            if partition_date is not None:
+                stmt = stmt.filter_by(partition_date=partition_date)
+            stale = [row for row in s.scalars(stmt) if (now - row.heartbeat_at).total_seconds() > after_s]
+            out = []
+            for row in stale:
+                record = RunRecord.of(row)
+                if dry_run:
+                    out.append(replace(record, status=FAILED, error=ABANDONED, finished_at=now))
+                    continue
+                row.status, row.error, row.finished_at = FAILED, ABANDONED, now
+                out.append(RunRecord.of(row))
+            return out
 
     def running_run(self, model: str, partition_date: dt.date) -> RunRecord | None:
         with self.session() as s:
@@ -327,17 +363,51 @@ class Catalog:
             return RunRecord.of(row)
 
     def runs(
-        self, model: str, *, partition_date: dt.date | None = None, status: str | None = None, limit: int = 50
+        self,
+        model: str,
+        *,
+        partition_date: dt.date | None = None,
+        status: str | None = None,
+        limit: int | None = 50,
     ) -> list[RunRecord]:
-        """Newest first."""
+        """Newest first (``limit=None``: all of them)."""
         with self.session() as s:
             stmt = sa.select(ScoreRun).filter_by(model=model)
             if partition_date is not None:
                 stmt = stmt.filter_by(partition_date=partition_date)
             if status is not None:
                 stmt = stmt.filter_by(status=status)
-            stmt = stmt.order_by(ScoreRun.started_at.desc()).limit(limit)
+            stmt = stmt.order_by(ScoreRun.started_at.desc())
+            if limit is not None:
+                stmt = stmt.limit(limit)
             return [RunRecord.of(r) for r in s.scalars(stmt)]
+
+    def runs_finished_before(self, status: str, before: dt.datetime) -> list[RunRecord]:
+        """Runs of every model in ``status`` that finished before ``before``, oldest first."""
+        with self.session() as s:
+            stmt = (
+                sa.select(ScoreRun)
+                .filter_by(status=status)
+                .where(ScoreRun.finished_at < before)
+                .order_by(ScoreRun.finished_at)
+            )
+            return [RunRecord.of(r) for r in s.scalars(stmt)]
+
+    def expire_run(self, run_id: str) -> bool:
+        """Turn a committed run into a tombstone (status ``EXPIRED``) before its Parquet is removed. True when this
+        call changed it; False when it is not committed (already expired, or never committed)."""
+        with self.session() as s:
+            result = s.execute(sa.update(ScoreRun).filter_by(run_id=run_id, status=COMMITTED).values(status=EXPIRED))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def delete_runs(self, run_ids: list[str], *, status: str) -> int:
+        """Delete the rows of ``run_ids`` that are still in ``status`` (a row that changed meanwhile stays).
+        Returns the rows deleted."""
+        if not run_ids:
+            return 0
+        with self.session() as s:
+            result = s.execute(sa.delete(ScoreRun).where(ScoreRun.run_id.in_(run_ids), ScoreRun.status == status))
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def latest_committed(
         self, model: str, *, before: dt.date | None = None, exclude: str | None = None
@@ -396,3 +466,18 @@ class Catalog:
                 }
                 for p in s.scalars(stmt)
             ]
+
+    def publication_records(self, model: str) -> list[dict[str, Any]]:
+        """Every publication of ``model``, newest first, with its row ``id`` (for ``delete_publications``)."""
+        with self.session() as s:
+            stmt = sa.select(Publication).filter_by(model=model).order_by(Publication.at.desc(), Publication.id.desc())
+            return [{"id": p.id, "model": p.model, "action": p.action, "run_id": p.run_id, "at": p.at}
+                    for p in s.scalars(stmt)]  # fmt: skip
+
+    def delete_publications(self, ids: list[int]) -> int:
+        """Delete publication rows by id. Returns the rows deleted."""
+        if not ids:
+            return 0
+        with self.session() as s:
+            result = s.execute(sa.delete(Publication).where(Publication.id.in_(ids)))
+            return int(result.rowcount)  # type: ignore[attr-defined]

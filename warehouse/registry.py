@@ -14,6 +14,11 @@ On object storage (``root`` an ``ObjectPath``, see ``warehouse.storage``): ``reg
 writes the manifest last (a version without a manifest is not listed), ``production.json`` is replaced by one
 PUT, and ``load`` hash-checks and loads a local copy of the artifact (``storage.local_copy``): xgboost only ever
 reads a local file whose sha256 equals the manifest's.
+
+Removal (``remove_version``, what retention calls) never touches the production version. A version leaves the
+listing first — locally one rename of its directory to ``.removing-<version>``, on object storage its manifest is
+deleted first — and its files go after; a crash in between leaves an entry of ``leftovers``, never a listed version
+without its artifact.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ Kind = Literal["primary", "fallback"]
 KINDS: tuple[Kind, ...] = ("primary", "fallback")
 ARTIFACT = "model.ubj"
 MANIFEST = "manifest.json"
+PRODUCTION = "production.json"
+STAGING_PREFIX = ".staging-"  # a version being registered (locally)
+REMOVING_PREFIX = ".removing-"  # a version being removed (locally)
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class Registry:
             with tempfile.TemporaryDirectory(prefix="prescore-register-") as local:
                 return self._register(model, kind, booster, features, metrics, training_window, Path(local), kdir)
         kdir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=kdir, prefix=".staging-"))
+        staging = Path(tempfile.mkdtemp(dir=kdir, prefix=STAGING_PREFIX))
         return self._register(model, kind, booster, features, metrics, training_window, staging, kdir)
 
     def _register(
@@ -169,10 +177,10 @@ class Registry:
     def promote(self, model: str, kind: str, version: str) -> None:
         """Make ``version`` the production version of this kind (one atomic file replace)."""
         self.manifest(model, kind, version)  # must exist
-        _atomic_write_text(self.kind_dir(model, kind) / "production.json", json.dumps({"version": version}))
+        _atomic_write_text(self.kind_dir(model, kind) / PRODUCTION, json.dumps({"version": version}))
 
     def production_version(self, model: str, kind: str) -> str | None:
-        path = self.kind_dir(model, kind) / "production.json"
+        path = self.kind_dir(model, kind) / PRODUCTION
         if not path.exists():
             return None
         return str(json.loads(path.read_text())["version"])
@@ -182,6 +190,36 @@ class Registry:
         if version is None:
             raise RegistryError(f"model {model!r} has no production {kind} model; run `prescore train --model {model}`")
         return version
+
+    def remove_version(self, model: str, kind: str, version: str) -> None:
+        """Delete a version that is not the production one (see the module docstring); a missing one is fine.
+
+        ``RegistryError`` when ``version`` is the production version of its kind."""
+        if version == self.production_version(model, kind):
+            raise RegistryError(f"{model}/{kind} {version} is the production version; promote another one first")
+        vdir = self.kind_dir(model, kind) / version
+        if isinstance(vdir, ObjectPath):
+            (vdir / MANIFEST).unlink(missing_ok=True)  # unlisted from here on
+            storage.rmtree(vdir)
+            return
+        if not vdir.is_dir():
+            return
+        doomed = vdir.with_name(f"{REMOVING_PREFIX}{version}")
+        os.rename(vdir, doomed)  # unlisted in one step
+        storage.rmtree(doomed)
+
+    def leftovers(self, model: str, kind: str) -> list[StoragePath]:
+        """What crashed writers and removals left in a kind directory: locally the ``.staging-*`` and ``.removing-*``
+        directories and temp files of ``promote``, on object storage the version prefixes without a manifest (an
+        upload not finished yet looks the same: callers remove only old ones)."""
+        kdir = self.kind_dir(model, kind)
+        if isinstance(kdir, ObjectPath):
+            listed = set(self.versions(model, kind))
+            return [p for p in kdir.iterdir() if p.name not in listed and p.name != PRODUCTION and p.is_dir()]
+        if not kdir.is_dir():
+            return []
+        prefixes = (STAGING_PREFIX, REMOVING_PREFIX, f".{PRODUCTION}.")  # the last: a temp file of ``promote``
+        return sorted(p for p in kdir.iterdir() if p.name.startswith(prefixes))
 
     def load(self, model: str, kind: str, expected_features: list[str], version: str | None = None) -> LoadedModel:
         """Load a version (default: production), verifying its sha256 and its features against the contract."""

@@ -16,6 +16,9 @@ Every reader of committed scores goes through ``committed_parts`` (``read_run``,
 online check, the "already committed" check that makes a rerun or a backfill reuse a run) and ignores
 anything else. A local ``_SUCCESS`` that holds only the run id (runs committed before manifests existed)
 counts as committed with all its parts: the rename already made that directory whole.
+
+Removal (``remove_run``, what retention calls) is the commit in reverse: the manifest goes first, so from then on
+no reader takes the run as committed, then the parts. ``uncommitted_runs`` lists what writers left behind.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import pyarrow as pa
 
 from warehouse.errors import PartitionNotFoundError
 from warehouse.features import read_parquet
-from warehouse.storage import ObjectPath, StoragePath, as_path
+from warehouse.storage import ObjectPath, StoragePath, as_path, rmtree
 
 MANIFEST = "_SUCCESS"
 PART_GLOB = "part-*.parquet"
+STAGING_PREFIX = ".staging-"
+RUN_PREFIX = "run="
 
 
 def part_name(index: int) -> str:
@@ -40,7 +45,33 @@ def part_name(index: int) -> str:
 
 def run_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
     """``<partition_dir>/run=<run_id>`` (pure)."""
-    return partition_dir / f"run={run_id}"
+    return partition_dir / f"{RUN_PREFIX}{run_id}"
+
+
+def staging_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
+    """``<partition_dir>/.staging-<run_id>``: where a local run writes before its rename (pure)."""
+    return partition_dir / f"{STAGING_PREFIX}{run_id}"
+
+
+def uncommitted_runs(partition_dir: StoragePath) -> list[tuple[StoragePath, str]]:
+    """``(directory, run_id)`` of every run in ``partition_dir`` that did not commit: locally the staging
+    directories, on object storage the ``run=<id>/`` prefixes without a valid manifest. Whether its writer is
+    still at work is the catalog's to say (``jobs.retention.abandoned_staging``)."""
+    if isinstance(partition_dir, ObjectPath):
+        found = [p for p in partition_dir.glob(f"{RUN_PREFIX}*") if not is_committed(p)]
+        return [(p, p.name.removeprefix(RUN_PREFIX)) for p in found]
+    if not partition_dir.is_dir():
+        return []
+    staged = sorted(p for p in partition_dir.glob(f"{STAGING_PREFIX}*") if p.is_dir())
+    return [(p, p.name.removeprefix(STAGING_PREFIX)) for p in staged]
+
+
+def remove_run(directory: StoragePath | str) -> None:
+    """Delete a run directory: the manifest first (no reader takes the run as committed from then on), then the
+    parts. A missing directory is fine: calling it again after a crash finishes the job."""
+    directory = as_path(directory)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    rmtree(directory)
 
 
 def manifest_text(run_id: str, parts: Sequence[tuple[str, int]]) -> str:

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
       then never competes with the score runs for memory or for the server's time.
     - ``airflow_url`` / ``airflow_username`` / ``airflow_password``: the Airflow 3 API that
       ``prescore backfill --via-airflow`` talks to.
+    - ``retention_*`` / ``log_*``: how long, or how large, each store may grow (see the block below).
     """
 
     model_config = SettingsConfigDict(env_prefix="PRESCORE_", extra="ignore")
@@ -60,6 +61,34 @@ class Settings(BaseSettings):
     airflow_username: str = "admin"
     airflow_password: str | None = None
     airflow_task: str | None = Field(default=None, validation_alias=AliasChoices("AIRFLOW_CTX_DAG_ID"))
+
+    # ---- retention: the bound of every store prescore grows (enforced by ``jobs.retention.apply_retention``,
+    # ``prescore retention`` and the daily ``prescore_retention`` DAG; the table is in README.md) ----------------
+    # Score-run Parquet of partitions older than this many days is removed; never the live run, a run Redis still
+    # holds (rollback targets, runs loaded for a publish) or the model's newest committed run.
+    retention_score_days: int = Field(default=30, ge=1)
+    # Catalog rows of failed runs and of blocked publications (failure records), kept this many days.
+    retention_failed_days: int = Field(default=30, ge=1)
+    # Publish, rollback and reconcile records, kept this many days (the newest pointer record of a model always).
+    retention_publication_days: int = Field(default=365, ge=1)
+    # Prediction-log Parquet days (``prediction_logs/dt=…``), kept this many days (the newest day always).
+    retention_prediction_log_days: int = Field(default=30, ge=1)
+    # Registry versions kept per model and kind besides the production one (the newest N; older ones go).
+    retention_model_versions: int = Field(default=5, ge=1)
+    # Leftovers of crashed writers (score staging, registry staging, drain temp files) are removed at this age.
+    retention_leftover_hours: float = Field(default=24.0, gt=0)
+    # A run loaded into Redis and verified but never published (e.g. blocked by the quality gate) is unloaded at
+    # this age; publishing it later loads it again from its Parquet.
+    retention_unpublished_run_hours: float = Field(default=24.0, gt=0)
+    # Log files prescore writes (the detached API's api.log, the embedded Redis's redis.log) are rotated past this
+    # size, keeping this many backups (``api.log.1`` newest).
+    log_max_mb: int = Field(default=50, ge=1)
+    log_backups: int = Field(default=3, ge=0, le=100)
+
+    @property
+    def log_max_bytes(self) -> int:
+        """``log_max_mb`` in bytes."""
+        return self.log_max_mb << 20
 
     @field_validator("redis_url", "catalog_url", "dask_address", "prediction_log_url", mode="before")
     @classmethod

@@ -20,7 +20,13 @@ from warehouse.settings import DEFAULT_MODELS_FILE
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DASK_TASKS = {"score", "publish"}
-EXPECTED = {"prescore_score__churn", "prescore_train__churn", "prescore_rescore", "prescore_drain_predictions"}
+EXPECTED = {
+    "prescore_score__churn",
+    "prescore_train__churn",
+    "prescore_rescore",
+    "prescore_drain_predictions",
+    "prescore_retention",
+}
 HEAVY = ("dask", "distributed", "xgboost", "sklearn", "pyarrow", "redis", "jobs.runtime", "jobs.score",
          "jobs.publish", "warehouse.catalog", "warehouse.score_store", "warehouse.registry")  # fmt: skip
 
@@ -192,6 +198,14 @@ def test_training_and_drain_graphs(dags: dict[str, Any]) -> None:
     drain = dags["prescore_drain_predictions"]
     assert set(drain.task_dict) == {"drain"}
     assert drain.task_dict["drain"].retries >= 1
+
+
+def test_retention_graph(dags: dict[str, Any]) -> None:
+    """One daily task after the nightly publishes, one call into jobs (the same function as `prescore retention`)."""
+    retention = dags["prescore_retention"]
+    assert set(retention.task_dict) == {"apply_retention"}
+    assert retention.timetable.expression == "30 5 * * *"
+    assert retention.task_dict["apply_retention"].retries >= 1
 
 
 def parse_with_models(raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
