@@ -18,10 +18,23 @@ from warehouse.errors import UserError
 from warehouse.settings import Settings
 
 
+class AirflowBusyError(UserError):
+    """Airflow answered 503: it did not take the request (e.g. its SQLite metadata DB was locked); retry later."""
+
+
 class AirflowAPI:
-    def __init__(self, base_url: str, username: str, password: str | None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str | None,
+        timeout_s: float = 10.0,
+        busy_retries: int = 5,
+        busy_backoff_s: float = 1.0,
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.username, self.password, self.timeout_s = username, password, timeout_s
+        self.busy_retries, self.busy_backoff_s = busy_retries, busy_backoff_s  # 503s retried 1, 2, 4 … s apart
         self._token: str | None = None
 
     @classmethod
@@ -39,7 +52,8 @@ class AirflowAPI:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
-            raise UserError(f"Airflow at {self.base} answered {exc.code} to {method} {path}: {detail}") from None
+            kind = AirflowBusyError if exc.code == 503 else UserError
+            raise kind(f"Airflow at {self.base} answered {exc.code} to {method} {path}: {detail}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UserError(
@@ -65,8 +79,16 @@ class AirflowAPI:
             "run_backwards": False,
             "dag_run_conf": {},
         }
-        result: dict[str, Any] = self._call("POST", "/api/v2/backfills", body)
-        return result
+        for attempt in range(self.busy_retries + 1):
+            try:
+                result: dict[str, Any] = self._call("POST", "/api/v2/backfills", body)
+                return result
+            except AirflowBusyError:
+                # A 503 created nothing (on SQLite, Airflow refuses a backfill while its DB is locked): retry.
+                if attempt == self.busy_retries:
+                    raise
+                time.sleep(min(self.busy_backoff_s * 2.0**attempt, 30.0))
+        raise AssertionError("unreachable")
 
     def follow_backfill(
         self,

@@ -228,6 +228,8 @@ def test_leftovers_of_crashed_writers_go_after_their_age_but_not_while_their_run
         (path / "part-00000.parquet").write_bytes(b"x" * 100)
     drain_tmp.parent.mkdir(parents=True)
     drain_tmp.write_bytes(b"x")
+    for path in [*staged.values(), *registry_left, drain_tmp]:
+        old_mtime(path, 0)  # written now by the test's clock (under a shifted clock, the kernel's stamps are real)
 
     assert apply_retention(rt, now=clock(minutes=30)).removed == []  # all younger than an hour
 
@@ -387,18 +389,29 @@ while time.monotonic() < deadline:
 """
 
 
+@pytest.mark.real_clock
 def test_a_log_another_process_keeps_writing_stays_bounded(tmp_path: Path) -> None:
     """The detached API's situation: a process appends to api.log through a file opened "ab" (as start_detached
     opens it) while a Rotator checks every 50 ms with a 20 kB bound and 2 backups. The files stay few and small,
-    the live file has no hole (its writer continues at the start of the emptied file), and output keeps landing."""
+    the live file has no hole (its writer continues at the start of the emptied file), and output keeps landing.
+    The test waits on what it observes (rotations, output), never on a fixed time."""
     path = tmp_path / "api.log"
     with path.open("ab") as out:
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, "1.8"], stdout=out)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, "120"], stdout=out)
     rotator = logfiles.Rotator(path, 20_000, 2, interval_s=0.05).start()
     try:
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while rotator.rotations < 3 and writer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
-        rotator.stop()  # the writer goes on a little: its output must land in the emptied file
+        rotator.stop()
+    try:
+        size = path.stat().st_size
+        deadline = time.monotonic() + 30  # the writer goes on: its output must land in the emptied file
+        while path.stat().st_size <= size and writer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        writer.terminate()
         writer.wait(timeout=30)
     assert rotator.rotations >= 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["api.log", "api.log.1", "api.log.2"]
