@@ -105,7 +105,13 @@ RELIABILITY_TESTS := tests/reliability \
 	tests/online/test_app.py::test_requests_beyond_max_in_flight_are_shed_with_retry_after \
 	tests/online/test_app.py::test_api_keys_and_admin_keys \
 	tests/online/test_schema_fuzz.py::test_api_conforms_and_never_fails \
-	tests/dags/test_dag_run.py::test_publish_task_retried_after_a_crash_mid_load_is_idempotent
+	tests/dags/test_dag_run.py::test_publish_task_retried_after_a_crash_mid_load_is_idempotent \
+	tests/jobs/test_restore.py::test_live_run_deleted_by_retention_is_refused_and_falls_back_only_when_the_models_file_allows \
+	tests/jobs/test_restore.py::test_parquet_that_no_longer_matches_its_manifest_is_refused \
+	tests/jobs/test_restore.py::test_retention_keeps_the_catalogs_live_run_and_rollback_target_while_redis_has_lost_them \
+	tests/jobs/test_restore.py::test_publish_and_restore_refuse_a_redis_that_would_evict_score_buckets \
+	tests/online/test_store_watch.py::test_an_eviction_policy_that_would_evict_scores_is_reported_at_start_up \
+	tests/online/test_store_watch.py::test_a_catalog_that_breaks_degrades_to_its_last_answer
 RELIABILITY_PYTEST := $(PY) -m pytest -p no:cacheprovider -m "not soak" --junitxml=$(RELIABILITY_OUT)/junit.xml
 
 reliability: install

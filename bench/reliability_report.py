@@ -88,6 +88,35 @@ def _disk_full(f: Figures) -> str:
             f"committed {f['rerun_with_room_rows']:,} rows")  # fmt: skip
 
 
+def _flushall(f: Figures) -> str:
+    gap = ", ".join(f"{kind} {'/'.join(sources)}" for kind, sources in f["sources_in_gap"].items())
+    return (f"5xx **{f['status_5xx']}/{f['requests']:,}**, failed requests {f['failed_requests']}; lost detected "
+            f"after **{f['detected_after_s']} s**; {f['answers_in_gap']:,} answers in the gap: {gap}; `prescore "
+            f"restore` took {f['restore_command_s']} s as a process under that load ({f['restore_reported_s']} s "
+            f"restoring {f['entities']:,} entities); precomputed again {f['precomputed_again_after_flush_s']} s after "
+            f"the FLUSHALL, scores differing from Parquet **{f['wrong_scores']}**; log lines: lost "
+            f"{f['lost_log_lines']}, back {f['back_log_lines']}")  # fmt: skip
+
+
+def _sigkill(f: Figures) -> str:
+    return (f"lost detected after {f['detected_after_s']} s; answers while lost: {'/'.join(f['sources_while_lost'])}; "
+            f"the reconcile task restored {f['entities']:,} entities in **{f['reconcile_s']} s**, precomputed again "
+            f"{f['precomputed_again_after_kill_s']} s after the kill; next reconcile: "
+            f"{f['second_reconcile']}")  # fmt: skip
+
+
+def _cluster_node(f: Figures) -> str:
+    return (f"{f['buckets_lost']} of {f['buckets_total']} buckets lost with the node; detected: \"{f['reason']}\"; "
+            f"{f['action']} in place in **{f['restore_s']} s** ({f['entities']:,} entities served from Parquet "
+            "again; the other nodes' keys unchanged)")  # fmt: skip
+
+
+def _race(f: Figures) -> str:
+    return (f"{f['reads']:,} reads of 200 ids: mixed **{f['mixed']}**, inexact {f['inexact']}; restore "
+            f"{f['restore_status']}; runs seen: {len([r for r in f['runs_seen'] if r != 'None'])} (and misses); "
+            "the publish's run served at the end")  # fmt: skip
+
+
 def audit_row(audit: Figures | None) -> tuple[str, str, str, str]:
     """``make audit`` over this host's view of the advisory service: a vulnerability fails the report; packages the
     service could not answer for are shown as not checked (the gate itself, ``make audit``, fails closed on them)."""
@@ -251,6 +280,51 @@ CASES = [
     Case("fuzzed requests from the OpenAPI schema",
          "tests/online/test_schema_fuzz.py::test_api_conforms_and_never_fails",
          "no 5xx; every 4xx carries a code and a message; responses match the schema"),
+    Case("Redis FLUSHALL under a live uvicorn API with concurrent lookups, then `prescore restore`",
+         "tests/reliability/test_redis_data_loss.py::"
+         "test_flushall_under_a_live_api_is_detected_and_restored_from_parquet",
+         "no 5xx; fallback/default with `source` saying so until the restore; /readyz degraded and /v1/models `lost`; "
+         "then precomputed with the Parquet scores", "redis_flushall", _flushall),
+    Case("Redis SIGKILLed and restarted empty under a served app, healed by the reconcile loop",
+         "tests/reliability/test_redis_data_loss.py::"
+         "test_redis_sigkilled_and_restarted_empty_is_healed_by_the_reconcile_loop",
+         "lost (not no_run) until the reconcile task restores it; Parquet scores again; the next reconcile is a no-op",
+         "redis_sigkill_empty", _sigkill),
+    Case("one node of a 3-primary Redis Cluster restarted empty",
+         "tests/reliability/test_redis_data_loss.py::test_one_cluster_node_restarted_empty_is_detected_and_repaired",
+         "only its buckets missing: found by the sampled check although the pointer survived; repaired in place",
+         "cluster_node_empty", _cluster_node),
+    Case("a restore racing a nightly publish (restore first)",
+         "tests/reliability/test_redis_data_loss.py::"
+         "test_a_restore_racing_a_nightly_publish_lets_one_order_win_and_mixes_nothing",
+         "readers see one run's exact scores or nothing, never a mix; the publish's run is live and recorded at the "
+         "end", "restore_race_restore", _race),
+    Case("a restore racing a nightly publish (publish first)",
+         "tests/reliability/test_redis_data_loss.py::"
+         "test_a_restore_racing_a_nightly_publish_lets_one_order_win_and_mixes_nothing",
+         "the same, with the publish ahead: the restore is superseded or finds nothing to do",
+         "restore_race_publish", _race),
+    Case("the live run's Parquet deleted by retention when Redis lost it",
+         "tests/jobs/test_restore.py::"
+         "test_live_run_deleted_by_retention_is_refused_and_falls_back_only_when_the_models_file_allows",
+         "one-line refusal naming the run and the option, nothing written; with restore_fallback_to_older_run the "
+         "previous run is restored and recorded"),
+    Case("the live run's Parquet no longer matching its manifest",
+         "tests/jobs/test_restore.py::test_parquet_that_no_longer_matches_its_manifest_is_refused",
+         "refused, saying which part differs and how"),
+    Case("retention while Redis has lost the live run",
+         "tests/jobs/test_restore.py::"
+         "test_retention_keeps_the_catalogs_live_run_and_rollback_target_while_redis_has_lost_them",
+         "the catalog's live run and rollback target keep their Parquet; the restore brings them back"),
+    Case("a Redis whose maxmemory-policy would evict score buckets (publish, restore)",
+         "tests/jobs/test_restore.py::test_publish_and_restore_refuse_a_redis_that_would_evict_score_buckets",
+         "allkeys-* refused before anything is written; volatile-* and a refused CONFIG accepted"),
+    Case("a Redis whose maxmemory-policy would evict score buckets (API start-up)",
+         "tests/online/test_store_watch.py::test_an_eviction_policy_that_would_evict_scores_is_reported_at_start_up",
+         "logged once, /readyz degraded with the fix; lookups still answer"),
+    Case("the catalog unreadable under the API",
+         "tests/online/test_store_watch.py::test_a_catalog_that_breaks_degrades_to_its_last_answer",
+         "the API stays ready and judges lost scores against the catalog's last answer"),
     Case("missing or wrong API key", "tests/online/test_app.py::test_api_keys_and_admin_keys",
          "401; admin routes need an admin key; keys kept as sha256 and compared with hmac.compare_digest"),
     Case("secrets and features in logs",

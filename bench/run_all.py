@@ -16,6 +16,7 @@ RESULTS = HERE / "results"
 BENCHES: dict[str, list[str]] = {
     "synth": ["bench_synth.py", "--rows", "10000000"],
     "store": ["bench_store.py", "--entities", "1000000"],
+    "restore": ["bench_restore.py", "--entities", "1000000"],
     "fallback": ["bench_fallback.py"],
     "score": ["bench_score.py", "--sizes", "1000000", "5000000", "10000000"],
     "online": ["bench_online.py"],

@@ -5,6 +5,7 @@
 - ``prescore_train__<model>``: weekly training; promotes only when not worse than production.
 - ``prescore_drain_predictions``: hourly drain of the online prediction log to Parquet.
 - ``prescore_retention``: daily enforcement of every store's bound (``jobs.retention``).
+- ``prescore_reconcile``: every 5 minutes, restores the scores of any model Redis lost (``jobs.restore``).
 
 Parse time reads one local file, the models file (``PRESCORE_MODELS_FILE``): the DAG list comes from it. Nothing
 else happens at parse time — no database, Redis, network, ``Variable.get`` or ``now()``; Dask, XGBoost and the
@@ -50,6 +51,7 @@ TRAIN_END = "{{ macros.ds_add(ds, -1) }}"  # training uses the days up to the on
 TRAIN_SCHEDULE = "0 4 * * 0"  # Sundays 04:00 UTC
 DRAIN_SCHEDULE = "7 * * * *"  # hourly, off the full hour
 RETENTION_SCHEDULE = "30 5 * * *"  # daily 05:30 UTC: after the nightly publishes and Sunday's training
+RECONCILE_SCHEDULE = "*/5 * * * *"  # the longest a model's scores stay lost before a restore starts
 # Airflow configuration ([prescore] section or AIRFLOW__PRESCORE__* variables), not a Variable: no DB at parse.
 FEATURE_WAIT_TIMEOUT_S = conf.getint("prescore", "feature_wait_timeout_s", fallback=6 * 3600)
 FEATURE_POKE_INTERVAL_S = conf.getint("prescore", "feature_poke_interval_s", fallback=300)
@@ -61,19 +63,31 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(minutes=30),
-    # bad data, a blocked quality gate or a broken config do not get better by retrying
+    # missing or bad data, a blocked quality gate or a broken config do not get better by retrying
     "retry_policy": ExceptionRetryPolicy(
         rules=[
             RetryRule(
                 exception=list(orchestration.NON_RETRYABLE),
                 action=RetryAction.FAIL,
-                reason="not retryable: fix the data, the models file or the artifact",
+                reason="not retryable: create or fix the partition, the models file or the artifact",
             )
         ]
     ),
 }
-DEVICE_PARAM = Param("auto", type="string", enum=["auto", "cpu", "cuda"], description="Where to score.")
-FORCE_PARAM = Param(False, type="boolean", description="Score again even when a committed run exists.")
+DEVICE_PARAM = Param(
+    "auto",
+    type="string",
+    enum=["auto", "cpu", "cuda"],
+    description="Where XGBoost scores. auto: the CUDA GPU when the machine that runs the task has one (with the "
+    "gpu extra installed), else the CPU. cpu: always the CPU. cuda: the GPU; the run fails at once without one.",
+)
+FORCE_PARAM = Param(
+    False,
+    type="boolean",
+    description="Score again even when a committed run of the same model version and input exists (off: that "
+    "run is reused and nothing is recomputed). It does not force publication: the quality gate and the newer-run "
+    "check still apply.",
+)
 
 
 def _published(result: dict[str, Any]) -> dict[str, Any]:
@@ -183,10 +197,16 @@ def _publish_requested(context: Any) -> bool:
 RESCORE_DOC = """\
 ### Rescore one partition (trigger from the UI)
 
+The partition scored is the **`date` Param**, not the *Logical Date* shown above the Params: that one only
+names the run (it defaults to now) and is ignored here.
+
 Params: `model`, `date` (required, YYYY-MM-DD), `publish`, `device`, `force` (score again even when a committed
 run of the same model version and input exists). `validate_contract` → `score` → `publish` (skipped when
 `publish` is false, or when a newer run is current) → `verify_online` → `retain_and_record`. The store never
 publishes older scores over newer ones from here: use `prescore publish --force` for that.
+
+A missing, incomplete or unreadable partition fails `validate_contract` at once, without retries, with the path
+and the fix in its log (create it with `prescore synth`, or pick another date).
 """
 
 
@@ -203,8 +223,19 @@ publishes older scores over newer ones from here: use `prescore publish --force`
         "model": Param(
             CONFIG.model_names[0], type="string", enum=CONFIG.model_names, description="Model of the models file."
         ),
-        "date": Param(type="string", format="date", description="Partition date to score, YYYY-MM-DD (required)."),
-        "publish": Param(True, type="boolean", description="Publish the run to the online store when it passes."),
+        "date": Param(
+            type="string",
+            format="date",
+            description="Partition to score, YYYY-MM-DD (required): the feature partition dt=<date>. This, not the "
+            "Logical Date above, picks the data.",
+        ),
+        "publish": Param(
+            True,
+            type="boolean",
+            description="After scoring, load the run into Redis, check it and make it the run the online API "
+            "serves, when it passes the quality gate (max_psi) and is not older than the run served now (then "
+            "publish ends skipped). Off: the scores are only written to Parquet.",
+        ),
         "device": DEVICE_PARAM,
         "force": FORCE_PARAM,
     },
@@ -318,9 +349,42 @@ def prescore_retention() -> None:
     apply_retention()
 
 
+# ---- reconcile -------------------------------------------------------------------------------------------------
+RECONCILE_DOC = """\
+### Restore scores Redis lost
+
+One task, `restore_lost_runs` (`prescore restore --all` runs the same restore): for each model, compare the run
+the catalog says is live with what Redis holds (its pointer, the run's metadata, a sample of its buckets). When
+Redis lost them (a `FLUSHALL`, a restart without persistence, a replaced cluster node), reload the run from its
+committed Parquet, verify it, and flip the pointer back atomically — unless a publish got there first — then
+reload its rollback targets. A healthy store costs a few Redis reads and one catalog query per model. Fails
+(without retrying) when a run cannot be reloaded because its Parquet is gone; the next run tries again. Not in
+the `prescore_dask` pool: a restore must not wait behind a nightly scoring job.
+"""
+
+
+@dag(
+    dag_id="prescore_reconcile",
+    schedule=CronTriggerTimetable(RECONCILE_SCHEDULE, timezone="UTC"),
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(minutes=1)},
+    tags=["prescore", "reconcile"],
+    doc_md=RECONCILE_DOC,
+)
+def prescore_reconcile() -> None:
+    @task(multiple_outputs=False, task_id="restore_lost_runs", execution_timeout=timedelta(minutes=30))
+    def restore_lost_runs() -> dict[str, Any]:
+        return orchestration.reconcile_store()
+
+    restore_lost_runs()
+
+
 for _model in CONFIG.model_names:
     nightly_dag(_model)
     training_dag(_model)
 prescore_rescore()
 prescore_drain_predictions()
 prescore_retention()
+prescore_reconcile()

@@ -1,4 +1,5 @@
-"""A small client of the Airflow 3 REST API (``/auth/token``, ``/api/v2/backfills``) for ``--via-airflow``.
+"""A small client of the Airflow 3 REST API (``/auth/token``, ``/api/v2/backfills``, ``/api/v2/pools``) for
+``--via-airflow`` and ``prescore airflow up``.
 
 Standard library only: the CLI must not need Airflow installed to ask a remote Airflow for a backfill.
 Every failure is a ``UserError`` naming the URL and what to check.
@@ -41,7 +42,10 @@ class AirflowAPI:
     def from_settings(cls, settings: Settings) -> AirflowAPI:
         return cls(settings.airflow_url, settings.airflow_username, settings.airflow_password)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, auth: bool = True) -> Any:
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, auth: bool = True, missing_ok: bool = False
+    ) -> Any:
+        """The decoded JSON answer; ``UserError`` on any error status (None for 404 with ``missing_ok``)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
@@ -51,6 +55,8 @@ class AirflowAPI:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
+            if missing_ok and exc.code == 404:
+                return None
             detail = exc.read().decode(errors="replace")[:300]
             kind = AirflowBusyError if exc.code == 503 else UserError
             raise kind(f"Airflow at {self.base} answered {exc.code} to {method} {path}: {detail}") from None
@@ -65,6 +71,13 @@ class AirflowAPI:
             body = {"username": self.username, "password": self.password or ""}
             self._token = str(self._call("POST", "/auth/token", body, auth=False)["access_token"])
         return self._token
+
+    def ensure_pool(self, name: str, slots: int, description: str) -> bool:
+        """Create the pool ``name`` with ``slots`` unless it exists (then it is left as it is); True when created."""
+        if self._call("GET", f"/api/v2/pools/{name}", missing_ok=True) is not None:
+            return False
+        self._call("POST", "/api/v2/pools", {"name": name, "slots": slots, "description": description})
+        return True
 
     def create_backfill(
         self, dag_id: str, start: dt.date, end: dt.date, reprocess: str = "none", max_active_runs: int = 1

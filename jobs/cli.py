@@ -35,6 +35,8 @@ app = typer.Typer(
 )
 redis_app = typer.Typer(help="The embedded Redis server prescore runs when PRESCORE_REDIS_URL is unset.")
 app.add_typer(redis_app, name="redis")
+airflow_app = typer.Typer(help="Airflow's api-server, scheduler and dag-processor on 127.0.0.1, with prescore's DAGs.")
+app.add_typer(airflow_app, name="airflow")
 
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -240,6 +242,42 @@ def rollback(
 
 @app.command()
 @user_errors
+def restore(
+    model: str = typer.Option(None, "--model", "-m", help="One model of the models file."),
+    all_models: bool = typer.Option(False, "--all", help="Every model of the models file."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Reload what the catalog says is live (and its rollback targets) from committed Parquet into Redis after Redis
+    lost it, verify it and flip the pointer back atomically. Idempotent: nothing changes when Redis holds it all."""
+    from jobs.restore import restore_models
+
+    if bool(model) == all_models:
+        raise UserError("give --model NAME or --all")
+    rt = _runtime()
+    try:
+        names = [model] if model else rt.config.model_names
+        for name in names:
+            rt.config.model(name)  # unknown model → UnknownModelError
+        reports = restore_models(rt, names)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json([r.to_dict() for r in reports])
+    else:
+        for r in reports:
+            if r.status == "refused":
+                continue
+            targets = "; ".join(f"{t} {how}" for t, how in r.targets.items())
+            took = f" in {r.seconds:.1f} s" if r.status == "restored" else ""
+            line = f"{r.model}: {r.message}{took}" + (f"; rollback targets: {targets}" if targets else "")
+            err.print(line, highlight=False, soft_wrap=True)
+    failed = [r for r in reports if r.status in ("refused", "busy")]
+    if failed:
+        raise UserError("; ".join(r.message if r.status == "refused" else f"{r.model}: {r.message}" for r in failed))
+
+
+@app.command()
+@user_errors
 def backfill(
     model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
     start: str = typer.Option(..., "--start", help="First partition date, YYYY-MM-DD."),
@@ -340,8 +378,12 @@ def status(
             )
             retained = [r["run_id"] for r in item["store"]["runs"] if r["run_id"] != current["run_id"]]
             table.add_row("retained runs", ", ".join(retained) or "none")
-        else:
+        elif item["store"].get("health", {}).get("state") != "lost":
             table.add_row("published run", "none (prescore publish)")
+        health = item["store"].get("health")
+        if health and health["state"] == "lost":
+            table.add_row("[red]scores LOST[/red]", f"{health['reason']}; restore them: prescore restore --model "
+                          f"{item['model']} (the prescore_reconcile DAG does it every 5 minutes)")  # fmt: skip
         for pub in item["publications"][:3]:
             table.add_row(f"{pub['action']}", f"{pub['run_id']} at {pub['at']} (previous {pub['previous_run_id']})")
         for run in item["recent_runs"][:5]:
@@ -472,6 +514,68 @@ def redis_stop() -> None:
 
     stopped = stop_local_redis(Settings().embedded_redis_dir)
     err.print("stopped the embedded Redis" if stopped else "no embedded Redis was running")
+
+
+@airflow_app.command("up")
+@user_errors
+def airflow_up(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address of the UI and API (loopback by default)."),
+    port: int = typer.Option(8080, "--port", "-p", help="Port of the UI and API."),
+    parallelism: int = typer.Option(2, "--parallelism", help="Task processes run at once (LocalExecutor)."),
+    triggerer: bool = typer.Option(False, "--triggerer", help="Also start a triggerer (prescore's DAGs need none)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Start the Airflow services in the background (home: PRESCORE_HOME/airflow-local); print the URL and login."""
+    from jobs import airflow_services
+    from warehouse.settings import Settings
+
+    info = airflow_services.up(Settings(), host=host, port=port, parallelism=parallelism, triggerer=triggerer)
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    say = lambda msg: err.print(msg, highlight=False, soft_wrap=True)  # noqa: E731
+    say(f"Airflow UI and API: {info.url}  (login {info.user} / {info.password}; the api-server generated the "
+        f"password into {info.passwords_file})")  # fmt: skip
+    say(f"running: {', '.join(f'{c.name} (pid {c.pid})' for c in info.components if c.running)}")
+    say(f"tasks use PRESCORE_REDIS_URL={info.redis_url}; logs and pid files in {info.home}/run; "
+        f"task logs in {info.home}/logs")  # fmt: skip
+    if not triggerer:
+        say("no triggerer: prescore's sensor reschedules and nothing defers, so the Home page's Triggerer badge "
+            "stays red (--triggerer starts one)")  # fmt: skip
+    say("first data and models, if not done yet: prescore synth && prescore train --model churn; "
+        "stop everything with `prescore airflow down`")  # fmt: skip
+
+
+@airflow_app.command("down")
+@user_errors
+def airflow_down() -> None:
+    """Stop the Airflow services started with `prescore airflow up`, by PID."""
+    from jobs import airflow_services
+    from warehouse.settings import Settings
+
+    stopped = airflow_services.down(Settings().local_dir)
+    if not stopped:
+        err.print("no Airflow services were running")
+    for c in stopped:
+        err.print(f"stopped {c.name} (pid {c.pid})", highlight=False)
+
+
+@airflow_app.command("status")
+@user_errors
+def airflow_status(as_json: bool = JSON_OPT) -> None:
+    """Whether each Airflow service started here runs (by its pid file), its URL and login."""
+    from jobs import airflow_services
+    from warehouse.settings import Settings
+
+    info = airflow_services.status(Settings().local_dir)
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    for c in info.components:
+        state = f"running (pid {c.pid})" if c.running else "not running"
+        err.print(f"{c.name}: {state}; log {c.log_file}", highlight=False, soft_wrap=True)
+    if info.running:
+        err.print(f"UI and API: {info.url} (login {info.user}, password in {info.passwords_file})", highlight=False)
 
 
 @app.command()

@@ -9,12 +9,20 @@
   except inside an Airflow task, where spawned workers re-import Airflow and crash on its blocked
   metadata-DB access: there it stays on threads and says so.
 
+Every listener of a local cluster (scheduler, workers, nannies, their dashboards and HTTP servers) binds
+``PRESCORE_DASK_HOST``, 127.0.0.1 by default: nothing prescore starts is reachable from the network unless that
+setting says so (a warning is logged then).
+
+Dask's own loggers (``distributed.*``) run at ``PRESCORE_DASK_LOG_LEVEL`` (``WARNING``) while the cluster is
+open, so its start-up banner and per-connection lines stay out of command output and Airflow task logs.
+
 The dashboard link is logged. ``open_cluster`` is a context manager: the local cluster it starts is closed
 on exit; an external one is only disconnected from.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Iterator
@@ -78,8 +86,25 @@ def _local_kind(settings: Settings) -> str:
 
 
 @contextmanager
+def dask_log_level(level: str) -> Iterator[None]:
+    """Dask's loggers (``distributed`` and its children) at ``level`` inside the block; restored after it."""
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@contextmanager
 def open_cluster(settings: Settings, device: Device = "cpu") -> Iterator[tuple[Client, ClusterInfo]]:
     """Yield a connected client and a description of the cluster (see module docstring)."""
+    with dask_log_level(settings.dask_log_level):
+        yield from _open_cluster(settings, device)
+
+
+def _open_cluster(settings: Settings, device: Device) -> Iterator[tuple[Client, ClusterInfo]]:
     address = settings.dask_address
     if address and address != "auto":
         try:
@@ -96,29 +121,35 @@ def open_cluster(settings: Settings, device: Device = "cpu") -> Iterator[tuple[C
             client.close()
         return
 
+    host = settings.dask_host
+    if not _loopback(host):
+        log.warning("PRESCORE_DASK_HOST is %s: the local Dask cluster and its dashboards are reachable from the "
+                    "network", host)  # fmt: skip
+    # Each listener gets the host explicitly: a worker's HTTP server binds every interface unless told otherwise.
+    listen = {"dashboard_address": f"{_bracketed(host)}:0", "worker_dashboard_address": f"{_bracketed(host)}:0",
+              "silence_logs": logging.getLevelName(settings.dask_log_level)}  # fmt: skip
     cluster: LocalCluster
     if device == "cuda":
         from dask_cuda import LocalCUDACluster
 
-        cluster = LocalCUDACluster(dashboard_address="127.0.0.1:0", ip="127.0.0.1")
+        cluster = LocalCUDACluster(host=host, **listen)
         kind = "local-cuda"
     else:
         kind = "local-" + _local_kind(settings)
         cores = os.cpu_count() or 1
-        if kind == "local-threads":
+        if kind == "local-threads":  # in-process: the scheduler and the worker talk over inproc://, no socket
             cluster = LocalCluster(
-                n_workers=1, threads_per_worker=settings.dask_workers or cores, processes=False,
-                dashboard_address="127.0.0.1:0",
-            )  # fmt: skip
+                n_workers=1, threads_per_worker=settings.dask_workers or cores, processes=False, **listen
+            )
         else:
             cluster = LocalCluster(
-                n_workers=settings.dask_workers or cores, threads_per_worker=1, processes=True,
-                dashboard_address="127.0.0.1:0", host="127.0.0.1",
-            )  # fmt: skip
+                n_workers=settings.dask_workers or cores, threads_per_worker=1, processes=True, host=host, **listen
+            )
     client = Client(cluster)
-    # the dashboard listens on 127.0.0.1 only; the default link names the host's public address
+    # the default link names the machine's public address, whatever the dashboard listens on
     port = urlsplit(client.dashboard_link).port
-    info = ClusterInfo(kind, cluster.scheduler_address, f"http://127.0.0.1:{port}/status", len(cluster.workers))
+    dashboard = f"http://{_bracketed(host)}:{port}/status"
+    info = ClusterInfo(kind, cluster.scheduler_address, dashboard, len(cluster.workers))
     log.info("Dask: %s cluster with %d workers, dashboard %s", kind, info.workers, info.dashboard)
     try:
         yield client, info
@@ -126,3 +157,17 @@ def open_cluster(settings: Settings, device: Device = "cpu") -> Iterator[tuple[C
         with suppress(Exception):
             client.close()
         cluster.close()
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``; any other address or host name may be reachable from the network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

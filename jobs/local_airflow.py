@@ -31,9 +31,10 @@ DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
 RESULT_MARK = "prescore-dag-result: "
 
 
-def airflow_env(home: Path) -> dict[str, str]:
-    """The ``AIRFLOW_*`` settings of the private Airflow home under ``home``."""
-    af = home.resolve() / "airflow"
+def airflow_home_env(af: Path) -> dict[str, str]:
+    """The ``AIRFLOW_*`` settings of a private Airflow home ``af``: its SQLite metadata DB and task logs inside it,
+    the DAG folder ``dags/`` of this project, no example DAGs, the LocalExecutor."""
+    af = af.resolve()
     return {
         "AIRFLOW_HOME": str(af),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{af / 'airflow.db'}",
@@ -41,6 +42,13 @@ def airflow_env(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(af / "logs"),
+    }
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """The ``AIRFLOW_*`` settings of the demo's private Airflow home under ``home`` (short sensor waits)."""
+    return {
+        **airflow_home_env(home / "airflow"),
         "AIRFLOW__PRESCORE__FEATURE_WAIT_TIMEOUT_S": "60",
         "AIRFLOW__PRESCORE__FEATURE_POKE_INTERVAL_S": "5",
     }

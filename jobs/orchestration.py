@@ -8,7 +8,9 @@ Contract of every task function:
 - each call builds its own ``Runtime`` from the ``PRESCORE_*`` environment and closes it;
 - failures raise ``warehouse.errors`` exceptions; the DAGs fail fast (no retry) on the ones a retry cannot fix
   (``NON_RETRYABLE``) and retry everything else, which is safe because every step is idempotent per
-  (model, partition) or per run id.
+  (model, partition) or per run id;
+- a task function that returns logs ``task_summary`` of its result as its last line: model and date, run id,
+  rows, seconds, where the output is.
 
 Module import is cheap (settings and the models file only): ``dags/`` imports it at parse time to list the
 models. Everything heavy (Dask, XGBoost, pyarrow, Redis, the catalog) is imported inside the functions.
@@ -17,10 +19,12 @@ models. Everything heavy (Dask, XGBoost, pyarrow, Redis, the catalog) is importe
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from warehouse.model_config import ProjectConfig, load_config
 from warehouse.settings import Settings
@@ -34,12 +38,65 @@ log = logging.getLogger(__name__)
 # the DAG files do not import ``warehouse.errors`` just to name them.
 NON_RETRYABLE = (
     "warehouse.errors.ContractViolationError",  # the partition breaks its contract: fix the data
+    "warehouse.errors.PartitionNotFoundError",  # missing or incomplete partition: create it (prescore synth)
+    "warehouse.errors.PartitionUnreadableError",  # a file of the partition is not Parquet: rewrite the partition
     "warehouse.errors.QualityGateError",  # drift above max_psi: a human decides (prescore publish --force)
     "warehouse.errors.ConfigError",  # invalid models file or settings
     "warehouse.errors.UnknownModelError",
     "warehouse.errors.RegistryError",  # missing or tampered model artifact
+    "warehouse.errors.RestoreRefusedError",  # the live run's Parquet is gone: rescore (the next run tries again)
 )
 VERIFY_SAMPLE = 200
+P = ParamSpec("P")
+# (result key, how task_summary shows it), in the order shown; the first key of each group that is present wins
+_ROWS = (
+    ("rows_out", "{:,} rows"),
+    ("rows", "{:,} rows"),
+    ("records", "{:,} records"),
+    ("checked", "{:,} online lookups checked"),
+    ("train_rows", "{:,} training rows"),
+    ("files", "{:,} files"),
+)
+_OUTPUT = ("output_path", "partition", "out_dir")
+
+
+def task_summary(task: str, result: Mapping[str, Any], seconds: float) -> str:
+    """The one line that ends a task's log, from the task's result: ``summary: <task> <model> <date>: run <id>,
+    <n> rows, <s> s, output <path>`` (each part only when the result has it; a declined publish gives its reason)."""
+    subject = " ".join(str(result[k]) for k in ("model", "date", "partition_date") if result.get(k))
+    parts: list[str] = []
+    if result.get("run_id"):
+        parts.append(f"run {result['run_id']}" + (" (reused)" if result.get("reused") else ""))
+    if result.get("published") is False:
+        parts.append(str(result.get("reason", "not published")))
+    elif result.get("published") is True:
+        parts.append("published" + (" (already current)" if result.get("already_current") else ""))
+    if isinstance(result.get("current"), Mapping) and result["current"].get("run_id"):
+        parts.append(f"serving run {result['current']['run_id']}")
+    parts += [fmt.format(result[key]) for key, fmt in _ROWS if isinstance(result.get(key), int)][:1]
+    if isinstance(result.get("removed"), Mapping):
+        parts.append(f"removed {sum(result['removed'].values()):,} items, {result.get('bytes_freed', 0):,} bytes")
+    if result.get("promoted") is not None:
+        parts.append(f"promoted {result['promoted'] or 'nothing'}")
+    parts.append(f"{seconds:.1f} s")
+    parts += [f"output {result[key]}" for key in _OUTPUT if result.get(key)][:1]
+    return f"summary: {task}{' ' + subject if subject else ''}: {', '.join(parts)}"
+
+
+def _summarized(task: str) -> Callable[[Callable[P, dict[str, Any]]], Callable[P, dict[str, Any]]]:
+    """Log ``task_summary`` of the function's result, timed from its call, when it returns."""
+
+    def decorate(fn: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
+        @functools.wraps(fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+            started = time.monotonic()
+            result = fn(*args, **kwargs)
+            log.info("%s", task_summary(task, result, time.monotonic() - started))
+            return result
+
+        return run
+
+    return decorate
 
 
 def project_config(settings: Settings | None = None) -> ProjectConfig:
@@ -63,6 +120,7 @@ def partition_date(value: str | dt.date | dt.datetime) -> dt.date:
 def _runtime() -> Iterator[Runtime]:
     from jobs.runtime import Runtime
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # catalog migrations: quiet unless they fail
     rt = Runtime.from_settings()
     try:
         yield rt
@@ -83,6 +141,7 @@ def feature_partition_ready(model: str, day: str) -> bool:
     return ready
 
 
+@_summarized("validate_contract")
 def validate_features(model: str, day: str) -> dict[str, Any]:
     """Check the partition against its feature-set contract; ``ContractViolationError`` lists every problem."""
     from warehouse import contracts
@@ -103,6 +162,7 @@ def validate_features(model: str, day: str) -> dict[str, Any]:
     }
 
 
+@_summarized("score")
 def score(model: str, day: str, device: str = "auto", force: bool = False) -> dict[str, Any]:
     """Score the partition on Dask (``jobs.score.score_partition``: idempotent, reuses a committed run)."""
     from jobs.score import score_partition
@@ -114,6 +174,7 @@ def score(model: str, day: str, device: str = "auto", force: bool = False) -> di
     return {k: getattr(report, k) for k in keys}
 
 
+@_summarized("publish")
 def publish(model: str, run_id: str, force: bool = False) -> dict[str, Any]:
     """Verify, gate and publish a committed run (``jobs.publish.publish_run``), or decline a history run.
 
@@ -152,6 +213,7 @@ def _declined(model: str, run_id: str, current_run_id: str | None, detail: str) 
     return {"published": False, "model": model, "run_id": run_id, "reason": reason, "current_run_id": current_run_id}
 
 
+@_summarized("verify_online")
 def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[str, Any]:
     """Read a random sample of the run through ``ScoreReader`` (what the online service uses) and compare it
     with the committed Parquet: same run id and bit-identical float32 scores. ``StoreError`` when not."""
@@ -197,6 +259,7 @@ def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[
     return {"model": model, "run_id": run_id, "checked": len(ids), "as_of": current.as_of.isoformat()}
 
 
+@_summarized("retain_and_record")
 def retain_and_record(model: str) -> dict[str, Any]:
     """Apply retention to the model's runs in Redis (keep the current run and ``keep_runs`` rollback targets)
     and return the store status (current run, age, retained runs) for the DAG run's record."""
@@ -211,7 +274,28 @@ def retain_and_record(model: str) -> dict[str, Any]:
     return {"model": model, "removed_runs": dict(cleaned.removed), **status}
 
 
+# ---- reconcile ------------------------------------------------------------------------------------------
+def reconcile_store() -> dict[str, Any]:
+    """Restore every model whose scores Redis lost (``jobs.restore.restore_models`` with ``only_lost``: a healthy
+    store costs a few Redis reads and one catalog query per model). Returns each model's status, run and seconds.
+    ``RestoreRefusedError`` after every model was tried when one cannot be restored (its Parquet is gone), so the
+    task fails visibly; the next scheduled run tries again."""
+    from jobs.restore import restore_models
+    from warehouse.errors import RestoreRefusedError
+
+    with _runtime() as rt:
+        reports = restore_models(rt, rt.config.model_names, only_lost=True)
+    for r in reports:
+        if r.status != "ok":
+            log.info("%s: %s (%s) in %.1f s", r.model, r.status, r.message, r.seconds)
+    refused = [r for r in reports if r.status == "refused"]
+    if refused:
+        raise RestoreRefusedError("; ".join(r.message for r in refused))
+    return {r.model: {"status": r.status, "run_id": r.run_id, "seconds": r.seconds} for r in reports}
+
+
 # ---- retention ------------------------------------------------------------------------------------------
+@_summarized("apply_retention")
 def apply_retention(now: dt.datetime | None = None) -> dict[str, Any]:
     """Enforce every store's bound (``jobs.retention.apply_retention``) as of ``now``, by default the clock when
     the task runs (the edge that reads it). Returns the counts per store, the bytes freed and what was kept past
@@ -233,6 +317,7 @@ def apply_retention(now: dt.datetime | None = None) -> dict[str, Any]:
 
 
 # ---- training -------------------------------------------------------------------------------------------
+@_summarized("train")
 def train(model: str, end_day: str | None = None) -> dict[str, Any]:
     """Train, evaluate, register and conditionally promote (``jobs.train.train_model``); a summary per kind."""
     from jobs.train import train_model
@@ -253,6 +338,7 @@ def train(model: str, end_day: str | None = None) -> dict[str, Any]:
     }
 
 
+@_summarized("report")
 def training_summary(trained: dict[str, Any]) -> dict[str, Any]:
     """What a training run changed: the promoted versions per kind (logged), for the DAG run's record."""
     promoted = {r["kind"]: r["version"] for r in trained["results"] if r["promoted"]}
@@ -266,6 +352,7 @@ def training_summary(trained: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- prediction log -------------------------------------------------------------------------------------
+@_summarized("drain")
 def drain_predictions() -> dict[str, Any]:
     """Move the online prediction log (a Redis stream) to ``$PRESCORE_HOME/prediction_logs/dt=…/*.parquet``.
 

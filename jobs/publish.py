@@ -12,10 +12,15 @@
 5. one atomic pointer change (older ``as_of`` than the current run is refused unless ``force``), recorded in
    the catalog; then runs beyond ``keep_runs`` and abandoned loads are removed in bounded batches.
 
-The pointer lives in Redis and its record in the catalog, so no transaction spans both. When the catalog refuses
-the record after the flip (unreachable, read-only after a failover), ``CatalogError`` says so, and the next
+The pointer lives in Redis and its record in the catalog, so no transaction spans both. Each record carries the
+time the store stamped on the flip, so the catalog orders pointer changes as Redis made them. When the catalog
+refuses the record after the flip (unreachable, read-only after a failover), ``CatalogError`` says so, and the next
 ``publish_run`` or ``rollback_model`` of the model first records the live pointer the catalog missed (action
-``reconcile``) before it changes anything: a pointer change never stays without its catalog record.
+``reconcile``) before it changes anything: a pointer change never stays without its catalog record. A pointer
+published *before* the catalog's newest record is not a missed change but Redis gone back to older data
+(``warehouse.store_health``): it is never recorded, and ``jobs.restore`` brings back what the catalog says.
+
+Publishing (and restoring) refuses a Redis whose ``maxmemory-policy`` would evict score buckets (``allkeys-*``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import numpy as np
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from jobs import scoring
 from jobs.cluster import open_cluster
 from jobs.runtime import Runtime
 from warehouse.catalog import COMMITTED, RunRecord
@@ -37,11 +41,11 @@ from warehouse.features import read_parquet
 from warehouse.score_files import committed_parts
 from warehouse.score_store import RunInfo, RunState, ScoreStore
 from warehouse.storage import StoragePath, as_path
+from warehouse.store_health import eviction_policies, eviction_problem, inspect, judge, served_after
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 1000
 ORPHAN_AFTER_S = 3600.0
-POINTER_ACTIONS = ("publish", "rollback", "reconcile")  # catalog actions that name the run the pointer moved to
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,20 @@ def _as_of(parts: list[StoragePath]) -> float:
     return float(latest.timestamp())
 
 
-def load_run(rt: Runtime, store: ScoreStore, run: RunRecord) -> RunInfo:
+def write_parts(rt: Runtime, run: RunRecord, client: Any = None) -> int:
+    """Write every committed part of ``run`` into its Redis namespace (which must be loading) from Dask workers
+    (``client``: a Dask client; None: a local cluster for this call). Returns the rows written."""
+    parts = [str(p) for p in _parts(run)]
+    if client is None:
+        with open_cluster(rt.settings, "cpu") as (own, _info):
+            return write_parts(rt, run, own)
+    futures = client.map(load_part, parts, model=run.model, run_id=run.run_id, redis_url=rt.redis_url, pure=False)
+    written = int(sum(client.gather(futures)))
+    log.info("loaded %s rows of run %s into Redis", f"{written:,}", run.run_id)
+    return written
+
+
+def load_run(rt: Runtime, store: ScoreStore, run: RunRecord, client: Any = None) -> RunInfo:
     """Load a committed run into Redis from its Parquet parts, in parallel on Dask workers, and verify counts."""
     parts = _parts(run)
     existing = store.get_run(run.model, run.run_id)
@@ -91,13 +108,19 @@ def load_run(rt: Runtime, store: ScoreStore, run: RunRecord) -> RunInfo:
         log.warning("run %s has a half-finished load in Redis; removing it and loading again", run.run_id)
         store.abort_run(run.model, run.run_id)
     store.create_run(run.model, run.run_id, run.model_version, _as_of(parts), run.rows_out or 0)
-    with open_cluster(rt.settings, "cpu") as (client, _info):
-        futures = client.map(
-            load_part, [str(p) for p in parts], model=run.model, run_id=run.run_id, redis_url=rt.redis_url, pure=False
-        )
-        written = sum(client.gather(futures))
-    log.info("loaded %s rows of run %s into Redis", f"{written:,}", run.run_id)
+    write_parts(rt, run, client)
     return store.finalize_run(run.model, run.run_id)
+
+
+def refuse_evicting_store(store: ScoreStore) -> None:
+    """``StoreError`` when the store's Redis would evict score buckets (``warehouse.store_health``); a policy that
+    cannot be read (``CONFIG`` refused by a managed Redis) is logged and accepted."""
+    policies = eviction_policies(store.client)
+    if policies is None:
+        log.info("could not read maxmemory-policy (CONFIG refused); make sure it is noeviction for the score store")
+    problem = eviction_problem(policies)
+    if problem:
+        raise StoreError(f"refusing to load scores: {problem}")
 
 
 def verify_sample(store: ScoreStore, run: RunRecord, seed: int = 0) -> None:
@@ -130,11 +153,14 @@ def _gate(rt: Runtime, store: ScoreStore, run: RunRecord) -> tuple[float | None,
     before, after = previous.report.get("histogram"), run.report.get("histogram")
     if not before or not after:
         return None, current.run_id
+    from jobs import scoring  # imports xgboost (seconds): only a publish that gates needs it, never a restore
+
     return round(scoring.psi(before, after), 6), current.run_id
 
 
-def _record_flip(rt: Runtime, model: str, action: str, run_id: str, previous_run_id: str | None, **kw: Any) -> None:
-    """Record a pointer change that already happened in Redis; ``CatalogError`` when the catalog refuses it."""
+def record_flip(rt: Runtime, model: str, action: str, run_id: str, previous_run_id: str | None, **kw: Any) -> None:
+    """Record a pointer change that already happened in Redis (``at``: the time the store stamped on it);
+    ``CatalogError`` when the catalog refuses it."""
     try:
         rt.catalog.record_publication(model=model, action=action, run_id=run_id, previous_run_id=previous_run_id, **kw)
     except sa.exc.SQLAlchemyError as exc:
@@ -147,18 +173,24 @@ def _record_flip(rt: Runtime, model: str, action: str, run_id: str, previous_run
 
 def reconcile_pointer(rt: Runtime, store: ScoreStore, model: str) -> str | None:
     """Record the live pointer when the catalog missed its change (see module docstring). Returns the run id
-    recorded, or None when the catalog's newest pointer record already names the current run."""
+    recorded, or None when the catalog's newest pointer record already names the current run, or names a run
+    recorded after the current one was published (Redis went back: nothing to record; ``prescore restore``)."""
     current = store.current_run(model)
     if current is None:
         return None
-    last = next((p for p in rt.catalog.publications(model, limit=100) if p["action"] in POINTER_ACTIONS), None)
-    recorded = last["run_id"] if last else None
+    last = rt.catalog.live_pointer(model)
+    recorded = last.run_id if last else None
     if recorded == current.run_id:
+        return None
+    if last is not None and not served_after(current, last):
+        log.warning("Redis serves run %s of %s, published before the catalog's live run %s: Redis went back to "
+                    "older data; not recording it (prescore restore brings back the live run)",
+                    current.run_id, model, recorded)  # fmt: skip
         return None
     log.warning("catalog missed a pointer change of %s (records %s, Redis serves %s); recording it now",
                 model, recorded, current.run_id)  # fmt: skip
-    _record_flip(rt, model, "reconcile", current.run_id, recorded,
-                 detail={"reason": "pointer changed while the catalog was unavailable"})  # fmt: skip
+    record_flip(rt, model, "reconcile", current.run_id, recorded, at=current.published_at,
+                detail={"reason": "pointer changed while the catalog was unavailable"})  # fmt: skip
     return current.run_id
 
 
@@ -172,6 +204,7 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
         raise StoreError(f"run {run_id} is {run.status}: only committed runs can be published")
     store = ScoreStore.from_url(rt.redis_url)
     try:
+        refuse_evicting_store(store)
         reconcile_pointer(rt, store, model)
         info = store.get_run(model, run_id)
         loaded = info is None or info.state is RunState.LOADING
@@ -190,8 +223,8 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
             )
         pub = store.publish(model, run_id, force=force)
         if not pub.already_current:
-            _record_flip(rt, model, "publish", run_id, pub.previous_run_id, forced=force,
-                         detail={"psi": psi, "rows": run.rows_out})  # fmt: skip
+            record_flip(rt, model, "publish", run_id, pub.previous_run_id, forced=force, at=pub.at,
+                        detail={"psi": psi, "rows": run.rows_out})  # fmt: skip
         cleaned = store.cleanup(model, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
         return PublishReport(
             model=model, run_id=run_id, previous_run_id=pub.previous_run_id, loaded=loaded,
@@ -207,11 +240,15 @@ def rollback_model(rt: Runtime, model: str, to_run: str | None = None) -> dict[s
     rt.config.model(model)
     store = ScoreStore.from_url(rt.redis_url)
     try:
+        health = judge(model, rt.catalog.live_pointer(model), inspect(store.client, model))
+        if health.lost:
+            raise StoreError(f"cannot roll back {model}: {health.reason}; restore it first (prescore restore --model "
+                             f"{model}: it brings back the live run and its rollback targets)")  # fmt: skip
         reconcile_pointer(rt, store, model)
         pub = store.rollback(model, to_run=to_run)
     finally:
         store.close()
-    _record_flip(rt, model, "rollback", pub.run_id, pub.previous_run_id)
+    record_flip(rt, model, "rollback", pub.run_id, pub.previous_run_id, at=pub.at)
     return {"model": model, "run_id": pub.run_id, "previous_run_id": pub.previous_run_id, "at": pub.at.isoformat()}
 
 

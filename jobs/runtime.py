@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from warehouse.catalog import Catalog
 from warehouse.local_redis import ensure_local_redis
 from warehouse.model_config import ProjectConfig, load_config
-from warehouse.registry import Registry
 from warehouse.settings import Settings
 from warehouse.storage import StoragePath
+
+if TYPE_CHECKING:
+    from warehouse.registry import Registry
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Runtime:
 
     @cached_property
     def registry(self) -> Registry:
+        from warehouse.registry import Registry  # imports xgboost (seconds): only commands that use models pay it
+
         return Registry(self.settings.models_dir)
 
     @cached_property

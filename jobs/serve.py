@@ -54,8 +54,9 @@ def _state_file(home: Path) -> Path:
     return home / "run" / "api.json"
 
 
-def check_bind(host: str, port: int) -> None:
-    """Refuse a port that is already taken (one line naming it and the fix)."""
+def check_bind(host: str, port: int, warn_exposed: bool = True) -> None:
+    """Refuse a port that is already taken (one line naming it and the fix); warn about a non-loopback address
+    unless ``warn_exposed`` is off (the caller warns in its own words)."""
     if not 0 < port < 65536:
         raise UserError(f"--port {port} is not a TCP port (1-65535)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -64,7 +65,7 @@ def check_bind(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
-    if host not in LOOPBACK:
+    if warn_exposed and host not in LOOPBACK:
         log.warning("binding to %s: the API is reachable from the network; set PRESCORE_API_KEY_HASHES", host)
 
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.publish import store_status
+from jobs.restore import check_model
 from jobs.runtime import Runtime
 from warehouse import features as fstore
 from warehouse.errors import StoreUnavailableError
 from warehouse.registry import KINDS
+from warehouse.score_store import ScoreStore
 
 
 def model_status(rt: Runtime, model: str) -> dict[str, Any]:
-    """Everything ``prescore status`` shows for one model, as plain data (Redis unreachable → ``store.error``)."""
+    """Everything ``prescore status`` shows for one model, as plain data (Redis unreachable → ``store.error``;
+    ``store.health``: whether the scores the catalog says are live are in Redis, ``jobs.restore.check_model``)."""
     spec = rt.config.model(model)
     prod: dict[str, Any] = {}
     for kind in KINDS:
@@ -26,6 +29,9 @@ def model_status(rt: Runtime, model: str) -> dict[str, Any]:
     runs = rt.catalog.runs(model, limit=10)
     try:
         store: dict[str, Any] = store_status(rt, model)
+        with ScoreStore.from_url(rt.redis_url) as redis_store:
+            health = check_model(rt, redis_store, model)
+        store["health"] = {"state": health.state.value, "reason": health.reason, "live_run_id": health.live_run_id}
     except StoreUnavailableError as exc:
         store = {"error": str(exc)}
     return {

@@ -4,6 +4,10 @@ Routes delegate to ``online.reader.Reader`` (the ladder, validation, metrics, pr
 auth / size) runs first as middleware. Hot routes use ``_DirectRoute``: documented by FastAPI like any route, but
 called as ``endpoint(request, **path_params)`` without dependency solving or response validation; the endpoints
 validate their own input. The pydantic models here document the API (OpenAPI) and are never on the hot path.
+
+``/docs`` (Swagger UI) loads its JavaScript and CSS from the app itself (``DOCS_ASSETS``, shipped by the
+``fastapi-offline`` package), never from a CDN, so it renders in a closed network. Operations are grouped under
+the tags of ``TAGS``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Path, Request
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.middleware import Middleware
@@ -32,7 +37,16 @@ from online.reader import JSON, Reader, json_object
 from online.settings import OnlineSettings
 from warehouse.score_layout import MAX_ENTITY_ID_BYTES
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+DOCS_ASSETS = "/docs/assets"  # swagger-ui-bundle.js, swagger-ui.css, favicon.png
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    | {f"{DOCS_ASSETS}/{name}" for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")}
+)
+TAGS = [
+    {"name": "scores", "description": "Scores of entities: precomputed, from the fallback model, or the default."},
+    {"name": "models", "description": "The served models: current run, age, staleness, fallback."},
+    {"name": "operations", "description": "Liveness, readiness, metrics and the admin reload."},
+]
 
 # ---------------------------------------------------------------- documentation models (never on the hot path)
 
@@ -122,13 +136,15 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
                      max_discard_bytes=settings.max_discard_bytes, discard_timeout_s=settings.discard_timeout_s,
                      api_keys=settings.api_keys, admin_keys=settings.admin_keys, open_paths=OPEN_PATHS,
                      on_reject=reader.metrics.error)  # fmt: skip
-    app = FastAPI(
+    app = FastAPIOffline(
         title="prescore online reader",
         version="1",
         description="Precomputed scores with a staleness ladder: precomputed → fallback model → safe default.",
+        openapi_tags=TAGS,
         lifespan=lifespan,
         middleware=[Middleware(Admission, **admission)],  # type: ignore[arg-type]
         redoc_url=None,
+        static_url=DOCS_ASSETS,
     )
     app.state.reader = reader
     errors.install(app, on_error=reader.metrics.error)
@@ -155,7 +171,7 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
         return await reader.score_batch(request, model)
 
     def add(path: str, endpoint: Any, method: str, **kw: Any) -> None:  # hot routes first: matched in order
-        app.router.routes.insert(0, _DirectRoute(path, endpoint, methods=[method], **kw))
+        app.router.routes.insert(0, _DirectRoute(path, endpoint, methods=[method], tags=["scores"], **kw))
 
     add("/v1/scores/{model}/batch", post_batch, "POST", responses={200: {"model": BatchAnswer}, **scored},
         openapi_extra=_body_doc(BatchRequest), summary="Score a batch")  # fmt: skip
@@ -164,26 +180,30 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
     add("/v1/scores/{model}/{entity_id:any_text}", get_score, "GET", responses={200: {"model": ScoreAnswer}, **scored},
         summary="Score one entity")  # fmt: skip
 
-    @app.get("/v1/models", responses=_errors(401), summary="Served models: current run, age, staleness, fallback")
+    @app.get("/v1/models", responses=_errors(401), tags=["models"],
+             summary="Served models: current run, age, staleness, fallback")  # fmt: skip
     async def models() -> Response:
         return Response(orjson.dumps(await reader.models(), option=orjson.OPT_UTC_Z), media_type=JSON)
 
-    @app.get("/healthz", summary="Liveness: the process answers")
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> Response:
         return Response(b'{"status":"alive"}', media_type=JSON)
 
-    @app.get("/readyz", responses=_errors(503), summary="Readiness: models loaded and warmed, Redis answered")
+    @app.get("/readyz", responses=_errors(503), tags=["operations"],
+             summary="Readiness: models loaded and warmed, Redis answered")  # fmt: skip
     async def readyz() -> Response:
         status, detail = await reader.readiness()
         headers = {"Retry-After": "1"} if status == 503 else None
         return Response(orjson.dumps(detail), status_code=status, media_type=JSON, headers=headers)
 
-    @app.get("/metrics", summary="Prometheus metrics", responses={200: {"content": {"text/plain": {}}}})
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {}}}})  # fmt: skip
     async def metrics() -> Response:
         await reader.models()  # refreshes each model's current run (cached pointer) for the age gauge
         return Response(reader.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.post("/v1/admin/reload", responses=_errors(401, 409), summary="Reload the models file and fallbacks")
+    @app.post("/v1/admin/reload", responses=_errors(401, 409), tags=["operations"],
+              summary="Reload the models file and fallbacks")  # fmt: skip
     async def reload() -> Response:
         return Response(orjson.dumps(await reader.reload()), media_type=JSON)
 

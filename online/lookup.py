@@ -25,7 +25,8 @@ def lookup(
 ) -> list[dict[str, Any]]:
     """Answer each of ``entity_ids`` for ``model``; ``features`` (entity id → feature values) feed the fallback."""
     base = settings or OnlineSettings()
-    return asyncio.run(_lookup(base.model_copy(update={"prediction_log": False}), model, entity_ids, features or {}))
+    quiet = base.model_copy(update={"prediction_log": False, "store_check_s": 0.0})  # no background work for one call
+    return asyncio.run(_lookup(quiet, model, entity_ids, features or {}))
 
 
 async def _lookup(

@@ -3,7 +3,7 @@
 The request path counts into plain Python ints (one event loop thread: no locks; ``bisect`` picks a histogram
 bucket), folded into Prometheus counter and histogram families at scrape by ``_Collector`` — a few hundred
 nanoseconds per answer instead of microseconds. Gauges (breaker state, readiness, in-flight requests, prediction
-log, age of each model's current run) are read at scrape from ``values()``.
+log, age of each model's current run, lost scores per model) are read at scrape from ``values()``.
 
 Series: ``prescore_request_seconds{route,source}`` and ``prescore_redis_seconds{op}`` (histograms),
 ``prescore_answers_total{model,rung,source,lookup}`` (sum by the label you need: rung, source, or lookup =
@@ -89,7 +89,8 @@ class Metrics:
 class _Collector(Collector):
     """Folds ``Metrics``' plain counts into Prometheus families, and reads the gauges from ``values()``:
     ``breaker`` (0 closed, 1 half-open, 2 open), ``ready`` (0/1), ``in_flight``, ``run_as_of`` (model → epoch of
-    the current run's as_of, or None), ``log_dropped``, ``log_written``, ``log_pending``."""
+    the current run's as_of, or None), ``store_lost`` (model → 0/1), ``catalog_available`` (0/1, None: no catalog
+    compared), ``log_dropped``, ``log_written``, ``log_pending``."""
 
     def __init__(self, metrics: Metrics, values: Callable[[], dict[str, Any]]) -> None:
         self.metrics, self.values = metrics, values
@@ -143,6 +144,19 @@ class _Collector(Collector):
             if as_of is not None:
                 age.add_metric([model], max(0.0, now - as_of))
         yield age
+        lost = GaugeMetricFamily(
+            "prescore_model_scores_lost",
+            "1 while the catalog says a run of the model is live that Redis does not (fully) hold: lookups answer from "
+            "the fallback model or the default until it is restored (prescore restore)",
+            labels=["model"],
+        )
+        for model, value in sorted(v["store_lost"].items()):
+            lost.add_metric([model], value)
+        yield lost
+        if v["catalog_available"] is not None:
+            yield GaugeMetricFamily("prescore_catalog_available", "1 when the last read of the catalog's live "
+                                    "pointers succeeded (the lost-scores check compares Redis with it)",
+                                    value=v["catalog_available"])  # fmt: skip
         yield CounterMetricFamily("prescore_prediction_log_dropped", "Prediction-log records dropped (buffer full)",
                                   value=v["log_dropped"])  # fmt: skip
         yield CounterMetricFamily("prescore_prediction_log_written", "Prediction-log records written to Redis",

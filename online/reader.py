@@ -31,13 +31,14 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from online.admission import AdmissionStats
-from online.breaker import STATE_VALUE, CircuitBreaker
+from online.breaker import STATE_VALUE, BreakerState, CircuitBreaker
 from online.errors import InvalidInput, NotFound, NotReady, PayloadTooLarge, ReloadFailed
 from online.fallback import FallbackModel, load_fallback
 from online.metrics import Metrics
 from online.policy import Rung, Source, decide, label_for, policy_version, threshold_cuts
 from online.prediction_log import PredictionLog, effective_budget, server_maxmemory
 from online.settings import OnlineSettings
+from online.store_watch import StoreWatch
 from warehouse.errors import ConfigError, RegistryError, StoreAuthError, StoreError, StoreUnavailableError
 from warehouse.local_redis import ensure_local_redis
 from warehouse.model_config import ModelSpec, load_config
@@ -206,6 +207,8 @@ class Reader:
         self.store_refused: str | None = None  # why Redis refused us (password, TLS trust), from the last PING
         self.timeout_s = settings.redis_timeout_ms / 1000
         self.run_as_of: dict[str, float | None] = {}
+        self.watch = StoreWatch(settings, lambda: self.store.client if self.store else None, self._model_names,
+                                self._breaker_closed, self.timeout_s, clock)  # fmt: skip
         self._prefix = uuid.uuid4().hex[:8] + "-"
         self._ids = itertools.count(1)
 
@@ -229,8 +232,11 @@ class Reader:
             self.plog = PredictionLog(client, budget_bytes=budget)
             self.plog.start()
         await self.ping()
+        await self.watch.check_eviction()
+        self.watch.start()
 
     async def stop(self) -> None:
+        await self.watch.stop()
         if self.plog is not None:
             await self.plog.stop()
             await self.plog.client.aclose()
@@ -256,6 +262,14 @@ class Reader:
         self.redis_seen = True
         self.store_refused = None
         return True
+
+    def _breaker_closed(self) -> bool:
+        """Whether Redis is answering (read without taking the half-open breaker's one probe from a lookup)."""
+        return self.breaker.state is BreakerState.CLOSED
+
+    def _model_names(self) -> list[str]:
+        snapshot = self.snapshot
+        return sorted(snapshot.models) if snapshot and not snapshot.problems else []
 
     def model(self, name: str) -> ModelRuntime:
         snapshot = self.snapshot
@@ -455,8 +469,14 @@ class Reader:
                         state = "fresh" if age <= st.max_age_s else "stale" if age <= st.hard_max_age_s else "expired"
                         entry.update(run_id=run.run_id, model_version=run.model_version, as_of=run.as_of,
                                      age_s=round(age, 3), state=state)  # fmt: skip
+            health = self.watch.health.get(name)
+            entry["store"] = health.state.value if health else None
+            if health is not None and health.lost:
+                since = self.watch.lost_since.get(name)
+                entry.update(state="lost", lost_run_id=health.live_run_id or health.served_run_id, reason=health.reason,
+                             lost_since=datetime.fromtimestamp(since, UTC) if since else None)  # fmt: skip
             out.append(entry)
-        return {"models": out}
+        return {"models": out, "catalog": self.watch.catalog}
 
     async def readiness(self) -> tuple[int, dict[str, Any]]:
         snapshot = self.snapshot
@@ -476,6 +496,15 @@ class Reader:
         if not redis_ok:
             reason = f"{self.store_refused or 'Redis is unavailable'}: answering from fallback models and defaults"
             return 200, {"status": "degraded", "reason": reason, **detail}
+        detail["catalog"] = self.watch.catalog
+        detail["store"] = {n: h.state.value for n, h in sorted(self.watch.health.items())}
+        problems = [f"scores lost: {h.reason}" for h in self.watch.lost()]
+        if problems:
+            problems[-1] += "; answering from fallback models and defaults until they are restored"
+        if self.watch.eviction:
+            problems.append(self.watch.eviction)
+        if problems:
+            return 200, {"status": "degraded", "reason": "; ".join(problems), **detail}
         return 200, {"status": "ready", **detail}
 
     async def reload(self) -> dict[str, Any]:
@@ -495,6 +524,8 @@ class Reader:
             "ready": int(self.snapshot is not None and not self.snapshot.problems and self.redis_seen),
             "in_flight": self.stats.in_flight,
             "run_as_of": dict(self.run_as_of),
+            "store_lost": {n: int(h.lost) for n, h in self.watch.health.items()},
+            "catalog_available": None if self.watch.catalog in ("off", "absent") else int(self.watch.catalog == "ok"),
             "log_dropped": plog.dropped if plog else 0,
             "log_written": plog.written if plog else 0,
             "log_pending": plog.pending if plog else 0,

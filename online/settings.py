@@ -31,6 +31,9 @@ class OnlineSettings(Settings):
       answers (~190 accounted bytes each), an hour of ~390 answers/s between the hourly drains; when the log
       shares the score store's Redis and that server has a ``maxmemory``, the budget is also capped at 10 % of
       it, so the log never crowds out the score runs.
+    - ``store_check_s``: how often (seconds) the watch on the score store (``online.store_watch``) checks, off the
+      request path, that every model's live run is in Redis (0: off); ``catalog_refresh_s``: how often it re-reads
+      the catalog's live pointers, one query per model in a worker thread (0: never read the catalog).
     - ``max_body_bytes``: largest accepted request body (413 beyond).
     - ``max_discard_bytes`` / ``discard_timeout_s``: after a 413 for body size, the rest of the body is read and
       dropped while the whole body stays within ``max_discard_bytes`` and the reading within ``discard_timeout_s``,
@@ -52,6 +55,8 @@ class OnlineSettings(Settings):
     prediction_log: bool = True
     prediction_log_max_mb: float = Field(default=256.0, ge=1.0, le=1 << 20)
     prediction_log_maxlen: int | None = None  # replaced by prediction_log_max_mb: refused when set
+    store_check_s: float = Field(default=5.0, ge=0, le=3600)
+    catalog_refresh_s: float = Field(default=30.0, ge=0, le=86_400)
     max_body_bytes: int = Field(default=1 << 20, ge=64)
     max_discard_bytes: int = Field(default=64 << 20, ge=0)
     discard_timeout_s: float = Field(default=30.0, gt=0, le=600)

@@ -30,6 +30,8 @@ from sqlalchemy.types import TypeDecorator
 from warehouse.errors import CatalogError, RunConflictError
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
+# Publication actions that name the run the Redis pointer moved to (newest first, their newest is the live run).
+POINTER_ACTIONS = ("publish", "rollback", "reconcile", "restore")
 EXPIRED = "expired"  # a tombstone: retention is removing the run's Parquet (see the module docstring)
 ABANDONED = "abandoned (no heartbeat)"
 ABANDON_AFTER_S = 6 * 3600.0  # a running run without a heartbeat for this long is dead (longer than any job's timeout)
@@ -115,12 +117,24 @@ class Publication(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     model: Mapped[str] = mapped_column(sa.String(128), index=True)
-    action: Mapped[str] = mapped_column(sa.String(16))  # publish | rollback | retire
+    action: Mapped[str] = mapped_column(sa.String(16))  # POINTER_ACTIONS, or blocked
     run_id: Mapped[str] = mapped_column(sa.String(64))
     previous_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     forced: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+@dataclass(frozen=True)
+class PointerRecord:
+    """A publication that moved (or restored) the Redis pointer: which run it named and when (``at``, UTC: the
+    time of the pointer change itself, as the store stamped it)."""
+
+    model: str
+    action: str
+    run_id: str
+    previous_run_id: str | None
+    at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -168,13 +182,17 @@ class Catalog:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str, migrate: bool = True) -> Catalog:
+    def open(cls, url: str, migrate: bool = True, create: bool = True) -> Catalog:
+        """``create=False``: a SQLite file that does not exist is a ``CatalogError`` instead of a new database (for
+        readers, which never make one)."""
         try:
             parsed = make_url(url)
         except sa.exc.ArgumentError as exc:
             raise CatalogError(f"PRESCORE_CATALOG_URL {url!r} is not a database URL: {exc}") from None
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if parsed.get_backend_name() == "sqlite":
+            if parsed.database and not create and not Path(parsed.database).exists():
+                raise CatalogError(f"no catalog database at {parsed.database}")
             if parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
@@ -432,7 +450,9 @@ class Catalog:
         previous_run_id: str | None,
         forced: bool = False,
         detail: dict[str, Any] | None = None,
+        at: dt.datetime | None = None,
     ) -> None:
+        """``at``: when it happened (a pointer change: the time the store stamped on it); default now."""
         with self.session() as s:
             s.add(
                 Publication(
@@ -442,7 +462,7 @@ class Catalog:
                     previous_run_id=previous_run_id,
                     forced=forced,
                     detail=detail or {},
-                    at=utcnow(),
+                    at=at or utcnow(),
                 )
             )
 
@@ -466,6 +486,24 @@ class Catalog:
                 }
                 for p in s.scalars(stmt)
             ]
+
+    def pointer_records(self, model: str, limit: int = 200) -> list[PointerRecord]:
+        """The newest ``limit`` pointer changes of ``model`` (``POINTER_ACTIONS``), newest first: the first names the
+        run the catalog says is live."""
+        with self.session() as s:
+            stmt = (
+                sa.select(Publication)
+                .filter_by(model=model)
+                .where(Publication.action.in_(POINTER_ACTIONS))
+                .order_by(Publication.at.desc(), Publication.id.desc())
+                .limit(limit)
+            )
+            return [PointerRecord(p.model, p.action, p.run_id, p.previous_run_id, p.at) for p in s.scalars(stmt)]
+
+    def live_pointer(self, model: str) -> PointerRecord | None:
+        """The newest pointer change of ``model``: the run the catalog says is live (None: never published)."""
+        records = self.pointer_records(model, limit=1)
+        return records[0] if records else None
 
     def publication_records(self, model: str) -> list[dict[str, Any]]:
         """Every publication of ``model``, newest first, with its row ``id`` (for ``delete_publications``)."""

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from warehouse.errors import ContractViolationError
+from warehouse.errors import ContractViolationError, PartitionUnreadableError
 from warehouse.features import parquet_file, partition_dir, partition_files
 from warehouse.model_config import FeatureSetSpec, FeatureSpec
 from warehouse.storage import StoragePath
@@ -294,14 +294,21 @@ def validate_partition(
 ) -> list[Violation]:
     """Every contract violation of a stored feature partition, read one row group at a time.
 
-    Raises ``PartitionNotFoundError`` (naming the path) when the partition is missing or incomplete.
+    Raises ``PartitionNotFoundError`` (naming the path) when the partition is missing or incomplete, and
+    ``PartitionUnreadableError`` (naming the file) when one of its files is not readable Parquet.
     """
     acc = _Accumulator(spec)
     for path in partition_files(root, feature_set, day):
-        with parquet_file(path) as handle:
-            columns = acc.add_schema(handle.schema_arrow)
-            for group in range(handle.num_row_groups):
-                acc.add_values(handle.read_row_group(group, columns=columns))
+        try:
+            with parquet_file(path) as handle:
+                columns = acc.add_schema(handle.schema_arrow)
+                for group in range(handle.num_row_groups):
+                    acc.add_values(handle.read_row_group(group, columns=columns))
+        except pa.ArrowInvalid as exc:  # a bad footer or page; I/O errors (OSError) stay what they are
+            raise PartitionUnreadableError(
+                f"feature file {path} is not readable Parquet ({exc}); rewrite the partition "
+                f"{_where(root, feature_set, day)} (e.g. with `prescore synth`)"
+            ) from exc
     return acc.violations()
 
 

@@ -31,6 +31,11 @@ class PartitionNotFoundError(UserError):
     """A feature (or score) partition that does not exist on disk."""
 
 
+class PartitionUnreadableError(UserError):
+    """A file of a complete feature partition that is not readable Parquet (truncated, overwritten, not Parquet);
+    the message names the file."""
+
+
 class ContractViolationError(UserError):
     """A partition breaks its feature-set contract. ``violations`` lists every problem found."""
 
@@ -68,6 +73,14 @@ class StoreAuthError(ConfigError, StoreUnavailableError):
 
 class QualityGateError(StoreError):
     """A run's score distribution drifted too far from the current run's (PSI above the model's max_psi)."""
+
+
+class PointerMovedError(StoreError):
+    """A restore found the model's pointer moved by a publish or rollback meanwhile: the newer change stands."""
+
+
+class RestoreRefusedError(StoreError):
+    """A run cannot be restored from the warehouse: its Parquet is gone or no longer matches its manifest."""
 
 
 class OlderRunError(StoreError):

@@ -95,7 +95,14 @@ class TrainingSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """One scored model: its features, schedule, staleness policy, safe default and retention."""
+    """One scored model: its features, schedule, staleness policy, safe default and retention.
+
+    ``restore_fallback_to_older_run``: when Redis lost the model's scores and the live run's Parquet is gone (or no
+    longer matches its manifest), ``prescore restore`` and the reconcile loop may serve the next older run of its
+    published history whose Parquet is intact (older scores instead of the default for every entity). Off by
+    default: the restore then refuses, saying so, and the model answers from its fallback and default until a new
+    run is published.
+    """
 
     feature_set: str
     features: list[str] | None = None  # None: every feature of the feature set, in contract order
@@ -106,6 +113,7 @@ class ModelSpec(_Strict):
     thresholds: Thresholds | None = None
     keep_runs: int = Field(default=2, ge=1, le=20)
     max_psi: float = Field(default=0.25, gt=0)
+    restore_fallback_to_older_run: bool = False
     training: TrainingSpec = Field(default_factory=TrainingSpec)
 
 

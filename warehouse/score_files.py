@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from warehouse.errors import PartitionNotFoundError
-from warehouse.features import read_parquet
+from warehouse.features import parquet_file, read_parquet
 from warehouse.storage import ObjectPath, StoragePath, as_path, rmtree
 
 MANIFEST = "_SUCCESS"
@@ -137,6 +137,45 @@ def _not_committed(directory: object, what: str = "run") -> PartitionNotFoundErr
         f"{what} has no committed scores at {directory} (no commit manifest, or its parts differ from the "
         "manifest: a writer did not finish); rescore the partition"
     )
+
+
+def run_problem(directory: StoragePath | str | None) -> str | None:
+    """Why the run at ``directory`` cannot be reloaded as committed (its Parquet gone, its manifest gone, parts
+    that differ from the manifest, a part whose row count or footer no longer matches it), or None when every part
+    the manifest lists is there, readable, and holds the rows it records. Reads the manifest and the part footers
+    only (``restore`` checks this before it reloads a run into Redis)."""
+    if directory is None:
+        return "it has no output path in the catalog"
+    directory = as_path(directory)
+    present = sorted(p.name for p in directory.glob(PART_GLOB)) if directory.exists() else []
+    try:
+        text = (directory / MANIFEST).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        if not present:
+            return f"its Parquet is gone (nothing at {directory})"
+        return f"its commit manifest {directory / MANIFEST} is gone ({len(present)} parts left)"
+    manifest = read_manifest(directory)
+    if manifest is None:
+        try:
+            listed = sorted(str(p["name"]) for p in json.loads(text).get("parts", []))
+        except (ValueError, AttributeError, TypeError):
+            return f"its manifest {directory / MANIFEST} is not readable"
+        missing, extra = sorted(set(listed) - set(present)), sorted(set(present) - set(listed))
+        return (f"its parts no longer match its manifest at {directory} (missing: {', '.join(missing) or 'none'}; "
+                f"not listed: {', '.join(extra) or 'none'})")  # fmt: skip
+    total = 0
+    for part in manifest["parts"]:
+        try:
+            with parquet_file(directory / str(part["name"])) as pf:
+                rows = pf.metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            return f"part {part['name']} at {directory} is not readable Parquet ({exc})"
+        if isinstance(part.get("rows"), int) and rows != part["rows"]:
+            return f"part {part['name']} at {directory} holds {rows} rows, its manifest says {part['rows']}"
+        total += rows
+    if isinstance(manifest.get("rows"), int) and total != manifest["rows"]:
+        return f"the parts at {directory} hold {total} rows, its manifest says {manifest['rows']}"
+    return None
 
 
 def read_run(directory: StoragePath | str, columns: list[str] | None = None) -> pa.Table:

@@ -9,6 +9,7 @@ Layout of one model ``m`` (names built only by ``store_key``):
 - ``ps:{m}:history``   list of published run ids, newest first; its head is the current run
 - ``ps:{m}:runs``      sorted set of every known run id (score = created_at)
 - ``ps:{m}:run:<id>``  hash, the run's metadata (see ``RunInfo``)
+- ``ps:{m}:lock:<name>`` string, a lock with a TTL (``ScoreStore.lock``: one restore of a model at a time)
 - ``ps:s:<m>:<id>:<b>`` hash bucket ``b`` of run ``<id>``: field = entity id (UTF-8), value = float32 little-endian
 
 The per-model keys share the hash tag ``{m}`` (one cluster slot, so create, publish, rollback and cleanup can each
@@ -58,11 +59,14 @@ def validate_name(kind: str, value: str) -> str:
 
 
 def store_key(model: str, kind: str, run_id: str = "", bucket: int | str = "") -> str:
-    """The one place key names are built. ``kind``: current, history, runs, meta, bucket (``bucket="*"`` → pattern)."""
+    """The one place key names are built. ``kind``: current, history, runs, meta, bucket (``bucket="*"`` → pattern),
+    lock (``run_id`` is the lock's name)."""
     if kind == "bucket":
         return f"ps:s:{model}:{run_id}:{bucket}"
     if kind == "meta":
         return f"ps:{{{model}}}:run:{run_id}"
+    if kind == "lock":
+        return f"ps:{{{model}}}:lock:{run_id}"
     if kind in ("current", "history", "runs"):
         return f"ps:{{{model}}}:{kind}"
     raise ValueError(f"unknown key kind {kind!r}")
@@ -296,6 +300,7 @@ class RunInfo:
     heartbeat_at: datetime | None
     published_at: datetime | None
     retired_at: datetime | None
+    reopened_from: RunState | None = None  # a verified run put back to loading to rewrite lost buckets (restore)
 
     @classmethod
     def from_meta(cls, meta: Mapping[Any, Any]) -> RunInfo:
@@ -317,6 +322,7 @@ class RunInfo:
             heartbeat_at=when("heartbeat"),
             published_at=when("published_at"),
             retired_at=when("retired_at"),
+            reopened_from=RunState(text["reopened_from"]) if text.get("reopened_from") else None,
         )
 
 

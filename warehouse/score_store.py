@@ -16,6 +16,9 @@ Contract (the jobs layer and the online reader use only this):
   bucket key and pipelined to every node at once (commands redirected by a moving slot are resent after the slot
   map is refreshed, a few times, then ``StoreUnavailableError``); Lua runs on the node of its one key; cleanup
   scans every primary node.
+- Recovery after Redis lost data (``jobs.restore``): ``reopen_run`` lets a verified run's lost buckets be written
+  again (same scores), ``purge_run_keys`` drops the buckets of a run whose metadata is gone, ``restore_pointer``
+  flips the pointer back only while it is still what the caller saw, ``lock`` keeps one restore of a model at a time.
 - Refusals raise ``StoreError`` (what, where, what to do); lost connections and timeouts raise
   ``StoreUnavailableError`` (retry later; ``create_run``, ``write_batch``, ``finalize_run``, ``publish`` and
   ``rollback(to_run=...)`` are safe to retry).
@@ -24,7 +27,8 @@ Contract (the jobs layer and the online reader use only this):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +38,7 @@ import redis
 import redis.asyncio
 
 from warehouse.bulk_pipeline import BulkPipeline, raise_first_error
-from warehouse.errors import OlderRunError, StoreError, StoreUnavailableError
+from warehouse.errors import OlderRunError, PointerMovedError, StoreError, StoreUnavailableError
 from warehouse.redis_conn import SyncClient, connect
 from warehouse.redis_conn import text as _text
 from warehouse.redis_conn import unavailable as _unavailable
@@ -83,6 +87,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HINCRBY', KEYS[1], 'loaded_rows', ARGV[1])
 redis.call('HSET', KEYS[1], 'heartbeat', ARGV[2])
 return redis.call('HGET', KEYS[1], 'state')
+"""
+
+# Delete a lock only while it still holds the caller's token (an expired lock taken by another holder stays).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -135,6 +145,7 @@ class ScoreStore:
         self.clock = clock  # epoch seconds: the "future as_of" check, publish/retire stamps, retention ages
         self.bulk = BulkPipeline(client)
         self._account = client.register_script(_ACCOUNT)
+        self._release = client.register_script(_RELEASE)
         self._listpack_entries: int | None = None
 
     @classmethod
@@ -301,12 +312,9 @@ class ScoreStore:
                 "maxmemory, then rerun the load"
             ) from exc
 
-    def finalize_run(self, model: str, run_id: str) -> RunInfo:
-        """Count the run's rows in Redis; equal to ``expected_rows`` → state ``loaded``, else ``StoreError`` with both
-        numbers (the run stays loading). Idempotent for runs already verified."""
+    def count_rows(self, model: str, run_id: str) -> int:
+        """The rows the run's buckets hold in Redis now (one HLEN per bucket, pipelined to every node)."""
         info = self._require(model, run_id)
-        if info.state is not RunState.LOADING:
-            return info
         keys = [store_key(model, "bucket", run_id, b).encode() for b in range(info.n_buckets)]
 
         def encode(positions: list[int] | None) -> list[tuple[bytes, int]]:
@@ -318,7 +326,16 @@ class ScoreStore:
 
         replies = self.bulk.send(keys, encode, f"counting rows of run {run_id} of model {model}")
         raise_first_error(replies)
-        counted = sum(replies)
+        return int(sum(replies))
+
+    def finalize_run(self, model: str, run_id: str) -> RunInfo:
+        """Count the run's rows in Redis; equal to ``expected_rows`` → state ``loaded`` (a reopened run: the state it
+        had, see ``reopen_run``), else ``StoreError`` with both numbers (the run stays loading). Idempotent for runs
+        already verified."""
+        info = self._require(model, run_id)
+        if info.state is not RunState.LOADING:
+            return info
+        counted = self.count_rows(model, run_id)
         if counted != info.expected_rows:
             raise StoreError(
                 f"run {run_id!r} of model {model!r} holds {counted} rows in Redis but {info.expected_rows} were "
@@ -332,8 +349,10 @@ class ScoreStore:
                     pipe.watch(meta_key)
                     if _text(pipe.hget(meta_key, "state")) != RunState.LOADING.value:
                         break
+                    state = (info.reopened_from or RunState.LOADED).value
                     pipe.multi()
-                    pipe.hset(meta_key, mapping={"state": RunState.LOADED.value, "loaded_rows": counted})
+                    pipe.hset(meta_key, mapping={"state": state, "loaded_rows": counted})
+                    pipe.hdel(meta_key, "reopened_from")
                     pipe.execute()
                     break
                 except redis.WatchError:
@@ -459,6 +478,117 @@ class ScoreStore:
                     return Publication(model, target, current, to_utc(now))
                 except redis.WatchError:
                     continue
+
+    # ------------------------------------------------------------ recovery (Redis lost data; see jobs.restore)
+
+    def reopen_run(self, model: str, run_id: str) -> RunInfo:
+        """Put a verified run (loaded, published or retired) back to ``loading`` so that buckets Redis lost can be
+        written again from its Parquet: the same scores, so readers of a current run keep reading it and see each
+        missing score come back. ``finalize_run`` then counts it and gives it back the state it had. A publish or
+        rollback meanwhile retires it, and the rewrite then stops (``StoreError``). Idempotent."""
+        meta_key = store_key(model, "meta", run_id)
+        with _unavailable(f"reopening run {run_id} of model {model}"), self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(meta_key)
+                    meta = pipe.hgetall(meta_key)
+                    if not meta:
+                        raise StoreError(f"cannot reopen unknown run {run_id!r} of model {model!r}")
+                    info = RunInfo.from_meta(meta)
+                    if info.state is RunState.LOADING:
+                        pipe.unwatch()
+                        return info
+                    pipe.multi()
+                    pipe.hset(meta_key, mapping={"state": RunState.LOADING.value, "reopened_from": info.state.value,
+                                                 "heartbeat": repr(self.clock())})  # fmt: skip
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        return self._require(model, run_id)
+
+    def restore_pointer(self, model: str, run_id: str, *, seen: str | None, history: Sequence[str] = ()) -> Publication:
+        """Make the verified run ``run_id`` current again after Redis lost the model's pointer (``seen``: the pointer
+        the caller found, None or a run judged lost), with the published history ``[run_id, *history]`` (of
+        ``history``, the runs Redis holds verified become retired rollback targets; the others are left out).
+
+        One WATCH/MULTI transaction applied only while the pointer is still ``seen`` or already ``run_id``: a publish
+        or rollback that moved it meanwhile wins (``PointerMovedError``), so readers see the old run or the new one,
+        never a mix. ``publish``'s as_of rule does not apply (the catalog decided which run is live). Calling it
+        again is a no-op (``already_current``)."""
+        validate_name("model", model)
+        validate_name("run id", run_id)
+        current_key, history_key = store_key(model, "current"), store_key(model, "history")
+        meta_key = store_key(model, "meta", run_id)
+        with _unavailable(f"restoring run {run_id} of model {model}"), self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(current_key, history_key, meta_key)
+                    current = _text(pipe.get(current_key))
+                    if current not in (seen, run_id):
+                        raise PointerMovedError(
+                            f"model {model!r} now serves run {current!r} (a publish or rollback happened during the "
+                            f"restore of run {run_id!r}): it stays; nothing was restored over it"
+                        )
+                    meta = pipe.hgetall(meta_key)
+                    info = RunInfo.from_meta(meta) if meta else None
+                    if info is None or info.state is RunState.LOADING:
+                        raise StoreError(f"cannot restore run {run_id!r} of model {model!r}: it is not loaded and "
+                                         "verified in Redis; load it first")  # fmt: skip
+                    targets = []
+                    for other in dict.fromkeys(h for h in history if h != run_id):
+                        pipe.watch(store_key(model, "meta", other))
+                        other_meta = pipe.hgetall(store_key(model, "meta", other))
+                        if other_meta and RunInfo.from_meta(other_meta).state in (RunState.LOADED, RunState.RETIRED):
+                            targets.append(other)
+                    old = [_text(r) for r in pipe.lrange(history_key, 0, -1)]
+                    if current == run_id and info.state is RunState.PUBLISHED and old == [run_id, *targets]:
+                        pipe.unwatch()
+                        return Publication(model, run_id, current, info.published_at or to_utc(self.clock()), True)
+                    now = self.clock()
+                    pipe.multi()
+                    pipe.set(current_key, run_id)
+                    pipe.delete(history_key)
+                    pipe.rpush(history_key, run_id, *targets)
+                    if current != run_id or info.state is not RunState.PUBLISHED:
+                        pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
+                    pipe.hdel(meta_key, "retired_at")
+                    for other in targets:
+                        retired: dict[Any, Any] = {"state": RunState.RETIRED.value, "retired_at": repr(now)}
+                        pipe.hset(store_key(model, "meta", other), mapping=retired)
+                    pipe.execute()
+                    at = to_utc(now) if current != run_id or info.published_at is None else info.published_at
+                    return Publication(model, run_id, current, at, already_current=current == run_id)
+                except redis.WatchError:
+                    continue
+
+    def purge_run_keys(self, model: str, run_id: str) -> int:
+        """Unlink the bucket keys of a run whose metadata Redis lost while some buckets survived (a replaced cluster
+        node, an eviction), so it can be loaded afresh. Refuses a run whose metadata exists. Returns the keys
+        deleted (SCAN MATCH + UNLINK over every primary)."""
+        validate_name("model", model)
+        validate_name("run id", run_id)
+        with _unavailable(f"removing leftover keys of run {run_id} of model {model}"):
+            if self.client.exists(store_key(model, "meta", run_id)):
+                raise StoreError(f"run {run_id!r} of model {model!r} has its metadata: use abort_run")
+            return self._unlink_matching(store_key(model, "bucket", run_id, "*"), lambda _: True)
+
+    @contextmanager
+    def lock(self, model: str, name: str, ttl_s: float) -> Iterator[bool]:
+        """Hold the lock ``name`` of ``model`` (``SET NX PX``, released only by its holder) while the block runs; yields
+        False, holding nothing, when another holder has it. A holder that dies leaves it to expire after ``ttl_s``."""
+        key, token = store_key(model, "lock", name), uuid.uuid4().hex
+        with _unavailable(f"taking the {name} lock of model {model}"):
+            held = bool(self.client.set(key, token, nx=True, px=int(ttl_s * 1000)))
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    with _unavailable(f"releasing the {name} lock of model {model}"):
+                        self._release(keys=[key], args=[token])
+                except StoreUnavailableError:
+                    pass  # Redis went away meanwhile: the lock expires after ttl_s (and may be gone with the data)
 
     # ------------------------------------------------------------ retention
 

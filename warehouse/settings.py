@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     - ``dask_local``: kind of local cluster: ``auto``/``threads`` (one worker, a thread per core) or
       ``processes`` (a worker process per core; never inside an Airflow task); ``dask_workers``: its
       thread or process count (default: one per core).
+    - ``dask_host``: the address every listener of a local cluster binds (scheduler, workers, nannies, their
+      dashboards); loopback by default. An external cluster (``dask_address``) binds what its operator chose.
+    - ``dask_log_level``: level of Dask's own loggers (``distributed.*``) while a job runs; ``WARNING`` keeps the
+      start-up banner and per-connection chatter out of command output and task logs, ``INFO`` brings it back.
     - ``prediction_log_url``: the Redis of the online prediction log (unset: the score store's, ``redis_url``).
       Give the log its own Redis when lookups are many between drains or the store's memory is tight: the log
       then never competes with the score runs for memory or for the server's time.
@@ -55,6 +59,8 @@ class Settings(BaseSettings):
     seed: int = 7
     dask_local: Literal["auto", "threads", "processes"] = "auto"
     dask_workers: int | None = Field(default=None, ge=1)
+    dask_host: str = Field(default="127.0.0.1", min_length=1)
+    dask_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     # Set by Airflow in every task process; a local Dask cluster then uses threads (spawned worker
     # processes re-import Airflow and crash on its blocked DB access).
     airflow_url: str = "http://127.0.0.1:8080"
@@ -89,6 +95,11 @@ class Settings(BaseSettings):
     def log_max_bytes(self) -> int:
         """``log_max_mb`` in bytes."""
         return self.log_max_mb << 20
+
+    @field_validator("dask_log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("redis_url", "catalog_url", "dask_address", "prediction_log_url", mode="before")
     @classmethod

@@ -13,9 +13,11 @@ of ``warehouse.settings``, ``PRESCORE_RETENTION_*`` and ``PRESCORE_LOG_*``):
   record of a registry version with the version;
 - registry versions beyond the newest ``retention_model_versions`` per model and kind;
 - prediction-log Parquet days more than ``retention_prediction_log_days`` old;
-- ``api.log`` and the embedded Redis's ``redis.log``, rotated past ``log_max_mb`` (``jobs.logfiles``).
+- ``api.log``, the embedded Redis's ``redis.log`` and the output of the local Airflow services
+  (``airflow-local/run/*.log``), rotated past ``log_max_mb`` (``jobs.logfiles``).
 
-Never removed: a model's live run, a run Redis still holds (rollback targets, a run loaded for a publish), the
+Never removed: a model's live run, a run Redis still holds (rollback targets, a run loaded for a publish), the live
+run and the ``keep_runs`` rollback targets the catalog's pointer records name (even when Redis lost them), the
 model's newest committed run (what a rerun of the newest partition reuses, and the next run's drift baseline), a
 production model version or one a running score run uses, the newest prediction-log day (it holds the drain's
 watermark), and whatever a writer that the catalog shows running still uses. Output paths outside this
@@ -55,6 +57,7 @@ from jobs.retention.rules import (
     Kept,
     Removal,
     RetentionReport,
+    catalog_held_reasons,
     held_reasons,
     model_version_verdicts,
     prediction_log_day_verdicts,
@@ -79,6 +82,7 @@ __all__ = [
     "RetentionReport",
     "abandoned_staging",
     "apply_retention",
+    "catalog_held_reasons",
     "held_reasons",
     "model_version_verdicts",
     "prediction_log_day_verdicts",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jobs import logfiles
+from jobs.airflow_services import service_logs
 from jobs.prediction_drain import LOG_DIR
 from jobs.retention.rules import (
     DAY_S,
@@ -26,6 +27,7 @@ from jobs.retention.rules import (
     Kept,
     Removal,
     RetentionReport,
+    catalog_held_reasons,
     held_reasons,
     model_version_verdicts,
     prediction_log_day_verdicts,
@@ -36,12 +38,13 @@ from jobs.retention.rules import (
 from jobs.runtime import Runtime
 from jobs.serve import api_log
 from warehouse import score_files, storage
-from warehouse.catalog import ABANDON_AFTER_S, COMMITTED, EXPIRED, FAILED, RUNNING, Catalog, RunRecord
+from warehouse.catalog import ABANDON_AFTER_S, COMMITTED, EXPIRED, FAILED, POINTER_ACTIONS, RUNNING, Catalog, RunRecord
 from warehouse.errors import CatalogError, StoreError
 from warehouse.local_redis import running_local_redis
 from warehouse.registry import KINDS
 from warehouse.score_store import ScoreStore
 from warehouse.storage import ObjectPath, StoragePath
+from warehouse.store_health import expected_history
 
 log = logging.getLogger(__name__)
 REMOVING_PREFIX = ".removing-"  # a prediction-log day on its way out (out of the dt= listing)
@@ -83,6 +86,9 @@ def apply_retention(rt: Runtime, *, now: dt.datetime, dry_run: bool = False) -> 
     models = rt.config.model_names
     with ScoreStore.from_url(rt.redis_url) as store:
         held = {model: _redis_runs(rt, store, model, now, dry_run, report) for model in models}
+        for model in models:  # what the catalog says is live stays too, whatever Redis still holds
+            history = expected_history(rt.catalog.pointer_records(model))
+            held[model] = {**catalog_held_reasons(history, rt.config.model(model).keep_runs), **held[model]}
         _run_rows(rt, now, dry_run, report)
         for model in models:
             _score_runs(rt, store, model, held[model], now, dry_run, report)
@@ -240,8 +246,6 @@ def _registry(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: 
 
 
 def _publications(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:
-    from jobs.publish import POINTER_ACTIONS
-
     s = rt.settings
     verdicts = publication_verdicts(rt.catalog.publication_records(model), now, s.retention_failed_days,
                                     s.retention_publication_days, POINTER_ACTIONS)  # fmt: skip
@@ -299,7 +303,7 @@ def _remove_day(path: StoragePath) -> None:
 
 
 def _log_files(rt: Runtime, dry_run: bool, report: RetentionReport) -> None:
-    files = [api_log(rt.local_dir)]
+    files = [api_log(rt.local_dir), *service_logs(rt.local_dir)]
     if not rt.settings.home_is_remote:
         embedded = running_local_redis(rt.settings.home_dir)
         if embedded is not None:

@@ -81,6 +81,16 @@ def held_reasons(runs: Sequence[RunInfo], current: str | None) -> dict[str, str]
     return held
 
 
+def catalog_held_reasons(history: Sequence[str], keep_runs: int) -> dict[str, str]:
+    """Run id → why the catalog holds it, from the published history its pointer records imply (newest first,
+    ``warehouse.store_health.expected_history``): the live run and its ``keep_runs`` rollback targets keep their
+    Parquet even when Redis lost them, so ``prescore restore`` can reload them."""
+    held = {run_id: "rollback target per the catalog (restore reloads it)" for run_id in history[1 : keep_runs + 1]}
+    if history:
+        held[history[0]] = "live run per the catalog (restore reloads it when Redis lost it)"
+    return held
+
+
 def unpublished_verdicts(
     runs: Sequence[RunInfo], current: str | None, now: dt.datetime, max_age_h: float
 ) -> list[tuple[RunInfo, str]]:

@@ -26,6 +26,7 @@ EXPECTED = {
     "prescore_rescore",
     "prescore_drain_predictions",
     "prescore_retention",
+    "prescore_reconcile",
 }
 HEAVY = ("dask", "distributed", "xgboost", "sklearn", "pyarrow", "redis", "jobs.runtime", "jobs.score",
          "jobs.publish", "warehouse.catalog", "warehouse.score_store", "warehouse.registry")  # fmt: skip
@@ -192,6 +193,41 @@ def test_rescore_graph_and_params(dags: dict[str, Any]) -> None:
     assert all(dag.params.get_param(name).description for name in dag.params)
 
 
+def test_rescore_form_explains_what_each_choice_does(dags: dict[str, Any]) -> None:
+    """The trigger form's descriptions say what force and publish do and what device auto picks; the DAG doc says
+    the partition is the date Param, not the Logical Date shown above the Params; a missing partition fails fast."""
+    dag = dags["prescore_rescore"]
+    described = {name: dag.params.get_param(name).description for name in dag.params}
+    assert "reused" in described["force"] and "does not force publication" in described["force"]
+    assert "Redis" in described["publish"] and "quality gate" in described["publish"]
+    assert "Parquet" in described["publish"]  # what happens when it is off
+    assert "auto: the CUDA GPU" in described["device"] and "else the CPU" in described["device"]
+    assert "not the Logical Date" in described["date"]
+    assert "**`date` Param**, not the *Logical Date*" in dag.doc_md
+    assert "fails `validate_contract` at once, without retries" in dag.doc_md
+
+
+@pytest.mark.parametrize("dag_id", ["prescore_rescore", "prescore_score__churn"])
+def test_missing_or_unreadable_data_fails_at_once_and_outages_are_retried(dags: dict[str, Any], dag_id: str) -> None:
+    """The retry policy a scheduler applies after a failed try (dag.test() never retries): a missing, incomplete or
+    unreadable partition fails the task at once, like a contract violation; a Redis outage is retried."""
+    from airflow.sdk import RetryAction
+
+    from warehouse import errors
+
+    policy = dags[dag_id].task_dict["validate_contract"].retry_policy
+    for exc in (
+        errors.PartitionNotFoundError("feature partition dt=2026-11-20 does not exist"),
+        errors.PartitionUnreadableError("feature file part-00000.parquet is not readable Parquet"),
+        errors.ContractViolationError("breaks its contract", []),
+    ):
+        decision = policy.evaluate(exception=exc, try_number=1, max_tries=2, context=None)
+        assert decision.action == RetryAction.FAIL, type(exc).__name__
+    outage = policy.evaluate(exception=errors.StoreUnavailableError("Redis timed out"), try_number=1, max_tries=2,
+                             context=None)  # fmt: skip
+    assert outage.action != RetryAction.FAIL
+
+
 def test_training_and_drain_graphs(dags: dict[str, Any]) -> None:
     assert edges(dags["prescore_train__churn"]) == {("train", "report")}
     assert dags["prescore_train__churn"].timetable.expression == "0 4 * * 0"
@@ -206,6 +242,19 @@ def test_retention_graph(dags: dict[str, Any]) -> None:
     assert set(retention.task_dict) == {"apply_retention"}
     assert retention.timetable.expression == "30 5 * * *"
     assert retention.task_dict["apply_retention"].retries >= 1
+
+
+def test_reconcile_graph(dags: dict[str, Any]) -> None:
+    """Every 5 minutes, one run at a time, no catchup; one task calling jobs, outside the Dask pool (a restore must
+    not queue behind a nightly scoring job), failing fast when the Parquet is gone."""
+    reconcile = dags["prescore_reconcile"]
+    assert set(reconcile.task_dict) == {"restore_lost_runs"}
+    assert reconcile.timetable.expression == "*/5 * * * *"
+    assert reconcile.max_active_runs == 1 and reconcile.catchup is False
+    task = reconcile.task_dict["restore_lost_runs"]
+    assert task.pool != "prescore_dask" and task.retries >= 1
+    assert task.python_callable.__code__.co_names == ("orchestration", "reconcile_store")
+    assert "warehouse.errors.RestoreRefusedError" in task.retry_policy.rules[0].exception
 
 
 def parse_with_models(raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import signal
@@ -215,19 +216,89 @@ def test_publish_task_retried_after_a_crash_mid_load_is_idempotent(
         assert store.current_run(MODEL).loaded_rows == run.rows_out  # type: ignore[union-attr]
 
 
+def task_log(out: str, dr: Any, task_id: str) -> list[str]:
+    """What dag.test() printed while ``task_id`` of run ``dr`` ran (its task log): from Airflow's "Task started"
+    line to its last state update, both naming the task instance's id."""
+    ti_id = next(str(ti.id) for ti in dr.get_task_instances() if ti.task_id == task_id)
+    lines = out.splitlines()
+    marked = [i for i, line in enumerate(lines) if f"ti_id={ti_id}" in line]
+    assert marked, f"no log line names task instance {ti_id} ({task_id})"
+    return lines[marked[0] : marked[-1] + 1]
+
+
 def test_rescore_from_params_without_publishing(
-    airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any, rt: Runtime
+    airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any, rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """prescore_rescore with publish=false scores the requested (model, date) on the requested device and
-    skips publish; nothing is served."""
-    conf = {"model": MODEL, "date": (DAY - dt.timedelta(days=2)).isoformat(), "publish": False, "device": "cpu"}
-    dr = load_dags().dags["prescore_rescore"].test(run_conf=conf)
+    skips publish; nothing is served. The tasks log none of Dask's start-up banner, and what the score task logs
+    ends with its one-line summary (run id, rows, duration, output path), right before the next task's."""
+    day = (DAY - dt.timedelta(days=2)).isoformat()
+    conf = {"model": MODEL, "date": day, "publish": False, "device": "cpu"}
+    with caplog.at_level(logging.INFO):
+        dr = load_dags().dags["prescore_rescore"].test(run_conf=conf)
     states = task_states(dr)
     assert dr.state == "success", states
     assert (states["score"], states["publish"], states["retain_and_record"]) == ("success", "skipped", "success")
     [run] = committed(rt, DAY - dt.timedelta(days=2))
     assert run.device == "cpu"
     assert current_run_id(prescore_env["redis_url"]) is None
+
+    chatter = [
+        r.getMessage() for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING
+    ]
+    assert chatter == []
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith(("jobs.", "warehouse."))]
+    at = next(i for i, line in enumerate(ours) if line.startswith("summary: score "))
+    assert ours[at].startswith(f"summary: score {MODEL} {day}: run {run.run_id}, {run.rows_out:,} rows, ")
+    assert ours[at].endswith(f" s, output {run.output_path}")
+    assert ours[at - 1].startswith("Dask: local-threads cluster")  # what the score task logged before it
+    assert ours[at + 1].startswith(f"summary: retain_and_record {MODEL}: ")  # publish and verify_online skipped
+    assert ours[0].startswith(f"summary: validate_contract {MODEL} {day}: ")
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("missing", "does not exist; create it with `prescore synth`"),
+        ("incomplete", "is incomplete (no _SUCCESS marker)"),
+        ("unreadable", "is not readable Parquet"),
+    ],
+)
+def test_rescore_of_a_missing_or_broken_partition_fails_at_once(
+    airflow_db: Path,
+    prescore_env: dict[str, Any],
+    load_dags: Any,
+    capfd: pytest.CaptureFixture[str],
+    fault: str,
+    message: str,
+) -> None:
+    """A manual rescore of a partition that does not exist, whose writer never finished, or one of whose files is
+    not Parquet fails validate_contract on its first try (not retryable: retrying cannot create the data), the
+    run fails, nothing is scored, and the task log says what is wrong, where, and what to do."""
+    day = DAY - dt.timedelta(days=1)
+    directory = feature_dir(prescore_env["home"], day)
+    if fault == "missing":
+        day = DAY + dt.timedelta(days=3)
+        directory = feature_dir(prescore_env["home"], day)
+    elif fault == "incomplete":
+        (directory / "_SUCCESS").unlink()
+    else:
+        sorted(directory.glob("*.parquet"))[0].write_bytes(b"not parquet")
+    conf = {"model": MODEL, "date": day.isoformat(), "publish": True, "device": "cpu"}
+    dr = load_dags().dags["prescore_rescore"].test(run_conf=conf)
+    states = task_states(dr)
+    assert dr.state == "failed", states
+    assert states["validate_contract"] == "failed"
+    assert tries(dr, "validate_contract") == 1
+    assert states["score"] == "upstream_failed"
+    assert not (prescore_env["home"] / "scores").exists()
+    out, err = capfd.readouterr()
+    log = "\n".join(task_log(out + err, dr, "validate_contract"))
+    assert message in log
+    assert str(directory) in log
+    # the retry policy, not the retry count, ended it (dag.test() itself never retries: this is what a scheduler obeys)
+    [decision] = [line for line in log.splitlines() if "Retry policy decision" in line]
+    assert "action=fail" in decision and "not retryable" in decision
 
 
 def test_training_and_drain_dags_run(airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any) -> None:

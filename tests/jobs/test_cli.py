@@ -20,7 +20,9 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return {"PRESCORE_HOME": str(home), "PRESCORE_DASK_LOCAL": "threads", **extra}
 
 
-@pytest.mark.parametrize("verb", [[], ["synth"], ["train"], ["score"], ["status"], ["demo"], ["redis", "stop"]])
+@pytest.mark.parametrize(
+    "verb", [[], ["synth"], ["train"], ["score"], ["status"], ["restore"], ["demo"], ["redis", "stop"]]
+)
 def test_every_verb_has_help(verb: list[str]) -> None:
     result = runner.invoke(app, [*verb, "--help"])
     assert result.exit_code == 0, result.output

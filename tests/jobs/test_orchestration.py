@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
+import logging
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -61,6 +62,57 @@ def test_sensor_and_validation(env: Runtime) -> None:
     assert checked["files"] >= 1
     with pytest.raises(PartitionNotFoundError):
         orchestration.validate_features(MODEL, iso(5))
+
+
+def test_task_summary_says_what_which_run_how_many_how_long_and_where() -> None:
+    """The one-line summary is built from the task's result alone; parts a result lacks are left out."""
+    scored = {"run_id": "R1", "model": "churn", "partition_date": "2026-11-20", "output_path": "/h/scores/run=R1",
+              "rows_out": 20000, "reused": False}  # fmt: skip
+    assert orchestration.task_summary("score", scored, 2.345) == (
+        "summary: score churn 2026-11-20: run R1, 20,000 rows, 2.3 s, output /h/scores/run=R1"
+    )
+    reused = orchestration.task_summary("score", {**scored, "reused": True}, 0.1)
+    assert "run R1 (reused), 20,000 rows" in reused
+    declined = {"published": False, "model": "churn", "run_id": "R0", "reason": "not published: newer run is current"}
+    assert orchestration.task_summary("publish", declined, 0.04) == (
+        "summary: publish churn: run R0, not published: newer run is current, 0.0 s"
+    )
+    retention = {"removed": {"redis": 2, "scores": 1}, "bytes_freed": 4096}
+    assert orchestration.task_summary("apply_retention", retention, 1.0) == (
+        "summary: apply_retention: removed 3 items, 4,096 bytes, 1.0 s"
+    )
+    drained = {"records": 0, "files": 0, "out_dir": "/h/prediction_logs"}
+    assert orchestration.task_summary("drain", drained, 0.5) == (
+        "summary: drain: 0 records, 0.5 s, output /h/prediction_logs"
+    )
+
+
+def test_each_task_function_ends_its_log_with_the_summary(env: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    """validate, score, publish, verify and retain each log their summary as their last line; nothing of Dask's
+    start-up banner (distributed INFO) reaches the log of the score call."""
+    day = iso(-1)
+    with caplog.at_level(logging.INFO):
+        caplog.clear()
+        checked = orchestration.validate_features(MODEL, day)
+        assert caplog.records[-1].getMessage().startswith(f"summary: validate_contract churn {day}: ")
+        assert f"output {checked['partition']}" in caplog.records[-1].getMessage()
+
+        caplog.clear()
+        scored = orchestration.score(MODEL, day)
+        last = caplog.records[-1].getMessage()
+        assert last.startswith(f"summary: score churn {day}: run {scored['run_id']}, {scored['rows_out']:,} rows, ")
+        assert last.endswith(f" s, output {scored['output_path']}")
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("distributed")] == []
+
+        for task, call in (
+            ("publish", lambda: orchestration.publish(MODEL, scored["run_id"])),
+            ("verify_online", lambda: orchestration.verify_online(MODEL, scored["run_id"])),
+            ("retain_and_record", lambda: orchestration.retain_and_record(MODEL)),
+        ):
+            caplog.clear()
+            call()
+            assert caplog.records[-1].name == "jobs.orchestration", task
+            assert caplog.records[-1].getMessage().startswith(f"summary: {task} churn"), task
 
 
 def test_score_publish_verify_retain(env: Runtime) -> None:

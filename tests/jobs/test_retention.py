@@ -27,6 +27,7 @@ import xgboost as xgb
 from typer.testing import CliRunner
 
 from jobs import logfiles
+from jobs.airflow_services import log_file, services_home
 from jobs.cli import app
 from jobs.local_airflow import fresh_demo_logs
 from jobs.prediction_drain import LOG_DIR, part_name, watermark
@@ -419,6 +420,21 @@ def test_a_log_another_process_keeps_writing_stays_bounded(tmp_path: Path) -> No
         assert 20_000 < backup.stat().st_size < 100_000  # one interval of output past the bound, at most
     data = path.read_bytes()
     assert data and b"\0" not in data  # no sparse hole: the writer continued at the start of the emptied file
+
+
+def test_retention_rotates_the_output_of_the_local_airflow_services(rt: Runtime) -> None:
+    """The scheduler's output file of `prescore airflow up` (appended by the running scheduler) over log_max_mb is
+    rotated like api.log; a small one is left as it is."""
+    configure(rt, log_max_mb=1, log_backups=1)
+    home = services_home(rt.local_dir)
+    scheduler_log, api_server_log = log_file(home, "scheduler"), log_file(home, "api-server")
+    scheduler_log.parent.mkdir(parents=True)
+    scheduler_log.write_bytes(b"scheduler heartbeat\n" * 70_000)  # 1.4 MB
+    api_server_log.write_bytes(b"small\n")
+    report = apply_retention(rt, now=clock())
+    assert removed(report, "logs") == [str(scheduler_log)]
+    assert scheduler_log.stat().st_size == 0 and logfiles.backup(scheduler_log, 1).stat().st_size > 1 << 20
+    assert api_server_log.read_bytes() == b"small\n"
 
 
 def test_retention_rotates_api_log_and_the_embedded_redis_log(rt: Runtime) -> None:

@@ -21,6 +21,7 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition
 from jobs.serve import http_json, running_server
 from tests.jobs.conftest import END
+from tests.support.listeners import listening
 from warehouse.local_redis import free_port
 
 runner = CliRunner()
@@ -119,6 +120,8 @@ def test_serve_detached_answers_then_stops_by_pid(rt: Runtime, published: dict[s
         status, body = http_json("GET", f"http://127.0.0.1:{port}/v1/scores/churn/{entity}")
         assert status == 200, body
         assert isinstance(body, dict) and body["source"] == "precomputed" and body["run_id"] == published["run_id"]
+        api_listeners = listening(info.pid)  # the server and its workers: 127.0.0.1:port, nothing else
+        assert {(item.address, item.port) for item in api_listeners} == {("127.0.0.1", port)}, api_listeners
         again = runner.invoke(app, ["serve", "--detach", "--port", str(free_port())], env=env)
         assert again.exit_code == 1 and "already running" in again.output
     finally:

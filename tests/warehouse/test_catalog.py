@@ -130,3 +130,28 @@ def test_unreachable_catalog_is_a_clear_error() -> None:
 def test_malformed_catalog_url() -> None:
     with pytest.raises(CatalogError, match="not a database URL"):
         Catalog.open("not a url")
+
+
+def test_pointer_records_name_the_live_run_in_flip_order(catalog: Catalog) -> None:
+    """Pointer records (publish, rollback, reconcile, restore) come newest first by the time of the flip they record,
+    whatever order they were written in; a blocked publish is not one; the first names the live run."""
+    t0 = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC)
+    assert catalog.live_pointer("churn") is None
+    catalog.record_publication(model="churn", action="publish", run_id="a", previous_run_id=None, at=t0)
+    catalog.record_publication(model="churn", action="publish", run_id="c", previous_run_id="a",
+                               at=t0 + dt.timedelta(minutes=2))  # fmt: skip
+    catalog.record_publication(model="churn", action="restore", run_id="b", previous_run_id=None,
+                               at=t0 + dt.timedelta(minutes=1))  # written last, flipped before "c"  # fmt: skip
+    catalog.record_publication(model="churn", action="blocked", run_id="d", previous_run_id="c")
+    records = catalog.pointer_records("churn")
+    assert [(r.action, r.run_id) for r in records] == [("publish", "c"), ("restore", "b"), ("publish", "a")]
+    live = catalog.live_pointer("churn")
+    assert live is not None and (live.run_id, live.at) == ("c", t0 + dt.timedelta(minutes=2))
+    assert catalog.live_pointer("fraud") is None
+
+
+def test_a_reader_never_creates_a_sqlite_catalog(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nowhere" / "catalog.db"
+    with pytest.raises(CatalogError, match="no catalog database"):
+        Catalog.open(f"sqlite:///{missing}", migrate=False, create=False)
+    assert not missing.exists() and not missing.parent.exists()

@@ -11,7 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from warehouse.contracts import Violation, require_valid, summarize, validate, validate_partition
-from warehouse.errors import ContractViolationError, PartitionNotFoundError, UnknownFeatureSetError
+from warehouse.errors import (
+    ContractViolationError,
+    PartitionNotFoundError,
+    PartitionUnreadableError,
+    UnknownFeatureSetError,
+)
 from warehouse.features import partition_dir, write_partition_atomically
 from warehouse.model_config import FeatureSetSpec, FeatureSpec, load_config
 from warehouse.settings import DEFAULT_MODELS_FILE
@@ -182,6 +187,20 @@ def test_require_valid_passes_a_conforming_partition(tmp_path: Path) -> None:
 def test_missing_partition_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(PartitionNotFoundError, match=r"features/customer_daily/dt=2026-11-20"):
         validate_partition(tmp_path, FS, DAY, SPEC)
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1 truncated, then overwritten by something else"])
+def test_an_unreadable_file_of_a_complete_partition_names_the_file(tmp_path: Path, content: bytes) -> None:
+    """A file of a complete partition (``_SUCCESS`` present) that is empty or not Parquet is a
+    ``PartitionUnreadableError`` naming the file and the fix, not a pyarrow error."""
+    _write(tmp_path, _table())
+    part = sorted(partition_dir(tmp_path, FS, DAY).glob("*.parquet"))[0]
+    part.write_bytes(content)
+    with pytest.raises(PartitionUnreadableError) as info:
+        require_valid(tmp_path, FS, DAY, SPEC)
+    message = str(info.value)
+    assert f"feature file {part} is not readable Parquet" in message
+    assert "rewrite the partition features/customer_daily/dt=2026-11-20" in message
 
 
 def test_unknown_feature_set_is_a_user_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pytest
 import redis
 
-from warehouse.errors import StoreError, StoreUnavailableError
+from warehouse.errors import PointerMovedError, StoreError, StoreUnavailableError
 from warehouse.local_redis import RedisProcess
 from warehouse.score_layout import bucket_of, buckets, crc32s, id_array, store_key
 from warehouse.score_store import AsyncScoreReader, RunState, ScoreReader, ScoreStore
@@ -476,3 +477,78 @@ def test_arrow_input_and_empty_batch(store: ScoreStore) -> None:
     assert store.finalize_run(MODEL, "r1").loaded_rows == 400
     with pytest.raises(StoreError, match="not loading"):
         store.writer(MODEL, "r1")
+
+
+# ---------------------------------------------------------------- recovery (jobs.restore uses these)
+
+
+def test_restore_pointer_flips_only_while_the_pointer_is_what_was_seen(store: ScoreStore) -> None:
+    """After Redis lost the pointer, ``restore_pointer`` makes a verified run current with its rollback targets in
+    the history, ignoring the as_of rule; when a publish moved the pointer meanwhile it refuses and changes nothing;
+    called again it is a no-op."""
+    ids = ten_digit_ids(500)
+    load_run(store, "old", ids, scores_for(500, 1), as_of=DAY - timedelta(days=1), publish=False)
+    load_run(store, "live", ids, scores_for(500, 2), as_of=DAY - timedelta(days=2), publish=False)  # older as_of
+    pub = store.restore_pointer(MODEL, "live", seen=None, history=["old", "missing"])
+    assert (pub.run_id, pub.previous_run_id, pub.already_current) == ("live", None, False)
+    assert [r.decode() for r in store.client.lrange(store_key(MODEL, "history"), 0, -1)] == ["live", "old"]
+    states = {r.run_id: r.state for r in store.list_runs(MODEL)}
+    assert states == {"live": RunState.PUBLISHED, "old": RunState.RETIRED}
+    assert store.restore_pointer(MODEL, "live", seen=None, history=["old"]).already_current
+    store.publish(MODEL, "old", force=True)  # a publish lands meanwhile
+    with pytest.raises(PointerMovedError, match="now serves run 'old'"):
+        store.restore_pointer(MODEL, "live", seen=None)
+    current = store.current_run(MODEL)
+    assert current is not None and current.run_id == "old"
+    assert store.rollback(MODEL).run_id == "live"  # the history rebuilt by the restore is a real one
+
+
+def test_a_reopened_run_is_rewritten_in_place_and_gets_its_state_back(store: ScoreStore, redis_url: str) -> None:
+    """Buckets of the current run lost: reopened, the missing rows written again (readers keep the run), finalize
+    counts it and gives it back ``published``; a publish meanwhile retires it and stops the rewrite."""
+    ids, values = ten_digit_ids(2_000), scores_for(2_000)
+    load_run(store, "r1", ids, values)
+    info = store.get_run(MODEL, "r1")
+    assert info is not None
+    store.client.delete(*[store_key(MODEL, "bucket", "r1", b) for b in range(0, info.n_buckets, 3)])
+    assert store.count_rows(MODEL, "r1") < 2_000
+    reopened = store.reopen_run(MODEL, "r1")
+    assert (reopened.state, reopened.reopened_from) == (RunState.LOADING, RunState.PUBLISHED)
+    assert store.reopen_run(MODEL, "r1").reopened_from == RunState.PUBLISHED  # idempotent
+    store.writer(MODEL, "r1").write_batch(ids, values)
+    done = store.finalize_run(MODEL, "r1")
+    assert (done.state, done.reopened_from, done.loaded_rows) == (RunState.PUBLISHED, None, 2_000)
+    assert store.sample_check(MODEL, "r1", ids, values) == []
+    current = store.current_run(MODEL)
+    assert current is not None and current.run_id == "r1"
+
+    store.reopen_run(MODEL, "r1")
+    load_run(store, "r2", ids, values, as_of=DAY + timedelta(days=1))  # retires r1
+    with pytest.raises(StoreError, match="retired"):
+        store.writer(MODEL, "r1")
+
+
+def test_purge_run_keys_removes_buckets_whose_metadata_is_gone(store: ScoreStore) -> None:
+    ids = ten_digit_ids(1_000)
+    load_run(store, "r1", ids, scores_for(1_000), publish=False)
+    with pytest.raises(StoreError, match="has its metadata"):
+        store.purge_run_keys(MODEL, "r1")
+    store.client.delete(store_key(MODEL, "meta", "r1"))
+    assert store.purge_run_keys(MODEL, "r1") > 0
+    assert list(store.client.scan_iter(match=store_key(MODEL, "bucket", "r1", "*"))) == []
+
+
+def test_the_lock_has_one_holder_and_expires(store: ScoreStore) -> None:
+    with store.lock(MODEL, "restore", 60) as first:
+        with store.lock(MODEL, "restore", 60) as second:
+            assert first and not second
+        assert store.client.exists(store_key(MODEL, "lock", "restore"))  # the refused one released nothing
+    assert not store.client.exists(store_key(MODEL, "lock", "restore"))
+    with contextlib.ExitStack() as stack:
+        stalled = stack.enter_context(contextlib.ExitStack())
+        assert stalled.enter_context(store.lock(MODEL, "restore", 0.2))
+        time.sleep(0.4)  # its holder stalled past the TTL: another one takes the lock
+        assert stack.enter_context(store.lock(MODEL, "restore", 60))
+        stalled.close()  # the stalled holder's release must not remove the new holder's lock
+        assert store.client.exists(store_key(MODEL, "lock", "restore"))
+    assert not store.client.exists(store_key(MODEL, "lock", "restore"))
