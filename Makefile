@@ -79,12 +79,12 @@ bench: install
 SOAK_SECONDS ?= 300
 RELIABILITY_OUT := bench/results/reliability
 RELIABILITY_TESTS := tests/reliability \
-	tests/warehouse/test_score_store.py::test_loader_killed_mid_load_is_cleaned_up \
-	tests/warehouse/test_score_store.py::test_reader_sees_old_or_new_run_never_a_mix \
-	tests/warehouse/test_score_store.py::test_cleanup_removes_leftovers_of_an_interrupted_cleanup \
-	tests/warehouse/test_score_store.py::test_redis_restart_during_publish \
-	tests/warehouse/test_score_store.py::test_out_of_memory_load_fails_cleanly \
-	tests/warehouse/test_catalog.py::test_unreachable_catalog_is_a_clear_error \
+	tests/warehouse/store/test_score_store.py::test_loader_killed_mid_load_is_cleaned_up \
+	tests/warehouse/store/test_score_store.py::test_reader_sees_old_or_new_run_never_a_mix \
+	tests/warehouse/store/test_score_store.py::test_cleanup_removes_leftovers_of_an_interrupted_cleanup \
+	tests/warehouse/store/test_score_store.py::test_redis_restart_during_publish \
+	tests/warehouse/store/test_score_store.py::test_out_of_memory_load_fails_cleanly \
+	tests/warehouse/catalog/test_repository.py::test_unreachable_catalog_is_a_clear_error \
 	tests/jobs/test_cli.py::test_unreachable_catalog_is_one_line \
 	tests/jobs/test_cli.py::test_redis_down_is_one_line_and_exit_3 \
 	tests/jobs/test_cli.py::test_wrong_redis_password_is_a_user_error_without_the_password \

@@ -39,10 +39,8 @@ import numpy as np
 import orjson
 import xgboost as xgb
 
-from warehouse.local_redis import free_port, start_redis
 from warehouse.registry import Registry
-from warehouse.score_layout import bucket_of, store_key
-from warehouse.score_store import ScoreStore
+from warehouse.store import ScoreStore, bucket_of, free_port, start_redis, store_key
 
 MODEL = "churn"
 FEATURES = [f"f0{i}" for i in range(8)]

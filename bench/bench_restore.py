@@ -33,12 +33,10 @@ import redis
 from jobs.publish import publish_run
 from jobs.restore import check_model, restore_model
 from jobs.runtime import Runtime
-from warehouse import score_files
 from warehouse.catalog import COMMITTED
-from warehouse.local_redis import start_redis
-from warehouse.score_layout import store_key
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.datasets import score_files
 from warehouse.settings import Settings
+from warehouse.store import ScoreReader, ScoreStore, start_redis, store_key
 
 MODEL = "churn"
 PART_ROWS = 1_000_000  # jobs.score.TASK_ROWS: one part per scoring task

@@ -37,7 +37,7 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition
 from jobs.synth import synth
 from jobs.train import train_model
-from warehouse import features as fstore
+from warehouse.datasets import features as fstore
 from warehouse.settings import DEFAULT_MODELS_FILE, Settings
 
 DAY = dt.date(2026, 11, 20)

@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from warehouse.local_redis import start_redis
-from warehouse.score_layout import buckets, id_array
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.store import ScoreReader, ScoreStore, buckets, id_array, start_redis
 
 MODEL = "bench"
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)

@@ -48,7 +48,7 @@ PUBLISH = f"""
 import sys
 from datetime import UTC, datetime, timedelta
 import numpy as np
-from warehouse.score_store import ScoreStore
+from warehouse.store.score_store import ScoreStore
 url, n = sys.argv[1], int(sys.argv[2])
 ids = [f"cust-{{i:08d}}" for i in range(n)]
 scores = np.random.default_rng(9).random(n, dtype=np.float32)
@@ -61,7 +61,7 @@ with ScoreStore.from_url(url) as store:
 """
 ROLLBACK = f"""
 import sys
-from warehouse.score_store import ScoreStore
+from warehouse.store.score_store import ScoreStore
 with ScoreStore.from_url(sys.argv[1]) as store:
     print(store.rollback("{MODEL}", to_run=sys.argv[2]).run_id)
 """

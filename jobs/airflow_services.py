@@ -46,8 +46,8 @@ from jobs.airflow_api import AirflowAPI
 from jobs.local_airflow import airflow_home_env
 from jobs.serve import LOOPBACK, check_bind, http_json
 from warehouse.errors import UserError
-from warehouse.local_redis import ensure_local_redis
 from warehouse.settings import Settings
+from warehouse.store import ensure_local_redis
 
 log = logging.getLogger(__name__)
 USER, ROLE = "admin", "admin"

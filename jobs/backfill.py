@@ -30,7 +30,7 @@ from jobs.cluster import open_cluster, resolve_device
 from jobs.publish import publish_run
 from jobs.runtime import Runtime
 from jobs.score import score_partition
-from warehouse import features as fstore
+from warehouse.datasets import features as fstore
 from warehouse.errors import OlderRunError, PrescoreError, QualityGateError, RunConflictError, UserError
 
 log = logging.getLogger(__name__)

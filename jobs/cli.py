@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.progress import progress_bar
-from warehouse import storage
+from warehouse.datasets import storage
 from warehouse.errors import StoreUnavailableError, UserError
 
 if TYPE_CHECKING:
@@ -498,8 +498,8 @@ def lookup(
 @user_errors
 def redis_start() -> None:
     """Start (or reuse) the embedded Redis under PRESCORE_HOME and print its URL."""
-    from warehouse.local_redis import ensure_local_redis
     from warehouse.settings import Settings
+    from warehouse.store import ensure_local_redis
 
     server = ensure_local_redis(Settings().embedded_redis_dir)
     typer.echo(server.url)
@@ -509,8 +509,8 @@ def redis_start() -> None:
 @user_errors
 def redis_stop() -> None:
     """Stop the embedded Redis of PRESCORE_HOME (it saves a snapshot first)."""
-    from warehouse.local_redis import stop_local_redis
     from warehouse.settings import Settings
+    from warehouse.store import stop_local_redis
 
     stopped = stop_local_redis(Settings().embedded_redis_dir)
     err.print("stopped the embedded Redis" if stopped else "no embedded Redis was running")

@@ -30,7 +30,7 @@ from jobs.synth import synth
 from jobs.train import train_model
 from warehouse.catalog import COMMITTED
 from warehouse.errors import UserError
-from warehouse.local_redis import free_port
+from warehouse.store import free_port
 
 DEMO_MODEL = "churn"
 NEW_ENTITY = "NEW-0000000001"

@@ -109,7 +109,7 @@ def project_config(settings: Settings | None = None) -> ProjectConfig:
 
 def partition_date(value: str | dt.date | dt.datetime) -> dt.date:
     """``YYYY-MM-DD`` (or a date, or an aware datetime, taken in UTC) → the partition date."""
-    from warehouse.features import parse_date
+    from warehouse.datasets.features import parse_date
 
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         value = value.astimezone(dt.UTC)
@@ -131,7 +131,7 @@ def _runtime() -> Iterator[Runtime]:
 # ---- nightly scoring ------------------------------------------------------------------------------------
 def feature_partition_ready(model: str, day: str) -> bool:
     """True when the model's feature partition of ``day`` is complete (its ``_SUCCESS`` marker exists)."""
-    from warehouse import features
+    from warehouse.datasets import features
 
     settings = Settings()
     spec = project_config(settings).model(model)
@@ -144,8 +144,8 @@ def feature_partition_ready(model: str, day: str) -> bool:
 @_summarized("validate_contract")
 def validate_features(model: str, day: str) -> dict[str, Any]:
     """Check the partition against its feature-set contract; ``ContractViolationError`` lists every problem."""
-    from warehouse import contracts
-    from warehouse import features as fstore
+    from warehouse.datasets import contracts
+    from warehouse.datasets import features as fstore
 
     settings = Settings()
     config = project_config(settings)
@@ -185,7 +185,7 @@ def publish(model: str, run_id: str, force: bool = False) -> dict[str, Any]:
     """
     from jobs.publish import publish_run
     from warehouse.errors import CatalogError, OlderRunError
-    from warehouse.score_store import ScoreStore
+    from warehouse.store import ScoreStore
 
     with _runtime() as rt:
         run = rt.catalog.get_run(run_id)
@@ -219,10 +219,10 @@ def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[
     with the committed Parquet: same run id and bit-identical float32 scores. ``StoreError`` when not."""
     import numpy as np
 
+    from warehouse.datasets.features import read_parquet
+    from warehouse.datasets.score_files import require_parts
     from warehouse.errors import StoreError
-    from warehouse.features import read_parquet
-    from warehouse.score_files import require_parts
-    from warehouse.score_reader import ScoreReader
+    from warehouse.store import ScoreReader
 
     with _runtime() as rt:
         run = rt.catalog.get_run(run_id)
@@ -264,7 +264,7 @@ def retain_and_record(model: str) -> dict[str, Any]:
     """Apply retention to the model's runs in Redis (keep the current run and ``keep_runs`` rollback targets)
     and return the store status (current run, age, retained runs) for the DAG run's record."""
     from jobs.publish import ORPHAN_AFTER_S, store_status
-    from warehouse.score_store import ScoreStore
+    from warehouse.store import ScoreStore
 
     with _runtime() as rt:
         spec = rt.config.model(model)

@@ -19,7 +19,7 @@ the online writer trimmed before a drain reached them (the stream is bounded in 
 ``warehouse.prediction_stream``) are gone; each drain reports how many since the previous one
 (``lost_to_trimming``, read and reset after a successful drain).
 
-``out_root`` may be on object storage (``warehouse.storage``): step 2 then writes the file straight under its
+``out_root`` may be on object storage (``warehouse.datasets.storage``): step 2 then writes the file straight under its
 name, as one object, which appears whole or not at all (there is no rename to do it with).
 """
 
@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import storage
+from warehouse.datasets import storage
+from warehouse.datasets.storage import ObjectPath, StoragePath
 from warehouse.errors import UserError
 from warehouse.prediction_stream import (
     DELETE_SCRIPT,
@@ -45,8 +46,7 @@ from warehouse.prediction_stream import (
     records_table,
     side_keys,
 )
-from warehouse.redis_conn import UNAVAILABLE_ERRORS, SyncClient, connect, store_error
-from warehouse.storage import ObjectPath, StoragePath
+from warehouse.store import UNAVAILABLE_ERRORS, SyncClient, connect, store_error
 
 LOG_DIR = "prediction_logs"
 LOCK_SUFFIX = ":drain-lock"

@@ -36,11 +36,11 @@ import sqlalchemy as sa
 from jobs.cluster import open_cluster
 from jobs.runtime import Runtime
 from warehouse.catalog import COMMITTED, RunRecord
+from warehouse.datasets.features import read_parquet
+from warehouse.datasets.score_files import committed_parts
+from warehouse.datasets.storage import StoragePath, as_path
 from warehouse.errors import CatalogError, QualityGateError, StoreError
-from warehouse.features import read_parquet
-from warehouse.score_files import committed_parts
-from warehouse.score_store import RunInfo, RunState, ScoreStore
-from warehouse.storage import StoragePath, as_path
+from warehouse.store import RunInfo, RunState, ScoreStore
 from warehouse.store_health import eviction_policies, eviction_problem, inspect, judge, served_after
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def load_part(path: str, model: str, run_id: str, redis_url: str) -> int:
 
 
 def _parts(run: RunRecord) -> list[StoragePath]:
-    """The parts its commit manifest lists (``warehouse.score_files``): an uncommitted output is never loaded."""
+    """The parts its commit manifest lists (``datasets.score_files``): an uncommitted output is never loaded."""
     parts = committed_parts(run.output_path) if run.output_path else None
     if parts is None:
         raise StoreError(f"run {run.run_id} has no committed output at {run.output_path}; rescore the partition")

@@ -39,10 +39,10 @@ from jobs.cluster import open_cluster
 from jobs.publish import load_run, record_flip, refuse_evicting_store, verify_sample, write_parts
 from jobs.runtime import Runtime
 from warehouse.catalog import COMMITTED, RunRecord
+from warehouse.datasets.score_files import run_problem
 from warehouse.errors import CatalogError, PointerMovedError, RestoreRefusedError, StoreError
 from warehouse.model_config import ModelSpec
-from warehouse.score_files import run_problem
-from warehouse.score_store import RunState, ScoreStore
+from warehouse.store import RunState, ScoreStore
 from warehouse.store_health import Health, StoreState, expected_history, inspect, judge
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from warehouse.catalog import Catalog
-from warehouse.local_redis import ensure_local_redis
+from warehouse.datasets.storage import StoragePath
 from warehouse.model_config import ProjectConfig, load_config
 from warehouse.settings import Settings
-from warehouse.storage import StoragePath
+from warehouse.store import ensure_local_redis
 
 if TYPE_CHECKING:
     from warehouse.registry import Registry

@@ -9,11 +9,11 @@ Airflow DAGs all call. Steps:
 4. start a catalog run (refused when another run of the partition is running);
 5. map the row groups over Dask: each worker loads the model once (hash-checked), reads its row groups,
    predicts with ``inplace_predict`` and writes ``part-NNNNN.parquet`` into a staging directory;
-6. commit: the manifest (``warehouse.score_files``: parts and row counts) is written last, then one atomic
+6. commit: the manifest (``warehouse.datasets.score_files``: parts and row counts) is written last, then one atomic
    rename of the staging directory to ``scores/<model>/dt=D/run=<run_id>/``; on any failure the staging
    directory is removed and the run is marked failed with the reason.
 
-With ``PRESCORE_HOME`` on object storage (``warehouse.storage``) there is no rename: the parts are written
+With ``PRESCORE_HOME`` on object storage (``warehouse.datasets.storage``) there is no rename: the parts are written
 straight under ``run=<run_id>/`` and the manifest after the last one is the commit; a failed run's parts are
 deleted, and a crashed one's (no manifest, never read) by the next run of the partition. Workers read features
 and write parts on object storage themselves, and load the model from a hash-checked local copy.
@@ -39,11 +39,11 @@ from jobs import scoring
 from jobs.cluster import ClusterInfo, open_cluster, resolve_device
 from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
-from warehouse import contracts, score_files, storage
-from warehouse import features as fstore
 from warehouse.catalog import COMMITTED, FAILED, RunRecord
+from warehouse.datasets import contracts, score_files, storage
+from warehouse.datasets import features as fstore
+from warehouse.datasets.storage import ObjectPath, StoragePath, sha256_file
 from warehouse.errors import ContractViolationError, PrescoreError, UserError
-from warehouse.storage import ObjectPath, StoragePath, sha256_file
 
 log = logging.getLogger(__name__)
 TASK_ROWS = 1_000_000  # rows per Dask task (whole row groups are never split)
@@ -411,6 +411,6 @@ def _build_report(
 def read_scores(output_path: str | StoragePath, columns: list[str] | None = None) -> pa.Table:
     """All parts of a committed run (local or on object storage), as one table in part order.
 
-    Raises ``PartitionNotFoundError`` when ``output_path`` is not a committed run (see ``warehouse.score_files``).
+    Raises ``PartitionNotFoundError`` when ``output_path`` is not a committed run (``datasets.score_files``).
     """
     return score_files.read_run(output_path, columns)

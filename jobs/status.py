@@ -8,10 +8,10 @@ from typing import Any
 from jobs.publish import store_status
 from jobs.restore import check_model
 from jobs.runtime import Runtime
-from warehouse import features as fstore
+from warehouse.datasets import features as fstore
 from warehouse.errors import StoreUnavailableError
 from warehouse.registry import KINDS
-from warehouse.score_store import ScoreStore
+from warehouse.store import ScoreStore
 
 
 def model_status(rt: Runtime, model: str) -> dict[str, Any]:

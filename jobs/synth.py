@@ -26,7 +26,7 @@ Generation runs in fixed blocks of ``BLOCK_ROWS`` rows, each drawn from its own 
 which chunks are made. Memory is bounded by two chunks of ``chunk_rows`` rows (the one being written and,
 with ``prefetch``, the next; < 0.5 GB peak RSS at 1M-row chunks); each chunk becomes one Parquet row group.
 ``as_of`` is 23:59:59 UTC of the partition's day. Each day's two partitions are staged and promoted atomically
-(``warehouse.features.staged_partition``): labels first, then features.
+(``warehouse.datasets.features.staged_partition``): labels first, then features.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from warehouse import storage
+from warehouse.datasets import storage
+from warehouse.datasets.features import LABEL_COLUMN, label_partition_dir, parse_date, partition_dir, staged_partition
+from warehouse.datasets.storage import StoragePath
 from warehouse.errors import UserError
-from warehouse.features import LABEL_COLUMN, label_partition_dir, parse_date, partition_dir, staged_partition
 from warehouse.model_config import FeatureSetSpec, ProjectConfig, load_config
 from warehouse.settings import DEFAULT_MODELS_FILE
-from warehouse.storage import StoragePath
 
 BLOCK_ROWS = 50_000
 MAX_ENTITIES = 1_000_000_000
@@ -471,7 +471,7 @@ def synth(
     ``prefetch`` generates the next chunk in a helper thread while the current one is written (same output;
     off by default: on the shared 2-core machine it measured no faster, 0.80-0.91M vs 0.88-0.94M rows/s).
     Bad arguments raise ``UserError`` naming the argument. ``root`` may be on object storage (an ``ObjectPath``
-    or a URL, see ``warehouse.storage``): each partition is then rewritten in place, ``_SUCCESS`` last.
+    or a URL, see ``warehouse.datasets.storage``): each partition is then rewritten in place, ``_SUCCESS`` last.
     """
     entities = _positive_int("entities", entities, "pass the number of entities per day, e.g. 100000")
     days = _positive_int("days", days, "pass the number of daily partitions to write, e.g. 3")

@@ -21,7 +21,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
-from warehouse import features as fstore
+from warehouse.datasets import features as fstore
 from warehouse.errors import RegistryError, UserError
 from warehouse.registry import KINDS, Registry
 

@@ -35,7 +35,7 @@ from online.metrics import CONTENT_TYPE
 from online.policy import Source
 from online.reader import JSON, Reader, json_object
 from online.settings import OnlineSettings
-from warehouse.score_layout import MAX_ENTITY_ID_BYTES
+from warehouse.store import MAX_ENTITY_ID_BYTES
 
 DOCS_ASSETS = "/docs/assets"  # swagger-ui-bundle.js, swagger-ui.css, favicon.png
 OPEN_PATHS = frozenset(

@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
+from warehouse.datasets.storage import StoragePath
 from warehouse.registry import Registry
-from warehouse.storage import StoragePath
 
 SUPPORTED_OBJECTIVE = "binary:logistic"
 # Nested ``if`` blocks: the tokenizer allows 100 indentation levels.

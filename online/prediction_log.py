@@ -29,7 +29,7 @@ from warehouse.prediction_stream import (
     encode_entry,
     side_keys,
 )
-from warehouse.redis_conn import AsyncClient
+from warehouse.store import AsyncClient
 
 log = logging.getLogger("prescore.online.prediction_log")
 

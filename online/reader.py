@@ -40,13 +40,18 @@ from online.prediction_log import PredictionLog, effective_budget, server_maxmem
 from online.settings import OnlineSettings
 from online.store_watch import StoreWatch
 from warehouse.errors import ConfigError, RegistryError, StoreAuthError, StoreError, StoreUnavailableError
-from warehouse.local_redis import ensure_local_redis
 from warehouse.model_config import ModelSpec, load_config
 from warehouse.prediction_stream import Record
-from warehouse.redis_conn import connect_async, store_error
 from warehouse.registry import Registry
-from warehouse.score_layout import MAX_ENTITY_ID_BYTES, StoredScore, validate_name
-from warehouse.score_reader import AsyncScoreReader
+from warehouse.store import (
+    AsyncScoreReader,
+    StoredScore,
+    connect_async,
+    ensure_local_redis,
+    entity_id_problem,
+    store_error,
+    validate_name,
+)
 
 log = logging.getLogger("prescore.online")
 JSON = "application/json"
@@ -116,21 +121,12 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
 
 
 def check_entity_id(value: Any, where: str = "entity_id") -> str:
-    """The store's id rule: 1-128 UTF-8 bytes, no control characters (C0, DEL, C1)."""
+    """The store's id rule (``warehouse.store.entity_id_problem``), as a 422 naming the field."""
     if type(value) is not str:
         raise InvalidInput(where, f"must be a string, got {_json_type(value)}")
-    if value.isascii() and value.isprintable() and 0 < len(value) <= MAX_ENTITY_ID_BYTES:
-        return value
-    if not value:
-        raise InvalidInput(where, "must not be empty")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidInput(where, "is not valid Unicode") from None
-    if size > MAX_ENTITY_ID_BYTES:
-        raise InvalidInput(where, f"is {size} UTF-8 bytes long; at most {MAX_ENTITY_ID_BYTES}")
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
-        raise InvalidInput(where, "contains a control character")
+    problem = entity_id_problem(value)
+    if problem is not None:
+        raise InvalidInput(where, problem)
     return value
 
 
@@ -253,10 +249,12 @@ class Reader:
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             self.breaker.failure()
             problem = store_error("checking readiness", exc)
-            refused = str(problem) if isinstance(problem, StoreAuthError) else None
-            if refused and refused != self.store_refused:
-                log.error("%s", refused)  # a configuration error: say it once, not per request
-            self.store_refused = refused
+            if isinstance(problem, StoreAuthError):
+                if str(problem) != self.store_refused:
+                    log.error("%s", problem)  # a configuration error: say it once, not per request
+                self.store_refused = str(problem)
+            # A timeout or a dropped connection says nothing about the credentials: a refusal already seen stands
+            # until a PING succeeds, so /readyz keeps naming the real cause through a slow probe.
             return False
         self.breaker.success()
         self.redis_seen = True
@@ -376,13 +374,7 @@ class Reader:
     async def score_one(self, request: Request, model: str, entity_id: Any, features: Any, route: str) -> Response:
         t0 = time.perf_counter()
         m = self.model(model)
-        if not (
-            type(entity_id) is str
-            and entity_id.isascii()
-            and entity_id.isprintable()
-            and 0 < len(entity_id) <= MAX_ENTITY_ID_BYTES
-        ):
-            check_entity_id(entity_id)
+        check_entity_id(entity_id)
         values = None if features is None else check_features(m, features)
         request_id = self.request_id(request)
         stored, answered, store = None, False, self.store

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from online.settings import OnlineSettings
 from warehouse.catalog import Catalog, PointerRecord
 from warehouse.errors import CatalogError, ConfigError, StoreError, StoreUnavailableError
-from warehouse.redis_conn import AsyncClient
+from warehouse.store import AsyncClient
 from warehouse.store_health import Health, StoreState, eviction_policies_async, eviction_problem, inspect_async, judge
 
 log = logging.getLogger("prescore.online.store")

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 import yaml
 
 from tests.support.clock import END
-from warehouse.local_redis import RedisProcess, start_redis
 from warehouse.settings import DEFAULT_MODELS_FILE, Settings
+from warehouse.store.local_server import RedisProcess, start_redis
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PRESCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

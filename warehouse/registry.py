@@ -10,7 +10,7 @@ Contract: ``load`` returns a booster only if the artifact's sha256 equals the ma
 feature list is the one the models file declares for this model and kind (same names, same order);
 otherwise ``RegistryError`` saying which check failed and what to do (retrain, or restore the file).
 
-On object storage (``root`` an ``ObjectPath``, see ``warehouse.storage``): ``register`` uploads the artifact and
+On object storage (``root`` an ``ObjectPath``, ``datasets.storage``): ``register`` uploads the artifact and
 writes the manifest last (a version without a manifest is not listed), ``production.json`` is replaced by one
 PUT, and ``load`` hash-checks and loads a local copy of the artifact (``storage.local_copy``): xgboost only ever
 reads a local file whose sha256 equals the manifest's.
@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 import xgboost as xgb
 
-from warehouse import storage
+from warehouse.datasets import storage
+from warehouse.datasets.storage import ObjectPath, StoragePath, sha256_file
 from warehouse.errors import RegistryError
-from warehouse.storage import ObjectPath, StoragePath, sha256_file
 
 Kind = Literal["primary", "fallback"]
 KINDS: tuple[Kind, ...] = ("primary", "fallback")

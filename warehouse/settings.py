@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warehouse.datasets.storage import ObjectPath, StoragePath, is_url
 from warehouse.errors import ConfigError
-from warehouse.storage import ObjectPath, StoragePath, is_url
 
 DEFAULT_MODELS_FILE = Path(__file__).parent / "defaults" / "models.yaml"
 
@@ -22,13 +22,13 @@ class Settings(BaseSettings):
     """Process-wide settings.
 
     - ``home``: warehouse root (features, scores, models, SQLite catalog, embedded Redis). A local path, or an
-      fsspec URL (``s3://bucket/prefix``, see ``warehouse.storage``): then features, labels, scores, models and
+      fsspec URL (``s3://bucket/prefix``, see ``warehouse.datasets.storage``): then features, labels, scores, models and
       prediction logs live on object storage, and what needs a local disk or a server cannot: ``catalog_url``
       and ``redis_url`` are required (``check_remote_home``), and machine-local state (the API's pid file, the
       demo's Airflow home) goes to ``state_dir``.
     - ``state_dir``: machine-local state when ``home`` is a URL (default ``.prescore`` in the working
       directory); with a local ``home`` it is ``home`` itself and this setting is ignored.
-    - ``redis_url``: unset → prescore runs its own Redis under ``home`` (see ``warehouse.local_redis``).
+    - ``redis_url``: unset → prescore runs its own Redis under ``home`` (see ``warehouse.store.local_server``).
     - ``catalog_url``: unset → ``sqlite:///<home>/catalog.db``.
     - ``dask_address``: unset → a local cluster; ``auto`` → dask-cuda when a GPU is visible; else a scheduler.
     - ``models_file``: unset → the embedded demo models file (model ``churn`` on ``customer_daily``).

@@ -25,9 +25,8 @@ from enum import StrEnum
 from redis.exceptions import RedisError, ResponseError
 
 from warehouse.catalog import PointerRecord
-from warehouse.redis_conn import AsyncClient, SyncClient, is_cluster, unavailable
-from warehouse.redis_conn import text as _text
-from warehouse.score_layout import RunInfo, store_key
+from warehouse.store import AsyncClient, RunInfo, SyncClient, is_cluster, store_key, unavailable
+from warehouse.store import text as _text
 
 SAMPLE_BUCKETS = 64  # buckets checked per inspection: a node owning a third of the slots is missed with p < 1e-11
 # Policies that evict keys without a TTL, i.e. score buckets, under memory pressure.

@@ -37,13 +37,12 @@ from jobs.retention.rules import (
 )
 from jobs.runtime import Runtime
 from jobs.serve import api_log
-from warehouse import score_files, storage
 from warehouse.catalog import ABANDON_AFTER_S, COMMITTED, EXPIRED, FAILED, POINTER_ACTIONS, RUNNING, Catalog, RunRecord
+from warehouse.datasets import score_files, storage
+from warehouse.datasets.storage import ObjectPath, StoragePath
 from warehouse.errors import CatalogError, StoreError
-from warehouse.local_redis import running_local_redis
 from warehouse.registry import KINDS
-from warehouse.score_store import ScoreStore
-from warehouse.storage import ObjectPath, StoragePath
+from warehouse.store import ScoreStore, running_local_redis
 from warehouse.store_health import expected_history
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from warehouse.catalog import RunRecord
-from warehouse.score_layout import RunInfo, RunState
+from warehouse.store import RunInfo, RunState
 
 REDIS_RUNS = "redis.runs"
 SCORES = "scores"

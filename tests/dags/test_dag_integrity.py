@@ -29,7 +29,7 @@ EXPECTED = {
     "prescore_reconcile",
 }
 HEAVY = ("dask", "distributed", "xgboost", "sklearn", "pyarrow", "redis", "jobs.runtime", "jobs.score",
-         "jobs.publish", "warehouse.catalog", "warehouse.score_store", "warehouse.registry")  # fmt: skip
+         "jobs.publish", "warehouse.catalog", "warehouse.store.score_store", "warehouse.registry")  # fmt: skip
 
 NO_IO_PARSE = textwrap.dedent(
     """

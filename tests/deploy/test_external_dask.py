@@ -13,7 +13,7 @@ import pytest
 from jobs.runtime import Runtime
 from jobs.score import RunReport, read_scores, score_partition
 from tests.conftest import END
-from warehouse import features as fstore
+from warehouse.datasets import features as fstore
 from warehouse.settings import Settings
 
 pytestmark = pytest.mark.slow

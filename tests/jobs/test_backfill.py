@@ -20,10 +20,10 @@ from jobs.publish import publish_run, store_status
 from jobs.runtime import Runtime
 from jobs.score import score_partition, scores_partition_dir
 from tests.jobs.conftest import END
-from warehouse import features as fstore
 from warehouse.catalog import COMMITTED
+from warehouse.datasets import features as fstore
 from warehouse.errors import UserError
-from warehouse.local_redis import free_port
+from warehouse.store.local_server import free_port
 
 START = END - dt.timedelta(days=3)
 runner = CliRunner()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from tests.jobs.conftest import END
-from warehouse.local_redis import RedisProcess, free_port
+from warehouse.store.local_server import RedisProcess, free_port
 
 runner = CliRunner()
 

@@ -22,8 +22,8 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition
 from tests.conftest import END
 from tests.support.listeners import ListenerWatch, is_loopback, listening
-from warehouse.local_redis import stop_local_redis
 from warehouse.settings import Settings
+from warehouse.store.local_server import stop_local_redis
 
 
 def _settings(tmp_path: Path, **kw: object) -> Settings:

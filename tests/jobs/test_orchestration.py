@@ -16,7 +16,7 @@ from jobs.runtime import Runtime
 from tests.support.clock import iso
 from warehouse.catalog import COMMITTED
 from warehouse.errors import PartitionNotFoundError, PrescoreError, StoreError
-from warehouse.score_store import ScoreStore
+from warehouse.store.score_store import ScoreStore
 
 MODEL = "churn"
 

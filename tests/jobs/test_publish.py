@@ -13,7 +13,7 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition
 from tests.jobs.conftest import END
 from warehouse.errors import CatalogError, OlderRunError, QualityGateError, StoreError
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.store.score_store import ScoreReader, ScoreStore
 
 PREV = END - dt.timedelta(days=1)
 

@@ -20,10 +20,10 @@ from jobs.retention import apply_retention
 from jobs.runtime import Runtime
 from jobs.score import RunReport, score_partition
 from tests.support.clock import day
+from warehouse.datasets.score_files import read_run, remove_run
 from warehouse.errors import RestoreRefusedError, StoreError
-from warehouse.score_files import read_run, remove_run
-from warehouse.score_layout import store_key
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.store.layout import store_key
+from warehouse.store.score_store import ScoreReader, ScoreStore
 from warehouse.store_health import StoreState
 
 MODEL = "churn"

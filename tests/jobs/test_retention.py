@@ -54,11 +54,11 @@ from jobs.score import read_scores, score_partition
 from jobs.serve import api_log
 from tests.jobs.conftest import END
 from warehouse.catalog import ABANDONED, COMMITTED, EXPIRED, FAILED, RunRecord
+from warehouse.datasets.score_files import remove_run
 from warehouse.errors import CatalogError, RegistryError
-from warehouse.local_redis import ensure_local_redis, free_port, stop_local_redis
-from warehouse.score_files import remove_run
-from warehouse.score_store import ScoreReader, ScoreStore
 from warehouse.settings import DEFAULT_MODELS_FILE, Settings
+from warehouse.store.local_server import ensure_local_redis, free_port, stop_local_redis
+from warehouse.store.score_store import ScoreReader, ScoreStore
 
 MODEL = "churn"
 runner = CliRunner()

@@ -1,6 +1,6 @@
-"""Retention with ``PRESCORE_HOME`` on object storage (moto's S3 server, as in tests/warehouse/test_object_storage.py):
-no renames there, so a score run leaves by its manifest first, a registry version by its manifest first, and the
-age of a crashed writer's prefix is its newest object's time."""
+"""Retention with ``PRESCORE_HOME`` on object storage (moto's S3 server, as in
+tests/warehouse/datasets/test_storage.py): no renames there, so a score run leaves by its manifest first, a
+registry version by its manifest first, and the age of a crashed writer's prefix is its newest object's time."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition, scores_partition_dir
 from tests.jobs.test_retention import MODEL, _register, clock, configure, day, removed
 from tests.support.clock import TODAY
-from tests.warehouse.test_object_storage import aws_env, s3_endpoint, s3_rt, s3_template  # noqa: F401
-from warehouse import score_files
-from warehouse.storage import ObjectPath
+from tests.warehouse.datasets.test_storage import aws_env, s3_endpoint, s3_rt, s3_template  # noqa: F401
+from warehouse.datasets import score_files
+from warehouse.datasets.storage import ObjectPath
 
 
 def test_retention_on_object_storage(s3_rt: Runtime, tmp_path: Path) -> None:  # noqa: F811

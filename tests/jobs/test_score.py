@@ -20,8 +20,8 @@ from jobs import score as score_mod
 from jobs.runtime import Runtime
 from jobs.score import read_scores, score_partition, scores_partition_dir
 from tests.jobs.conftest import END
-from warehouse import features as fstore
 from warehouse.catalog import FAILED
+from warehouse.datasets import features as fstore
 from warehouse.errors import (
     ContractViolationError,
     PartitionNotFoundError,

@@ -22,7 +22,7 @@ from jobs.score import score_partition
 from jobs.serve import http_json, running_server
 from tests.jobs.conftest import END
 from tests.support.listeners import listening
-from warehouse.local_redis import free_port
+from warehouse.store.local_server import free_port
 
 runner = CliRunner()
 

@@ -12,15 +12,15 @@ import pyarrow.compute as pc
 import pytest
 
 from jobs.synth import SynthReport, new_entity_count, synth
-from warehouse.contracts import validate_partition
-from warehouse.errors import UnknownFeatureSetError, UserError
-from warehouse.features import (
+from warehouse.datasets.contracts import validate_partition
+from warehouse.datasets.features import (
     SUCCESS_MARKER,
     available_dates,
     available_label_dates,
     read_labels,
     read_partition,
 )
+from warehouse.errors import UnknownFeatureSetError, UserError
 from warehouse.model_config import FeatureSetSpec, FeatureSpec, load_config
 from warehouse.settings import DEFAULT_MODELS_FILE
 

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from online.app import create_app
 from online.settings import OnlineSettings
 from warehouse.registry import Registry
-from warehouse.score_store import ScoreStore
+from warehouse.store.score_store import ScoreStore
 
 MODEL = "churn"
 FEATURES = [f"f0{i}" for i in range(8)]

@@ -24,7 +24,7 @@ import uvicorn
 from online.app import create_app
 from online.settings import OnlineSettings
 from tests.online.conftest import FEATURES, MODEL
-from warehouse.local_redis import free_port
+from warehouse.store.local_server import free_port
 
 LIMIT = 1 << 20  # PRESCORE_MAX_BODY_BYTES (the default)
 BATCH = f"/v1/scores/{MODEL}/batch"

@@ -21,7 +21,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from online.app import TAGS, create_app
 from online.settings import OnlineSettings
 from tests.support.browser import chromium_binary, dump_dom
-from warehouse.local_redis import free_port
+from warehouse.store.local_server import free_port
 
 pytestmark = pytest.mark.slow
 

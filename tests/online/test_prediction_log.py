@@ -20,9 +20,9 @@ from online.prediction_log import PredictionLog, effective_budget, server_maxmem
 from online.settings import OnlineSettings
 from tests.online.conftest import MODEL, now_utc, serve
 from warehouse.errors import ConfigError
-from warehouse.local_redis import RedisProcess
 from warehouse.prediction_stream import MIN_BUDGET_BYTES, STREAM_KEY, Record, side_keys
-from warehouse.score_store import ScoreStore
+from warehouse.store.local_server import RedisProcess
+from warehouse.store.score_store import ScoreStore
 
 MIB = 1 << 20
 CHUNK = 100_000

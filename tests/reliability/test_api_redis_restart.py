@@ -23,7 +23,7 @@ import pytest
 
 from jobs.serve import running_server, start_detached, stop_detached
 from tests.online.conftest import FEATURES, MODEL, now_utc
-from warehouse.local_redis import RedisProcess, free_port
+from warehouse.store.local_server import RedisProcess, free_port
 
 TIMEOUT_MS = 50  # PRESCORE_REDIS_TIMEOUT_MS (the default)
 # The answer budget: a Redis call on the request path makes at most two attempts (redis-py's one immediate retry),

@@ -18,7 +18,7 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition
 from tests.conftest import END
 from warehouse.errors import StoreError
-from warehouse.score_store import MAX_FUTURE_AS_OF_S, ScoreStore
+from warehouse.store.score_store import MAX_FUTURE_AS_OF_S, ScoreStore
 
 MODEL = "churn"
 

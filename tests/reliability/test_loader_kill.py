@@ -1,6 +1,6 @@
 """A loader process SIGKILLed while it loads a second run, with a reader reading the whole time.
 
-Complements ``tests/warehouse/test_score_store.py::test_loader_killed_mid_load_is_cleaned_up`` (a forked loader,
+Complements ``tests/warehouse/store/test_score_store.py::test_loader_killed_mid_load_is_cleaned_up`` (a forked loader,
 reads checked after the kill): here the loader is a separate interpreter, and a concurrent reader thread checks
 every ``get_many`` before, during and after the kill for a half-visible run.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from warehouse.score_layout import encode_score, store_key
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.store.layout import encode_score, store_key
+from warehouse.store.score_store import ScoreReader, ScoreStore
 
 MODEL = "churn"
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ LOADER = f"""
 import sys, time
 from datetime import UTC, datetime, timedelta
 import numpy as np
-from warehouse.score_store import ScoreStore
+from warehouse.store.score_store import ScoreStore
 
 store = ScoreStore.from_url(sys.argv[1])
 rows = 1_000_000

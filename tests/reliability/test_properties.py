@@ -6,7 +6,7 @@
   interpreter with another hash seed.
 - ``online.policy.decide``: the rung follows the documented ladder, and an older score never gets a better rung.
 - Contracts: random bad values in a random feature are reported under that feature's name, with the right count,
-  by ``warehouse.contracts`` and by the online input check.
+  by ``warehouse.datasets.contracts`` and by the online input check.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from hypothesis import strategies as st
 from online.errors import InvalidInput
 from online.policy import Rung, Source, decide
 from online.reader import ModelRuntime, check_features
-from warehouse.contracts import require_valid_table, validate
+from warehouse.datasets.contracts import require_valid_table, validate
 from warehouse.errors import ContractViolationError
 from warehouse.model_config import FeatureSetSpec, FeatureSpec, load_config
-from warehouse.score_layout import MAX_ENTITY_ID_BYTES, bucket_of, buckets, crc32s, encode_score, id_array
-from warehouse.score_store import ScoreReader, ScoreStore
 from warehouse.settings import DEFAULT_MODELS_FILE
+from warehouse.store.layout import MAX_ENTITY_ID_BYTES, bucket_of, buckets, crc32s, encode_score, id_array
+from warehouse.store.score_store import ScoreReader, ScoreStore
 
 MODEL = "churn"
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def test_bucket_of_is_stable_across_processes() -> None:
 
     collect()
     code = (
-        "import json, sys\nfrom warehouse.score_layout import bucket_of\n"
+        "import json, sys\nfrom warehouse.store.layout import bucket_of\n"
         "print(json.dumps([bucket_of(e.encode(), n) for e, n in json.load(sys.stdin)]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "4242", "PYTHONPATH": str(ROOT)}

@@ -36,11 +36,12 @@ from jobs.serve import start_detached, stop_detached
 from online.settings import OnlineSettings
 from tests.online.conftest import serve
 from tests.support.clock import day
+from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
+from warehouse.datasets.score_files import read_run
 from warehouse.errors import StoreUnavailableError
-from warehouse.local_redis import RedisClusterProcesses, RedisProcess, free_port, start_redis, start_redis_cluster
-from warehouse.score_files import read_run
-from warehouse.score_layout import store_key
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.store.layout import store_key
+from warehouse.store.local_server import RedisProcess, free_port, start_redis
+from warehouse.store.score_store import ScoreReader, ScoreStore
 from warehouse.store_health import StoreState
 
 MODEL = "churn"

@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 from tests.online.conftest import MODEL, now_utc
 from tests.reliability.async_reads import async_refusal, async_score
 from warehouse.errors import StoreAuthError, StoreUnavailableError
-from warehouse.local_redis import RedisProcess, free_port
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.store.local_server import RedisProcess, free_port
+from warehouse.store.score_store import ScoreReader, ScoreStore
 
 PASSWORD = "tls-Pa55-word-6b1e"
 

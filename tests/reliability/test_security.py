@@ -22,9 +22,9 @@ from online.settings import OnlineSettings
 from tests.online.conftest import FEATURES, MODEL, now_utc, serve
 from tests.reliability.async_reads import async_refusal, async_score
 from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
-from warehouse.local_redis import RedisProcess
 from warehouse.prediction_stream import STREAM_KEY
-from warehouse.score_store import ScoreReader, ScoreStore
+from warehouse.store.local_server import RedisProcess
+from warehouse.store.score_store import ScoreReader, ScoreStore
 
 API_KEY = "reader-K3y-7f1c0e9d"
 WRONG_KEY = "n0t-the-K3y-52ab"

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from warehouse.catalog import PointerRecord
-from warehouse.score_layout import RunInfo, RunState, store_key
-from warehouse.score_store import ScoreStore
+from warehouse.store.layout import RunInfo, RunState, store_key
+from warehouse.store.score_store import ScoreStore
 from warehouse.store_health import (
     StoreCheck,
     StoreState,

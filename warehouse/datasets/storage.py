@@ -16,7 +16,7 @@ Contract of ``ObjectPath``:
 - there are no directories: ``mkdir`` does nothing, a "directory" exists while an object lies under it;
 - what the commits rely on: one object appears whole or not at all (a PUT, or a multipart upload when it
   completes), and a read after a write or a delete sees it (S3 is strongly consistent). Multi-file commits
-  are made by a marker written last (``warehouse.features``, ``warehouse.score_files``).
+  are made by a marker written last (``warehouse.datasets.features``, ``warehouse.datasets.score_files``).
 
 Parquet goes through ``arrow(path)``: ``(path, None)`` for a local path — pyarrow's own local I/O, exactly as
 before — or ``(key, pyarrow.fs.PyFileSystem(FSSpecHandler(fs)))`` for the ``filesystem=`` argument.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import redis
 
-from warehouse.local_redis import ensure_local_redis, running_local_redis, stop_local_redis
+from warehouse.store.local_server import ensure_local_redis, running_local_redis, stop_local_redis
 
 
 def test_embedded_redis_is_reused_and_stopped(tmp_path: Path) -> None:

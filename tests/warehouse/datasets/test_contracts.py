@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from warehouse.contracts import Violation, require_valid, summarize, validate, validate_partition
+from warehouse.datasets.contracts import Violation, require_valid, summarize, validate, validate_partition
+from warehouse.datasets.features import partition_dir, write_partition_atomically
 from warehouse.errors import (
     ContractViolationError,
     PartitionNotFoundError,
     PartitionUnreadableError,
     UnknownFeatureSetError,
 )
-from warehouse.features import partition_dir, write_partition_atomically
 from warehouse.model_config import FeatureSetSpec, FeatureSpec, load_config
 from warehouse.settings import DEFAULT_MODELS_FILE
 

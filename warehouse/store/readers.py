@@ -7,11 +7,11 @@ cached in process and re-read at most every ``refresh_s`` (piggy-backed on a loo
 a publish is visible to every reader within 1 s. Invalid ids raise ``StoreError``; an unreachable Redis raises
 ``StoreUnavailableError``.
 
-Redis Cluster (a URL with ``?cluster=true``, see ``warehouse.redis_conn``): ``from_url`` returns readers over
+Redis Cluster (a URL with ``?cluster=true``, see ``warehouse.store.connection``): ``from_url`` returns readers over
 ``RedisCluster`` clients; ``get`` is still one HGET to the node that owns the bucket; ``get_many`` pipelines one
 HMGET per bucket, grouped per node and sent to every node at once (one round trip, in parallel); the pointer keys
 live on the node of the ``{model}`` hash tag. The single-server path is unchanged. The writer side
-(``warehouse.score_store``) shares the layout in ``warehouse.score_layout``.
+(``warehouse.store.score_store``) shares the layout in ``warehouse.store.layout``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisClusterException
 
-from warehouse.redis_conn import (
+from warehouse.store.connection import (
     UNAVAILABLE_ERRORS,
     AsyncClient,
     SyncClient,
@@ -32,9 +32,9 @@ from warehouse.redis_conn import (
     connect_async,
     store_error,
 )
-from warehouse.redis_conn import text as _text
-from warehouse.redis_conn import unavailable as _unavailable
-from warehouse.score_layout import (
+from warehouse.store.connection import text as _text
+from warehouse.store.connection import unavailable as _unavailable
+from warehouse.store.layout import (
     RunInfo,
     StoredScore,
     assemble,

@@ -33,10 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from warehouse.datasets.features import parquet_file, partition_dir, partition_files
+from warehouse.datasets.storage import StoragePath
 from warehouse.errors import ContractViolationError, PartitionUnreadableError
-from warehouse.features import parquet_file, partition_dir, partition_files
 from warehouse.model_config import FeatureSetSpec, FeatureSpec
-from warehouse.storage import StoragePath
 
 ViolationKind = Literal[
     "missing_column", "wrong_dtype", "out_of_range", "too_many_nulls", "null_entity", "duplicate_entity"

@@ -9,8 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from warehouse.errors import PartitionNotFoundError, UserError
-from warehouse.features import (
+from warehouse.datasets.features import (
     SUCCESS_MARKER,
     available_dates,
     available_label_dates,
@@ -24,6 +23,7 @@ from warehouse.features import (
     staged_partition,
     write_partition_atomically,
 )
+from warehouse.errors import PartitionNotFoundError, UserError
 
 DAY = dt.date(2026, 11, 20)
 FS = "customer_daily"

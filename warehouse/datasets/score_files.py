@@ -29,9 +29,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from warehouse.datasets.features import parquet_file, read_parquet
+from warehouse.datasets.storage import ObjectPath, StoragePath, as_path, rmtree
 from warehouse.errors import PartitionNotFoundError
-from warehouse.features import parquet_file, read_parquet
-from warehouse.storage import ObjectPath, StoragePath, as_path, rmtree
 
 MANIFEST = "_SUCCESS"
 PART_GLOB = "part-*.parquet"

@@ -1,8 +1,8 @@
 """Wire encodings of bulk writes to the Redis score store: batches grouped by bucket, RESP-encoded ``HSET``
 commands, and ``RESTORE`` payloads (a listpack-encoded hash in RDB format with its CRC-64) built client-side.
 
-Pure functions over pyarrow/numpy buffers, no I/O: ``warehouse.score_writer`` sends what they build through
-``warehouse.bulk_pipeline``. The bucket of an id and the key names come from ``warehouse.score_layout``.
+Pure functions over pyarrow/numpy buffers, no I/O: ``warehouse.store.writer`` sends what they build through
+``warehouse.store.pipeline``. The bucket of an id and the key names come from ``warehouse.store.layout``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from warehouse.score_layout import (
+from warehouse.store.layout import (
     MAX_ENTITY_ID_BYTES,
     SCORE_BYTES,
     binary_array,

@@ -18,7 +18,7 @@ import redis
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from warehouse.errors import StoreUnavailableError
-from warehouse.redis_conn import SyncClient, unavailable
+from warehouse.store.connection import SyncClient, unavailable
 
 REDIRECT_ATTEMPTS = 5  # cluster: resends of commands redirected by a moving slot (backoff 0.05 s, doubling)
 # encode(None) → every command; encode(positions) → those of keys[k] for k in positions, in that order. Each item is

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 
 from warehouse.catalog import COMMITTED, FAILED, Base, Catalog
 from warehouse.errors import CatalogError, RunConflictError
-from warehouse.local_redis import free_port
+from warehouse.store.local_server import free_port
 
 DAY = dt.date(2026, 11, 20)
 

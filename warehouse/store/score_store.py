@@ -2,15 +2,15 @@
 
 Contract (the jobs layer and the online reader use only this):
 
-- A run ``(model, run_id)`` lives in its own namespace (``warehouse.score_layout``) and moves through
+- A run ``(model, run_id)`` lives in its own namespace (``warehouse.store.layout``) and moves through
   ``loading → loaded → published → retired``; ``create_run`` → ``RunWriter.write_batch`` (from any number of
   processes at once) → ``finalize_run`` (counts) → ``sample_check`` → ``publish``.
 - ``publish`` is one atomic pointer change; readers see the old run or the new one, never a mix. The current run
   and the ``keep_runs`` previously published runs stay loaded for an instant ``rollback``; ``cleanup`` removes older
   runs, runs of crashed loaders, and leftovers of interrupted cleanups.
-- Readers (``ScoreReader``, ``AsyncScoreReader``) live in ``warehouse.score_reader``, the writer (``RunWriter``) in
-  ``warehouse.score_writer``, both re-exported here; bulk commands go through ``warehouse.bulk_pipeline``.
-- Redis Cluster (``PRESCORE_REDIS_URL`` with ``?cluster=true``, see ``warehouse.redis_conn``) keeps every
+- Readers (``ScoreReader``, ``AsyncScoreReader``) live in ``warehouse.store.readers``, the writer (``RunWriter``) in
+  ``warehouse.store.writer``, both re-exported here; bulk commands go through ``warehouse.store.pipeline``.
+- Redis Cluster (``PRESCORE_REDIS_URL`` with ``?cluster=true``, see ``warehouse.store.connection``) keeps every
   guarantee above: create, finalize, publish, rollback and cleanup are WATCH/MULTI transactions on the one node that
   owns the model's ``{model}`` hash tag; bulk writes (HSET/RESTORE) and counts (HLEN) are grouped by the node of each
   bucket key and pipelined to every node at once (commands redirected by a moving slot are resent after the slot
@@ -37,12 +37,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from warehouse.bulk_pipeline import BulkPipeline, raise_first_error
 from warehouse.errors import OlderRunError, PointerMovedError, StoreError, StoreUnavailableError
-from warehouse.redis_conn import SyncClient, connect
-from warehouse.redis_conn import text as _text
-from warehouse.redis_conn import unavailable as _unavailable
-from warehouse.score_layout import (
+from warehouse.store.connection import SyncClient, connect
+from warehouse.store.connection import text as _text
+from warehouse.store.connection import unavailable as _unavailable
+from warehouse.store.layout import (
     RunInfo,
     RunState,
     StoredScore,
@@ -57,9 +56,10 @@ from warehouse.score_layout import (
     to_utc,
     validate_name,
 )
-from warehouse.score_reader import AsyncScoreReader, ScoreLookup, ScoreReader  # re-exported: one import for both
-from warehouse.score_wire import resp
-from warehouse.score_writer import IdsLike, RunWriter, ScoresLike
+from warehouse.store.pipeline import BulkPipeline, raise_first_error
+from warehouse.store.readers import AsyncScoreReader, ScoreLookup, ScoreReader  # re-exported: one import for both
+from warehouse.store.wire import resp
+from warehouse.store.writer import IdsLike, RunWriter, ScoresLike
 
 __all__ = [
     "AsyncScoreReader",

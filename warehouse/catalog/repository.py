@@ -1,4 +1,4 @@
-"""The run catalog: model versions, score runs and publications, in SQLite (default) or PostgreSQL.
+"""The run catalog (``Catalog``): model versions, score runs and publications, in SQLite (default) or PostgreSQL.
 
 Contract:
 - ``Catalog.open(url)`` connects, upgrades the schema to the newest Alembic revision, and raises
@@ -15,163 +15,31 @@ Contract:
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Session, sessionmaker
 
+from warehouse.catalog.records import PointerRecord, RunRecord, new_run_id, redact
+from warehouse.catalog.tables import (
+    ABANDON_AFTER_S,
+    ABANDONED,
+    COMMITTED,
+    EXPIRED,
+    FAILED,
+    POINTER_ACTIONS,
+    RUNNING,
+    ModelVersion,
+    Publication,
+    ScoreRun,
+    utcnow,
+)
 from warehouse.errors import CatalogError, RunConflictError
-
-RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
-# Publication actions that name the run the Redis pointer moved to (newest first, their newest is the live run).
-POINTER_ACTIONS = ("publish", "rollback", "reconcile", "restore")
-EXPIRED = "expired"  # a tombstone: retention is removing the run's Parquet (see the module docstring)
-ABANDONED = "abandoned (no heartbeat)"
-ABANDON_AFTER_S = 6 * 3600.0  # a running run without a heartbeat for this long is dead (longer than any job's timeout)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Stores UTC; always returns aware datetimes (SQLite drops the zone otherwise)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the catalog; pass a UTC-aware datetime")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ModelVersion(Base):
-    __tablename__ = "model_versions"
-    __table_args__ = (sa.UniqueConstraint("model", "kind", "version", name="uq_model_versions"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model: Mapped[str] = mapped_column(sa.String(128), index=True)
-    kind: Mapped[str] = mapped_column(sa.String(16))
-    version: Mapped[str] = mapped_column(sa.String(64))
-    sha256: Mapped[str] = mapped_column(sa.String(64))
-    artifact_path: Mapped[str] = mapped_column(sa.Text)
-    features: Mapped[list[str]] = mapped_column(sa.JSON)
-    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    training_window: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-
-
-class ScoreRun(Base):
-    __tablename__ = "score_runs"
-    __table_args__ = (
-        sa.Index(
-            "uq_score_runs_one_running",
-            "model",
-            "partition_date",
-            unique=True,
-            sqlite_where=sa.text("status = 'running'"),
-            postgresql_where=sa.text("status = 'running'"),
-        ),
-    )
-
-    run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    model: Mapped[str] = mapped_column(sa.String(128), index=True)
-    model_version: Mapped[str] = mapped_column(sa.String(64))
-    partition_date: Mapped[dt.date] = mapped_column(sa.Date)
-    status: Mapped[str] = mapped_column(sa.String(16))
-    device: Mapped[str] = mapped_column(sa.String(16), default="cpu")
-    rows_in: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
-    rows_out: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
-    input_fingerprint: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    output_path: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    timings: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    report: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-
-
-class Publication(Base):
-    __tablename__ = "publications"
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    model: Mapped[str] = mapped_column(sa.String(128), index=True)
-    action: Mapped[str] = mapped_column(sa.String(16))  # POINTER_ACTIONS, or blocked
-    run_id: Mapped[str] = mapped_column(sa.String(64))
-    previous_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    forced: Mapped[bool] = mapped_column(sa.Boolean, default=False)
-    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-
-
-@dataclass(frozen=True)
-class PointerRecord:
-    """A publication that moved (or restored) the Redis pointer: which run it named and when (``at``, UTC: the
-    time of the pointer change itself, as the store stamped it)."""
-
-    model: str
-    action: str
-    run_id: str
-    previous_run_id: str | None
-    at: dt.datetime
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A read-only copy of a score run row (safe to use after the session closes)."""
-
-    run_id: str
-    model: str
-    model_version: str
-    partition_date: dt.date
-    status: str
-    device: str
-    rows_in: int | None
-    rows_out: int | None
-    input_fingerprint: str | None
-    output_path: str | None
-    timings: dict[str, Any]
-    report: dict[str, Any]
-    error: str | None
-    started_at: dt.datetime
-    finished_at: dt.datetime | None
-
-    @classmethod
-    def of(cls, row: ScoreRun) -> RunRecord:
-        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<unparseable URL>"
-
-
-def new_run_id(model: str, partition_date: dt.date) -> str:
-    return f"{partition_date:%Y%m%d}-{utcnow():%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
 class Catalog:
@@ -219,7 +87,7 @@ class Catalog:
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision (a no-op when current)."""
-        from warehouse.migrations import upgrade_to_head
+        from warehouse.catalog.migrations import upgrade_to_head
 
         upgrade_to_head(self.engine)
 

@@ -1,7 +1,7 @@
 """Pure layout of the Redis score store: key names, the bucket function, validation, value encoding, lookups.
 
-No I/O here; ``warehouse.score_store`` (run lifecycle), ``warehouse.score_writer`` and ``warehouse.score_reader``
-are the shell around it, and ``warehouse.score_wire`` builds the bulk commands (HSET, RESTORE payloads).
+No I/O here; ``warehouse.store.score_store`` (run lifecycle), ``warehouse.store.writer`` and ``warehouse.store.readers``
+are the shell around it, and ``warehouse.store.wire`` builds the bulk commands (HSET, RESTORE payloads).
 
 Layout of one model ``m`` (names built only by ``store_key``):
 
@@ -87,14 +87,22 @@ def bucket_count(expected_rows: int, max_listpack_entries: int = 128) -> int:
 # ---------------------------------------------------------------- entity ids
 
 
-def _id_problem(raw: bytes) -> str | None:
-    if not raw:
-        return "it is empty"
-    if len(raw) > MAX_ENTITY_ID_BYTES:
-        return f"it is {len(raw)} UTF-8 bytes long (at most {MAX_ENTITY_ID_BYTES})"
-    text = raw.decode("utf-8")
-    if not (text.isascii() and text.isprintable()) and any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text):
-        return "it contains a control character"
+def entity_id_problem(entity_id: str) -> str | None:
+    """What is wrong with one entity id string, or None when it is valid: the one id rule the store and the API
+    share. Valid: 1-``MAX_ENTITY_ID_BYTES`` UTF-8 bytes, no control characters (C0, DEL, C1), no lone surrogates.
+    The answer reads after the id ("is empty", "contains a control character"). Callers check the type first."""
+    if entity_id.isascii() and entity_id.isprintable() and 0 < len(entity_id) <= MAX_ENTITY_ID_BYTES:
+        return None  # the common case, without encoding
+    if not entity_id:
+        return "is empty"
+    try:
+        size = len(entity_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode (lone surrogate)"
+    if size > MAX_ENTITY_ID_BYTES:
+        return f"is {size} UTF-8 bytes long (at most {MAX_ENTITY_ID_BYTES})"
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in entity_id):
+        return "contains a control character"
     return None
 
 
@@ -116,9 +124,9 @@ def encode_entity_id(entity_id: str) -> bytes:
         raw = entity_id.encode("utf-8")
     except UnicodeEncodeError:
         raise _bad_id_error(entity_id, None, "it is not valid Unicode (lone surrogate)") from None
-    problem = _id_problem(raw)
+    problem = entity_id_problem(entity_id)
     if problem is not None:
-        raise _bad_id_error(entity_id, None, problem)
+        raise _bad_id_error(entity_id, None, f"it {problem}")
     return raw
 
 
@@ -185,7 +193,8 @@ def id_array(entity_ids: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
     if len(bad):
         row = int(bad.min())
         raw = arr[row].as_py()
-        raise _bad_id_error(raw.decode("utf-8"), row, _id_problem(raw) or "invalid")
+        text = raw.decode("utf-8")
+        raise _bad_id_error(text, row, f"it {entity_id_problem(text) or 'is invalid'}")
     return arr
 
 

@@ -1,6 +1,6 @@
 """Alembic migrations of the catalog. ``upgrade_to_head(engine)`` is what ``Catalog.open`` calls.
 
-New revision: ``alembic -c warehouse/migrations/alembic.ini revision -m "..."`` then edit the file under
+New revision: ``alembic -c warehouse/catalog/migrations/alembic.ini revision -m "..."`` then edit the file under
 ``versions/`` (autogenerate against ``warehouse.catalog.Base.metadata``).
 """
 

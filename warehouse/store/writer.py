@@ -1,8 +1,8 @@
 """Writing the scores of one run into the Redis score store (``ScoreStore.writer``).
 
-A batch of ids and scores is validated, grouped by bucket (``warehouse.score_layout``) and sent as one HSET per
+A batch of ids and scores is validated, grouped by bucket (``warehouse.store.layout``) and sent as one HSET per
 bucket — or, for a writer that owns whole buckets, as RESTOREs of payloads built client-side — pipelined through
-``warehouse.bulk_pipeline``. Each call adds the rows it wrote to the run's ``loaded_rows`` with a heartbeat, so
+``warehouse.store.pipeline``. Each call adds the rows it wrote to the run's ``loaded_rows`` with a heartbeat, so
 ``finalize_run`` can verify the count and ``cleanup`` can tell a live loader from an abandoned one.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import redis
 
-from warehouse.bulk_pipeline import raise_first_error
-from warehouse.score_layout import RunInfo, crc32s, id_array, score_array, store_key
-from warehouse.score_wire import (
+from warehouse.store.layout import RunInfo, crc32s, id_array, score_array, store_key
+from warehouse.store.pipeline import raise_first_error
+from warehouse.store.wire import (
     BucketedBatch,
     bucketize,
     has_duplicates,
@@ -28,7 +28,7 @@ from warehouse.score_wire import (
 )
 
 if TYPE_CHECKING:
-    from warehouse.score_store import ScoreStore
+    from warehouse.store.score_store import ScoreStore
 
 IdsLike: TypeAlias = Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
 ScoresLike: TypeAlias = Sequence[float] | np.ndarray | pa.Array

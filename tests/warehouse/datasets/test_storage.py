@@ -27,14 +27,14 @@ from jobs.runtime import Runtime
 from jobs.score import read_scores, score_partition, scores_partition_dir
 from tests.conftest import small_models_file
 from tests.support.clock import END
-from warehouse import features as fstore
-from warehouse import score_files
 from warehouse.catalog import COMMITTED, FAILED
+from warehouse.datasets import features as fstore
+from warehouse.datasets import score_files
+from warehouse.datasets.storage import ObjectPath
 from warehouse.errors import ConfigError, PartitionNotFoundError
-from warehouse.local_redis import free_port
-from warehouse.score_reader import ScoreReader
 from warehouse.settings import Settings
-from warehouse.storage import ObjectPath
+from warehouse.store.local_server import free_port
+from warehouse.store.readers import ScoreReader
 
 BUCKET = "prescore-test"
 ENTITIES = 5_000

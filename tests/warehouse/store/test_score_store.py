@@ -23,10 +23,10 @@ import pytest
 import redis
 
 from warehouse.errors import PointerMovedError, StoreError, StoreUnavailableError
-from warehouse.local_redis import RedisProcess
-from warehouse.score_layout import bucket_of, buckets, crc32s, id_array, store_key
-from warehouse.score_store import AsyncScoreReader, RunState, ScoreReader, ScoreStore
-from warehouse.score_wire import BucketedBatch, crc64, has_duplicates, restore_payloads
+from warehouse.store.layout import bucket_of, buckets, crc32s, id_array, store_key
+from warehouse.store.local_server import RedisProcess
+from warehouse.store.score_store import AsyncScoreReader, RunState, ScoreReader, ScoreStore
+from warehouse.store.wire import BucketedBatch, crc64, has_duplicates, restore_payloads
 
 MODEL = "churn"
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
@@ -77,13 +77,13 @@ def test_bucket_function_is_stable_across_processes() -> None:
     """A fresh interpreter with another hash seed computes the same buckets (no use of hash())."""
     ids = ["1234567890", "user-17", "héllo", "x" * 128]
     code = (
-        "from warehouse.score_layout import bucket_of, buckets, id_array\n"
+        "from warehouse.store.layout import bucket_of, buckets, id_array\n"
         f"ids = {ids!r}\n"
         "print([bucket_of(i.encode(), 1009) for i in ids], buckets(id_array(ids), 1009).tolist())\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=Path(__file__).parents[2]
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=Path(__file__).parents[3]
     ).stdout
     here = [bucket_of(i.encode(), 1009) for i in ids]
     assert out.strip() == f"{here} {here}"

@@ -20,11 +20,11 @@ import redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
 from warehouse.errors import ConfigError
-from warehouse.local_redis import RedisClusterProcesses, start_redis_cluster
-from warehouse.redis_conn import cluster_url, connect, connect_async
-from warehouse.score_layout import buckets, id_array, store_key
-from warehouse.score_store import AsyncScoreReader, RunState, ScoreReader, ScoreStore
+from warehouse.store.connection import cluster_url, connect, connect_async
+from warehouse.store.layout import buckets, id_array, store_key
+from warehouse.store.score_store import AsyncScoreReader, RunState, ScoreReader, ScoreStore
 
 MODEL = "churn"
 DAY = datetime(2026, 3, 1, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from warehouse.catalog import Base
+from warehouse.catalog.tables import Base
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -12,7 +12,7 @@ new one — never a half-written one. Replacing a partition renames the old one 
 (``dt=….replaced-<uuid>``), renames the new one in, then deletes the old one. Directories whose name is
 not exactly ``dt=YYYY-MM-DD`` (staging or aside leftovers of a crashed writer) are never read.
 
-On object storage (``root`` an ``ObjectPath``, see ``warehouse.storage``) there is no rename, so the marker is
+On object storage (``root`` an ``ObjectPath``, see ``warehouse.datasets.storage``) there is no rename, so the marker is
 the whole commit: a partition is rewritten in place — its ``_SUCCESS`` deleted first (readers then see no
 partition, never a mix), its files deleted, the new files written, ``_SUCCESS`` written last. A writer that
 fails or dies leaves a partition without ``_SUCCESS``, which readers refuse; replacing a partition there is
@@ -35,9 +35,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import storage
+from warehouse.datasets import storage
+from warehouse.datasets.storage import ObjectPath, StoragePath
 from warehouse.errors import PartitionNotFoundError, UserError
-from warehouse.storage import ObjectPath, StoragePath
 
 SUCCESS_MARKER = "_SUCCESS"
 LABEL_COLUMN = "label"

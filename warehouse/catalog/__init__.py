@@ -1,0 +1,44 @@
+"""The run catalog: model versions, score runs and publications in SQL (SQLite by default, or PostgreSQL).
+
+``tables`` holds the SQLAlchemy models and run states, ``records`` the read-only row copies, ``repository`` the
+``Catalog`` that reads and writes them, ``migrations`` the Alembic revisions ``Catalog.open`` applies.
+"""
+
+from warehouse.catalog.records import PointerRecord, RunRecord, new_run_id, redact
+from warehouse.catalog.repository import Catalog
+from warehouse.catalog.tables import (
+    ABANDON_AFTER_S,
+    ABANDONED,
+    COMMITTED,
+    EXPIRED,
+    FAILED,
+    POINTER_ACTIONS,
+    RUNNING,
+    Base,
+    ModelVersion,
+    Publication,
+    ScoreRun,
+    UTCDateTime,
+    utcnow,
+)
+
+__all__ = [
+    "ABANDONED",
+    "ABANDON_AFTER_S",
+    "COMMITTED",
+    "EXPIRED",
+    "FAILED",
+    "POINTER_ACTIONS",
+    "RUNNING",
+    "Base",
+    "Catalog",
+    "ModelVersion",
+    "PointerRecord",
+    "Publication",
+    "RunRecord",
+    "ScoreRun",
+    "UTCDateTime",
+    "new_run_id",
+    "redact",
+    "utcnow",
+]

@@ -1,0 +1,108 @@
+"""The catalog's tables: model versions, score runs and publications (SQLAlchemy models), and the run states.
+
+Every timestamp is timezone-aware UTC (``UTCDateTime``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
+# Publication actions that name the run the Redis pointer moved to (newest first, their newest is the live run).
+POINTER_ACTIONS = ("publish", "rollback", "reconcile", "restore")
+EXPIRED = "expired"  # a tombstone: retention is removing the run's Parquet (see warehouse.catalog.repository)
+ABANDONED = "abandoned (no heartbeat)"
+ABANDON_AFTER_S = 6 * 3600.0  # a running run without a heartbeat for this long is dead (longer than any job's timeout)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores UTC; always returns aware datetimes (SQLite drops the zone otherwise)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalog; pass a UTC-aware datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (sa.UniqueConstraint("model", "kind", "version", name="uq_model_versions"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    version: Mapped[str] = mapped_column(sa.String(64))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    artifact_path: Mapped[str] = mapped_column(sa.Text)
+    features: Mapped[list[str]] = mapped_column(sa.JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    training_window: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScoreRun(Base):
+    __tablename__ = "score_runs"
+    __table_args__ = (
+        sa.Index(
+            "uq_score_runs_one_running",
+            "model",
+            "partition_date",
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+    )
+
+    run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    partition_date: Mapped[dt.date] = mapped_column(sa.Date)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    device: Mapped[str] = mapped_column(sa.String(16), default="cpu")
+    rows_in: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    rows_out: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    input_fingerprint: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    output_path: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    timings: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    report: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Publication(Base):
+    __tablename__ = "publications"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    action: Mapped[str] = mapped_column(sa.String(16))  # POINTER_ACTIONS, or blocked
+    run_id: Mapped[str] = mapped_column(sa.String(64))
+    previous_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    forced: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
