@@ -138,9 +138,12 @@ def _score_task(outlets: list[Asset]) -> Any:
     @task(
         multiple_outputs=False, task_id="score", pool=DASK_POOL, execution_timeout=timedelta(hours=3), outlets=outlets
     )
-    def score(model: str, day: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def score(model: str, day: str, checked: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
         opts = params or {}
-        return orchestration.score(model, day, device=opts.get("device", "auto"), force=opts.get("force", False))
+        return orchestration.score(
+            model, day, device=opts.get("device", "auto"), force=opts.get("force", False),
+            validated=checked["fingerprint"],
+        )  # fmt: skip
 
     return score
 
@@ -153,9 +156,11 @@ Scores feature set `{feature_set}`. Partition = UTC date of `data_interval_start
 scheduled and backfill runs; a run starts when its interval closes, one schedule later.
 
 `wait_for_features` (reschedule sensor) → `validate_contract` → `score` (Dask, pool `{pool}`; emits asset
-`prescore://scores/{model}`) → `publish` (load into Redis, verify, quality gate max_psi={max_psi}, pointer flip;
+`prescore://scores/{model}`; scores the input `validate_contract` checked, confirmed by its fingerprint, without
+validating it again) → `publish` (load into Redis, verify, quality gate max_psi={max_psi}, pointer flip;
 *skipped* when a newer run is current, e.g. in a backfill) → `verify_online` (sampled `ScoreReader` lookups equal
-the Parquet) → `retain_and_record` (keep {keep_runs} rollback runs, record the store status).
+the Parquet: the one check after the pointer moved) → `retain_and_record` (keep {keep_runs} rollback runs, record
+the store status).
 
 A blocked quality gate fails `publish` without retrying; the current run stays served. Inspect it, then
 `prescore publish --model {model} --run <run_id> --force`, or rescore with `prescore_rescore`.
@@ -181,8 +186,9 @@ def nightly_dag(model: str) -> Any:
     )
     def nightly() -> None:
         score = _score_task([Asset(name=f"prescore_scores__{model}", uri=f"prescore://scores/{model}")])
-        scored = score(model, PARTITION)
-        wait_for_features(model, PARTITION) >> validate_contract(model, PARTITION) >> scored
+        checked = validate_contract(model, PARTITION)
+        wait_for_features(model, PARTITION) >> checked
+        scored = score(model, PARTITION, checked)
         verified = verify_online(model, publish(model, scored))
         verified >> retain_and_record(model)
 
@@ -242,8 +248,7 @@ and the fix in its log (create it with `prescore synth`, or pick another date).
 )
 def prescore_rescore() -> None:
     model, day = "{{ params.model }}", "{{ params.date }}"
-    scored = _score_task([])(model, day)
-    validate_contract(model, day) >> scored
+    scored = _score_task([])(model, day, validate_contract(model, day))
     publish_if_asked = task.run_if(_publish_requested, skip_message="not published: param publish is false")(
         publish.override()
     )

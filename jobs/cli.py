@@ -1,30 +1,22 @@
 """The ``prescore`` command line: a thin layer over functions in ``jobs/``.
 
+Here: the commands, their options and the checks of what was typed; the batch commands' bodies are in
+``jobs.commands`` (imported when one runs), exit codes, ``--json`` and the stderr console in ``jobs.console``.
 Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 a usage error, 3 Redis is
-unavailable (one line; nothing was changed by the failed step: retry when it answers again).
-``--json`` prints a machine-readable summary on stdout; human output and logs go to stderr.
+unavailable (one line; nothing was changed by the failed step: retry when it answers again). ``--json`` prints a
+machine-readable summary on stdout; human output and logs go to stderr.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
 import json
-import logging
-import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from jobs.progress import progress_bar
-from warehouse.datasets import storage
-from warehouse.errors import StoreUnavailableError, UserError
-
-if TYPE_CHECKING:
-    from jobs.runtime import Runtime
+from jobs.console import JSON_OPT, emit_json, err, parse_day, say, user_errors
+from jobs.report_tables import lookup_table
+from warehouse.errors import UserError
 
 app = typer.Typer(
     name="prescore",
@@ -38,70 +30,6 @@ app.add_typer(redis_app, name="redis")
 airflow_app = typer.Typer(help="Airflow's api-server, scheduler and dag-processor on 127.0.0.1, with prescore's DAGs.")
 app.add_typer(airflow_app, name="airflow")
 
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_UNAVAILABLE = 3  # Redis could not be reached: retry; nothing the failed step would have changed was changed
-JSON_OPT = typer.Option(False, "--json", help="Print a machine-readable JSON summary on stdout.")
-
-
-def _setup_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # catalog migrations: quiet unless they fail
-
-
-def user_errors(fn: F) -> F:
-    """Turn a ``UserError`` into one line on stderr and exit code 1, Redis being unavailable into one line and exit
-    code 3 (retryable: a wrong password is a ``StoreAuthError``, a user error), a full or read-only volume into one
-    line and exit 1; bugs keep their traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _setup_logging()
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except StoreUnavailableError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_UNAVAILABLE) from None
-        except OSError as exc:
-            no_room = storage.no_room(exc)
-            if not no_room:
-                raise
-            where = f" ({exc.filename})" if exc.filename else ""
-            err.print(f"[red]error:[/red] no room to write{where}: {no_room}; free space (or point "
-                      "PRESCORE_HOME at a larger volume), then rerun", highlight=False, soft_wrap=True)  # fmt: skip
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _plain(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else str(value)
-
-
-def emit_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=_plain) + "\n")
-
-
-def parse_day(value: str, option: str) -> dt.date:
-    try:
-        if len(value) != 10 or value[4] != "-" or value[7] != "-":
-            raise ValueError(value)
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"{option} {value!r} is not a date: expected YYYY-MM-DD") from None
-
-
-def _runtime() -> Runtime:
-    from jobs.runtime import Runtime
-
-    return Runtime.from_settings()
-
 
 @app.command()
 @user_errors
@@ -114,23 +42,10 @@ def synth(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Write a deterministic synthetic warehouse: features/<fs>/dt=YYYY-MM-DD/*.parquet plus labels."""
-    from jobs.synth import synth as run_synth
+    from jobs import commands
 
-    rt = _runtime()
-    end = parse_day(end_date, "--end-date") if end_date else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    spec = rt.config.feature_set(feature_set)
-    with progress_bar(f"synth {feature_set}", unit="rows") as bar:
-        report = run_synth(
-            rt.home, feature_set=feature_set, spec=spec, entities=entities, days=days, end_date=end,
-            seed=rt.settings.seed if seed is None else seed, progress=bar,
-        )  # fmt: skip
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        err.print(
-            f"wrote {report.rows:,} rows in {report.days} daily partitions of {feature_set} under "
-            f"{rt.home / 'features' / feature_set} ({report.rows_per_s:,.0f} rows/s)"
-        )
+    day = parse_day(end_date, "--end-date") if end_date else None
+    commands.synth(entities, days, day, feature_set, seed, as_json)
 
 
 @app.command()
@@ -141,24 +56,9 @@ def train(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train the primary and fallback models, evaluate on a hold-out day, register and promote them."""
-    from jobs.train import train_model
+    from jobs import commands
 
-    rt = _runtime()
-    try:
-        report = train_model(rt, model, parse_day(end_date, "--end-date") if end_date else None)
-    finally:
-        rt.close()
-    if as_json:
-        emit_json(report.to_dict())
-        return
-    table = Table(title=f"{model}: trained on {', '.join(report.train_dates)}; hold-out {report.holdout_date}")
-    for col in ("kind", "version", "features", "AUC", "logloss", "production AUC", "promoted"):
-        table.add_column(col)
-    for r in report.results:
-        prod = f"{r.production_metrics['auc']:.4f}" if r.production_metrics else "-"
-        table.add_row(r.kind, r.version, str(len(r.features)), f"{r.metrics['auc']:.4f}",
-                      f"{r.metrics['logloss']:.4f}", prod, "yes" if r.promoted else "no")  # fmt: skip
-    err.print(table)
+    commands.train(model, parse_day(end_date, "--end-date") if end_date else None, as_json)
 
 
 @app.command()
@@ -172,28 +72,9 @@ def score(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Validate a feature partition, score it on Dask, commit scores Parquet, record the run."""
-    from jobs.score import score_partition
+    from jobs import commands
 
-    rt = _runtime()
-    try:
-        report = score_partition(rt, model, parse_day(date, "--date"), device=device, force=force)
-        result: dict[str, Any] = {"run": report.to_dict()}
-        if publish:
-            from jobs.publish import publish_run
-
-            result["publication"] = publish_run(rt, model, report.run_id, force=force).to_dict()
-    finally:
-        rt.close()
-    if as_json:
-        emit_json(result)
-        return
-    verb = "reused committed run" if report.reused else "committed run"
-    err.print(
-        f"{verb} {report.run_id}: {report.rows_out:,} rows of {model} for {report.partition_date} "
-        f"→ {report.output_path} ({report.rows_per_s:,.0f} rows/s, psi={report.psi})"
-    )
-    if "publication" in result:
-        err.print(f"published: {result['publication']}")
+    commands.score(model, parse_day(date, "--date"), device, publish, force, as_json)
 
 
 @app.command()
@@ -205,18 +86,9 @@ def publish(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Load a committed run into Redis, verify it, pass the quality gate, and make it current atomically."""
-    from jobs.publish import publish_run
+    from jobs import commands
 
-    rt = _runtime()
-    try:
-        report = publish_run(rt, model, run, force=force)
-    finally:
-        rt.close()
-    if as_json:
-        emit_json(report.to_dict())
-        return
-    note = " (already current)" if report.already_current else ""
-    err.print(f"published run {report.run_id} of {model}{note}; previous {report.previous_run_id}; psi={report.psi}")
+    commands.publish(model, run, force, as_json)
 
 
 @app.command()
@@ -227,17 +99,9 @@ def rollback(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Point the model back at its previous published run: one pointer change, instant."""
-    from jobs.publish import rollback_model
+    from jobs import commands
 
-    rt = _runtime()
-    try:
-        result = rollback_model(rt, model, to)
-    finally:
-        rt.close()
-    if as_json:
-        emit_json(result)
-        return
-    err.print(f"{model} now serves run {result['run_id']} (was {result['previous_run_id']})")
+    commands.rollback(model, to, as_json)
 
 
 @app.command()
@@ -249,31 +113,11 @@ def restore(
 ) -> None:
     """Reload what the catalog says is live (and its rollback targets) from committed Parquet into Redis after Redis
     lost it, verify it and flip the pointer back atomically. Idempotent: nothing changes when Redis holds it all."""
-    from jobs.restore import restore_models
+    from jobs import commands
 
     if bool(model) == all_models:
         raise UserError("give --model NAME or --all")
-    rt = _runtime()
-    try:
-        names = [model] if model else rt.config.model_names
-        for name in names:
-            rt.config.model(name)  # unknown model → UnknownModelError
-        reports = restore_models(rt, names)
-    finally:
-        rt.close()
-    if as_json:
-        emit_json([r.to_dict() for r in reports])
-    else:
-        for r in reports:
-            if r.status == "refused":
-                continue
-            targets = "; ".join(f"{t} {how}" for t, how in r.targets.items())
-            took = f" in {r.seconds:.1f} s" if r.status == "restored" else ""
-            line = f"{r.model}: {r.message}{took}" + (f"; rollback targets: {targets}" if targets else "")
-            err.print(line, highlight=False, soft_wrap=True)
-    failed = [r for r in reports if r.status in ("refused", "busy")]
-    if failed:
-        raise UserError("; ".join(r.message if r.status == "refused" else f"{r.model}: {r.message}" for r in failed))
+    commands.restore(model, as_json)
 
 
 @app.command()
@@ -291,52 +135,12 @@ def backfill(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Score every date of a range; resumable (rerun continues), history never overwrites the live store."""
+    from jobs import commands
+
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     if first > last:
         raise UserError(f"--start {first} is after --end {last}; swap them")
-    rt = _runtime()
-    try:
-        if via_airflow:
-            from jobs.airflow_api import AirflowAPI
-
-            rt.config.model(model)
-            api = AirflowAPI.from_settings(rt.settings)
-            reprocess = "completed" if force else "none"
-            dag_id = f"prescore_score__{model}"
-            created = api.create_backfill(dag_id, first, last, reprocess=reprocess, max_active_runs=max_parallel)
-            err.print(f"created Airflow backfill {created.get('id')} of prescore_score__{model}; following it")
-            final = api.follow_backfill(int(created["id"]), say=lambda m: err.print(m, highlight=False))
-            final["runs"] = api.backfill_run_states(dag_id, first, last)
-            if as_json:
-                emit_json(final)
-            else:
-                for day, state in final["runs"].items():
-                    err.print(f"{day}  {state}")
-            if not final["runs"] or any(state != "success" for state in final["runs"].values()):
-                raise UserError(f"Airflow backfill {created.get('id')} did not succeed for every date: "
-                                f"{final['runs'] or 'no runs were created'}; see the Airflow UI")  # fmt: skip
-            return
-        from jobs.backfill import backfill as run_backfill
-
-        with progress_bar(f"backfill {model} {first}..{last}", unit="dates") as bar:
-            report = run_backfill(
-                rt, model, first, last, publish=publish, force=force,  # type: ignore[arg-type]
-                max_parallel=max_parallel, device=device, skip_missing=skip_missing, progress=bar,
-            )  # fmt: skip
-    finally:
-        rt.close()
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        table = Table(title=f"backfill {model} {report.start}..{report.end} in {report.seconds:.0f}s")
-        for col in ("date", "status", "run", "rows", "seconds", "error"):
-            table.add_column(col)
-        for d in report.dates:
-            table.add_row(d.date, d.status, d.run_id or "-", f"{d.rows:,}", f"{d.seconds:.1f}", d.error or "")
-        err.print(table)
-        err.print(report.publish_note or f"published: {report.published}")
-    if any(d.status == "failed" for d in report.dates):
-        raise typer.Exit(1)
+    commands.backfill(model, first, last, publish, force, max_parallel, device, skip_missing, via_airflow, as_json)
 
 
 @app.command()
@@ -346,51 +150,9 @@ def status(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Per model: feature partitions, production model versions (with hashes), recent runs and failures."""
-    rt = _runtime()
-    try:
-        if model:
-            rt.config.model(model)  # unknown model → UnknownModelError
-        names = [model] if model else rt.config.model_names
-        from jobs.status import model_status
+    from jobs import commands
 
-        data = [model_status(rt, name) for name in names]
-    finally:
-        rt.close()
-    if as_json:
-        emit_json(data)
-        return
-    for item in data:
-        table = Table(title=f"model {item['model']} (feature set {item['feature_set']})", show_header=False)
-        table.add_row("feature partitions", ", ".join(item["feature_dates"]) or "none (run prescore synth)")
-        for kind, info in item["production"].items():
-            text = "none (run prescore train)"
-            if info:
-                text = f"{info['version']}  sha256 {info['sha256'][:12]}…  AUC {info['metrics'].get('auc', 0):.4f}"
-            table.add_row(f"production {kind}", text)
-        current = item["store"].get("current")
-        if "error" in item["store"]:
-            table.add_row("published run", f"not readable: {item['store']['error']}")
-        elif current:
-            table.add_row(
-                "published run",
-                f"{current['run_id']}  as_of {current['as_of']}  age {current['age_s']}s "
-                f"(max {current['max_age_s']:.0f}s: {current['state']})  rows {current['rows']:,}",
-            )
-            retained = [r["run_id"] for r in item["store"]["runs"] if r["run_id"] != current["run_id"]]
-            table.add_row("retained runs", ", ".join(retained) or "none")
-        elif item["store"].get("health", {}).get("state") != "lost":
-            table.add_row("published run", "none (prescore publish)")
-        health = item["store"].get("health")
-        if health and health["state"] == "lost":
-            table.add_row("[red]scores LOST[/red]", f"{health['reason']}; restore them: prescore restore --model "
-                          f"{item['model']} (the prescore_reconcile DAG does it every 5 minutes)")  # fmt: skip
-        for pub in item["publications"][:3]:
-            table.add_row(f"{pub['action']}", f"{pub['run_id']} at {pub['at']} (previous {pub['previous_run_id']})")
-        for run in item["recent_runs"][:5]:
-            table.add_row(f"run {run['date']}", f"{run['run_id']} {run['status']} rows={run['rows']}")
-        for fail in item["last_failures"]:
-            table.add_row("last failure", f"{fail['date']} {fail['run_id']}: {fail['error']}")
-        err.print(table)
+    commands.status(model, as_json)
 
 
 @app.command()
@@ -401,29 +163,9 @@ def retention(
 ) -> None:
     """Enforce every store's bound: old score runs, crashed writers' leftovers, old catalog rows, old model
     versions, old prediction-log days, oversized log files. Never the live run or a rollback target."""
-    from jobs.retention import apply_retention
+    from jobs import commands
 
-    rt = _runtime()
-    try:
-        report = apply_retention(rt, now=dt.datetime.now(dt.UTC), dry_run=dry_run)
-    finally:
-        rt.close()
-    if as_json:
-        emit_json(report.to_dict())
-        return
-    verb = "would remove" if dry_run else "removed"
-    table = Table(title=f"retention as of {report.now}{' (dry run)' if dry_run else ''}")
-    for col in ("store", "action", "item", "reason"):
-        table.add_column(col, overflow="fold")
-    for r in report.removed:
-        table.add_row(r.store, verb, r.item, r.reason)
-    for k in report.kept:
-        table.add_row(k.store, "kept", k.item, k.reason)
-    err.print(table)
-    for note in report.notes:
-        err.print(note, highlight=False, soft_wrap=True)
-    counts = ", ".join(f"{n} from {store}" for store, n in report.counts().items()) or "nothing"
-    err.print(f"{verb} {counts} ({report.bytes_freed:,} bytes)", highlight=False)
+    commands.retention(dry_run, as_json)
 
 
 @app.command()
@@ -484,14 +226,7 @@ def lookup(
     if as_json:
         emit_json(answers)
         return
-    table = Table(title=f"model {model}")
-    for column in ("entity_id", "score", "source", "stale", "age_s", "model_version", "run_id"):
-        table.add_column(column)
-    for a in answers:
-        age = "" if a["age_s"] is None else f"{a['age_s']:.0f}"
-        table.add_row(a["entity_id"], f"{a['score']:.6f}", a["source"], str(a["stale"]), age,
-                      a["model_version"] or "", a["run_id"] or "")  # fmt: skip
-    Console().print(table)
+    Console().print(lookup_table(model, answers))
 
 
 @redis_app.command("start")
@@ -533,7 +268,6 @@ def airflow_up(
     if as_json:
         emit_json(info.to_dict())
         return
-    say = lambda msg: err.print(msg, highlight=False, soft_wrap=True)  # noqa: E731
     say(f"Airflow UI and API: {info.url}  (login {info.user} / {info.password}; the api-server generated the "
         f"password into {info.passwords_file})")  # fmt: skip
     say(f"running: {', '.join(f'{c.name} (pid {c.pid})' for c in info.components if c.running)}")
@@ -595,7 +329,6 @@ def demo(
     if airflow and importlib.util.find_spec("airflow") is None:
         err.print("Airflow is not installed (uv sync --extra airflow): scoring without it")
         airflow = False
-    say = lambda msg: err.print(msg, highlight=False, soft_wrap=True)  # noqa: E731
     run_demo(entities=entities, days=days, say=say, airflow=airflow, serve=serve, port=port)
 
 

@@ -25,10 +25,11 @@ from jobs import serve as srv
 from jobs.local_airflow import run_nightly
 from jobs.publish import publish_run
 from jobs.runtime import Runtime
-from jobs.score import read_scores, score_partition
+from jobs.score import score_partition
 from jobs.synth import synth
 from jobs.train import train_model
 from warehouse.catalog import COMMITTED
+from warehouse.datasets.score_files import read_run
 from warehouse.errors import UserError
 from warehouse.store import free_port
 
@@ -78,7 +79,7 @@ def run_demo(
             raise UserError(f"no committed run of {DEMO_MODEL} for {end} after the nightly step")
         run_id, output_path = committed[0].run_id, committed[0].output_path
         say(f"      run {run_id}: {committed[0].rows_out:,} rows -> {output_path}; published to {rt.redis_url}")
-        sample = read_scores(str(output_path), columns=["entity_id"]).slice(0, 2).column("entity_id").to_pylist()
+        sample = read_run(str(output_path), columns=["entity_id"]).slice(0, 2).column("entity_id").to_pylist()
         out: dict[str, Any] = {"model": DEMO_MODEL, "date": end.isoformat(), "run_id": run_id, "ids": sample}
         if serve:
             out.update(_serve_and_look_up(rt, sample[0], port, say))

@@ -22,15 +22,11 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ParamSpec
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec
 
 from warehouse.model_config import ProjectConfig, load_config
 from warehouse.settings import Settings
-
-if TYPE_CHECKING:
-    from jobs.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +112,6 @@ def partition_date(value: str | dt.date | dt.datetime) -> dt.date:
     return parse_date(value)
 
 
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    from jobs.runtime import Runtime
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # catalog migrations: quiet unless they fail
-    rt = Runtime.from_settings()
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
 # ---- nightly scoring ------------------------------------------------------------------------------------
 def feature_partition_ready(model: str, day: str) -> bool:
     """True when the model's feature partition of ``day`` is complete (its ``_SUCCESS`` marker exists)."""
@@ -143,7 +127,12 @@ def feature_partition_ready(model: str, day: str) -> bool:
 
 @_summarized("validate_contract")
 def validate_features(model: str, day: str) -> dict[str, Any]:
-    """Check the partition against its feature-set contract; ``ContractViolationError`` lists every problem."""
+    """Check the partition against its feature-set contract; ``ContractViolationError`` lists every problem.
+
+    The result carries the ``fingerprint`` of the input it checked (``jobs.fingerprint``), taken before the check:
+    ``score`` passes it on, so the scoring job confirms it scores that input instead of validating it again.
+    """
+    from jobs.fingerprint import fingerprint
     from warehouse.datasets import contracts
     from warehouse.datasets import features as fstore
 
@@ -152,6 +141,7 @@ def validate_features(model: str, day: str) -> dict[str, Any]:
     spec = config.model(model)
     date = partition_date(day)
     files = fstore.partition_files(settings.root, spec.feature_set, date)
+    checked = fingerprint(files)
     contracts.require_valid(settings.root, spec.feature_set, date, config.feature_set(spec.feature_set))
     return {
         "model": model,
@@ -159,18 +149,26 @@ def validate_features(model: str, day: str) -> dict[str, Any]:
         "feature_set": spec.feature_set,
         "partition": str(fstore.partition_dir(settings.root, spec.feature_set, date)),
         "files": len(files),
+        "fingerprint": checked,
     }
 
 
 @_summarized("score")
-def score(model: str, day: str, device: str = "auto", force: bool = False) -> dict[str, Any]:
-    """Score the partition on Dask (``jobs.score.score_partition``: idempotent, reuses a committed run)."""
+def score(
+    model: str, day: str, device: str = "auto", force: bool = False, validated: str | None = None
+) -> dict[str, Any]:
+    """Score the partition on Dask (``jobs.score.score_partition``: idempotent, reuses a committed run).
+
+    ``validated``: the ``fingerprint`` that ``validate_features`` returned for this partition; the job then checks
+    the contract only when the partition's input differs from it. ``contract`` in the result says which happened.
+    """
+    from jobs.runtime import open_runtime
     from jobs.score import score_partition
 
-    with _runtime() as rt:
-        report = score_partition(rt, model, partition_date(day), device=device, force=force)
+    with open_runtime() as rt:
+        report = score_partition(rt, model, partition_date(day), device=device, force=force, validated=validated)
     keys = ("run_id", "model", "model_version", "partition_date", "output_path", "device", "cluster",
-            "rows_out", "psi", "psi_against", "rows_per_s", "reused")  # fmt: skip
+            "rows_out", "psi", "psi_against", "rows_per_s", "reused", "contract")  # fmt: skip
     return {k: getattr(report, k) for k in keys}
 
 
@@ -184,10 +182,11 @@ def publish(model: str, run_id: str, force: bool = False) -> dict[str, Any]:
     Safe to call again after a crash: a half-loaded namespace is reloaded, the current run is a no-op.
     """
     from jobs.publish import publish_run
+    from jobs.runtime import open_runtime
     from warehouse.errors import CatalogError, OlderRunError
     from warehouse.store import ScoreStore
 
-    with _runtime() as rt:
+    with open_runtime() as rt:
         run = rt.catalog.get_run(run_id)
         if not force:
             with ScoreStore.from_url(rt.redis_url) as store:
@@ -219,12 +218,13 @@ def verify_online(model: str, run_id: str, sample: int = VERIFY_SAMPLE) -> dict[
     with the committed Parquet: same run id and bit-identical float32 scores. ``StoreError`` when not."""
     import numpy as np
 
+    from jobs.runtime import open_runtime
     from warehouse.datasets.features import read_parquet
     from warehouse.datasets.score_files import require_parts
     from warehouse.errors import StoreError
     from warehouse.store import ScoreReader
 
-    with _runtime() as rt:
+    with open_runtime() as rt:
         run = rt.catalog.get_run(run_id)
         reader = ScoreReader.from_url(rt.redis_url)
         try:
@@ -264,9 +264,10 @@ def retain_and_record(model: str) -> dict[str, Any]:
     """Apply retention to the model's runs in Redis (keep the current run and ``keep_runs`` rollback targets)
     and return the store status (current run, age, retained runs) for the DAG run's record."""
     from jobs.publish import ORPHAN_AFTER_S, store_status
+    from jobs.runtime import open_runtime
     from warehouse.store import ScoreStore
 
-    with _runtime() as rt:
+    with open_runtime() as rt:
         spec = rt.config.model(model)
         with ScoreStore.from_url(rt.redis_url) as store:
             cleaned = store.cleanup(model, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
@@ -281,9 +282,10 @@ def reconcile_store() -> dict[str, Any]:
     ``RestoreRefusedError`` after every model was tried when one cannot be restored (its Parquet is gone), so the
     task fails visibly; the next scheduled run tries again."""
     from jobs.restore import restore_models
+    from jobs.runtime import open_runtime
     from warehouse.errors import RestoreRefusedError
 
-    with _runtime() as rt:
+    with open_runtime() as rt:
         reports = restore_models(rt, rt.config.model_names, only_lost=True)
     for r in reports:
         if r.status != "ok":
@@ -301,9 +303,10 @@ def apply_retention(now: dt.datetime | None = None) -> dict[str, Any]:
     the task runs (the edge that reads it). Returns the counts per store, the bytes freed and what was kept past
     its age (capped), for the DAG run's record; every removal is logged to the task log."""
     from jobs.retention import apply_retention as apply
+    from jobs.runtime import open_runtime
 
     when = now or dt.datetime.now(dt.UTC)
-    with _runtime() as rt:
+    with open_runtime() as rt:
         report = apply(rt, now=when)
     for removal in report.removed:
         log.info("removed %s %s: %s", removal.store, removal.item, removal.reason)
@@ -320,9 +323,10 @@ def apply_retention(now: dt.datetime | None = None) -> dict[str, Any]:
 @_summarized("train")
 def train(model: str, end_day: str | None = None) -> dict[str, Any]:
     """Train, evaluate, register and conditionally promote (``jobs.train.train_model``); a summary per kind."""
+    from jobs.runtime import open_runtime
     from jobs.train import train_model
 
-    with _runtime() as rt:
+    with open_runtime() as rt:
         report = train_model(rt, model, end_date=partition_date(end_day) if end_day else None)
     results = [
         {"kind": r.kind, "version": r.version, "auc": r.metrics.get("auc"), "promoted": r.promoted,
@@ -361,8 +365,9 @@ def drain_predictions() -> dict[str, Any]:
     """
     from jobs.prediction_drain import LOG_DIR
     from jobs.prediction_drain import drain_predictions as drain
+    from jobs.runtime import open_runtime
 
-    with _runtime() as rt:
+    with open_runtime() as rt:
         report = drain(rt.prediction_log_url, rt.home)
         out_dir = rt.home / LOG_DIR
     return {

@@ -6,7 +6,10 @@
 2. load it into its own Redis namespace unless already loaded: Dask workers read the committed Parquet parts
    and write them straight to Redis, many entities per command (nothing funnels through this process); a
    half-loaded namespace left by a crashed loader is removed and loaded again;
-3. verify: the entity count equals the Parquet rows, and a random sample read back equals Parquet exactly;
+3. verify, before the pointer moves: the entity count equals the Parquet rows, and a random sample read back
+   from the run's namespace equals Parquet exactly. A run that is already current and was not loaded again by
+   this call (a retried publish) is not sampled here: after the pointer moved, the one check is the DAG's
+   ``verify_online`` (``jobs.orchestration``), through the reader the online service uses;
 4. quality gate: PSI of the run's score histogram against the current run's above ``max_psi`` blocks the
    publish unless ``force`` (the block is recorded in the catalog);
 5. one atomic pointer change (older ``as_of`` than the current run is refused unless ``force``), recorded in
@@ -210,7 +213,9 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
         loaded = info is None or info.state is RunState.LOADING
         if loaded:
             load_run(rt, store, run)
-        verify_sample(store, run)
+        current = store.current_run(model)
+        if loaded or current is None or current.run_id != run_id:
+            verify_sample(store, run)  # the gate: the pointer has not moved to this run yet
         psi, current_id = _gate(rt, store, run)
         if psi is not None and psi > spec.max_psi and not force:
             rt.catalog.record_publication(

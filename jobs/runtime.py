@@ -1,11 +1,14 @@
 """What a prescore command works with: settings, the validated models file, the catalog, the registry, Redis.
 
-Built once per command (``Runtime.from_settings``); resources open lazily on first use and close in
-``close()``. Nothing here runs at import time.
+Built once per command or task (``open_runtime``, or ``Runtime.from_settings`` and ``close()``); resources open
+lazily on first use and close in ``close()``. Nothing here runs at import time.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -72,3 +75,15 @@ class Runtime:
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None
+
+
+@contextmanager
+def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
+    """A ``Runtime`` for one command or task (``Runtime.from_settings``), closed when the block exits, also on an
+    exception. The catalog's migrations log only warnings and errors."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # catalog migrations: quiet unless they fail
+    rt = Runtime.from_settings(settings)
+    try:
+        yield rt
+    finally:
+        rt.close()

@@ -3,9 +3,12 @@
 ``score_partition`` is the per-partition function that the CLI (`prescore score`), the backfill and the
 Airflow DAGs all call. Steps:
 
-1. resolve the production primary model (hash- and contract-checked) and the feature partition's files;
-2. validate the partition against its contract — a violation fails the run before anything is written;
-3. skip when a committed run of this partition exists with the same model version and input (idempotent);
+1. resolve the production primary model (hash- and contract-checked), the feature partition's files and their
+   fingerprint (``jobs.fingerprint``);
+2. skip when a committed run of this partition exists with the same model version and input (idempotent);
+3. validate the partition against its contract — a violation is recorded as a failed run and fails it before
+   anything is written. A caller that validated the partition itself (the DAG's ``validate_contract`` task) passes
+   the fingerprint it checked: when the input still has it, the contract is not checked again;
 4. start a catalog run (refused when another run of the partition is running);
 5. map the row groups over Dask: each worker loads the model once (hash-checked), reads its row groups,
    predicts with ``inplace_predict`` and writes ``part-NNNNN.parquet`` into a staging directory;
@@ -22,7 +25,6 @@ and write parts on object storage themselves, and load the model from a hash-che
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import time
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 from jobs import scoring
 from jobs.cluster import ClusterInfo, open_cluster, resolve_device
 from jobs.feature_matrix import to_matrix
+from jobs.fingerprint import fingerprint
 from jobs.runtime import Runtime
 from warehouse.catalog import COMMITTED, FAILED, RunRecord
 from warehouse.datasets import contracts, score_files, storage
@@ -47,6 +50,10 @@ from warehouse.errors import ContractViolationError, PrescoreError, UserError
 
 log = logging.getLogger(__name__)
 TASK_ROWS = 1_000_000  # rows per Dask task (whole row groups are never split)
+# ``RunReport.contract``: how this call settled the partition's contract
+VALIDATED = "validated"  # it checked the partition against the contract
+CONFIRMED = "confirmed"  # the caller had checked this very input (same fingerprint): not checked again
+REUSED = "reused"  # a committed run of the same input was returned: nothing was read
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     rows_per_s: float = 0.0
     reused: bool = False
+    contract: str = VALIDATED
     dashboard: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,14 +202,6 @@ def plan_chunks(files: list[StoragePath], task_rows: int = TASK_ROWS) -> list[Ch
     return chunks
 
 
-def fingerprint(files: list[StoragePath]) -> str:
-    """Identity of a partition's input: file names, sizes and modification times (ETags on object storage)."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{storage.identity(path)}\n".encode())
-    return digest.hexdigest()
-
-
 def scores_partition_dir(rt: Runtime, model: str, day: dt.date) -> StoragePath:
     return rt.settings.scores_dir / model / f"dt={day:%Y-%m-%d}"
 
@@ -254,6 +254,7 @@ def _report_of(run: RunRecord, cluster: str, reused: bool) -> RunReport:
         timings=dict(run.timings),
         rows_per_s=rep.get("rows_per_s", 0.0),
         reused=reused,
+        contract=REUSED if reused else VALIDATED,
     )
 
 
@@ -265,11 +266,14 @@ def score_partition(
     force: bool = False,
     task_rows: int = TASK_ROWS,
     cluster: tuple[Any, ClusterInfo] | None = None,
+    validated: str | None = None,
 ) -> RunReport:
     """Score one partition end to end (see module docstring). Returns the run report.
 
     ``cluster`` is an open ``(client, info)`` from ``open_cluster`` to reuse (a backfill scores many dates on
-    one cluster); without it a cluster is opened for this call and closed after it.
+    one cluster); without it a cluster is opened for this call and closed after it. ``validated``: the
+    fingerprint of the input the caller validated against the contract; when the partition's input still has
+    it, the contract is not checked again (``contract`` of the report: ``confirmed``), otherwise it is.
     """
     spec = rt.config.model(model)
     fs = rt.config.feature_set(spec.feature_set)
@@ -287,16 +291,23 @@ def score_partition(
                 log.info("%s %s already committed as run %s; reusing it", model, day, prev.run_id)
                 return _report_of(prev, "none", reused=True)
 
-    try:
-        contracts.require_valid(rt.home, spec.feature_set, day, fs)
-    except ContractViolationError as exc:
-        run_id = rt.catalog.start_run(model=model, model_version=ref.version, partition_date=day, device=dev)
-        rt.catalog.finish_run(
-            run_id, status=FAILED, error=str(exc),
-            report={"violations": [vars(v) if hasattr(v, "__dataclass_fields__") else str(v)
-                                   for v in exc.violations]},
-        )  # fmt: skip
-        raise
+    contract = CONFIRMED if validated == fp else VALIDATED
+    if contract == CONFIRMED:
+        log.info("%s %s is the input validated before (fingerprint %s…): not validating it again", model, day, fp[:12])
+    else:
+        if validated is not None:
+            log.warning("%s %s changed since it was validated (fingerprint %s…, now %s…): validating it again",
+                        model, day, validated[:12], fp[:12])  # fmt: skip
+        try:
+            contracts.require_valid(rt.home, spec.feature_set, day, fs)
+        except ContractViolationError as exc:
+            run_id = rt.catalog.start_run(model=model, model_version=ref.version, partition_date=day, device=dev)
+            rt.catalog.finish_run(
+                run_id, status=FAILED, error=str(exc),
+                report={"violations": [vars(v) if hasattr(v, "__dataclass_fields__") else str(v)
+                                       for v in exc.violations]},
+            )  # fmt: skip
+            raise
 
     run_id = rt.catalog.start_run(model=model, model_version=ref.version, partition_date=day, device=dev)
     part_dir = scores_partition_dir(rt, model, day)
@@ -321,6 +332,7 @@ def score_partition(
             os.rename(staging, final)  # the commit: readers see all parts or none
         staging = None  # committed (on object storage by the manifest, written last)
         report = _build_report(rt, model, day, run_id, ref.version, dev, info, stats, final)
+        report.contract = contract
         report.timings.update(
             cluster_s=round(t_cluster - t_start, 3),
             score_wall_s=round(t_scored - t_cluster, 3),
@@ -406,11 +418,3 @@ def _build_report(
         },
         dashboard=info.dashboard,
     )
-
-
-def read_scores(output_path: str | StoragePath, columns: list[str] | None = None) -> pa.Table:
-    """All parts of a committed run (local or on object storage), as one table in part order.
-
-    Raises ``PartitionNotFoundError`` when ``output_path`` is not a committed run (``datasets.score_files``).
-    """
-    return score_files.read_run(output_path, columns)

@@ -68,6 +68,16 @@ def rt(prescore_env: dict[str, Any]) -> Iterator[Runtime]:
     runtime.close()
 
 
+def task_result(dr: Any, task_id: str) -> Any:
+    """What ``task_id`` returned in run ``dr`` (its XCom, from the metadata DB)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    query = XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key="return_value")
+    with create_session() as session:
+        return XComModel.deserialize_value(session.scalars(query).one())
+
+
 def committed(rt: Runtime, day: dt.date) -> list[Any]:
     return rt.catalog.runs(MODEL, partition_date=day, status=COMMITTED)
 
@@ -96,6 +106,10 @@ def test_nightly_run_scores_publishes_and_serves_then_a_history_run_skips_publis
     states = task_states(dr)
     assert dr.state == "success", states
     assert set(states.values()) == {"success"}, states
+    # one contract validation per run: validate_contract's; score confirmed it scored that input (its fingerprint)
+    checked, scored = task_result(dr, "validate_contract"), task_result(dr, "score")
+    assert (checked["date"], len(checked["fingerprint"])) == (DAY.isoformat(), 64)
+    assert (scored["contract"], scored["reused"]) == ("confirmed", False)
 
     [run] = committed(rt, DAY)
     assert run.report["cluster"] == "local-threads"  # inside an Airflow task the local cluster uses threads
@@ -241,6 +255,7 @@ def test_rescore_from_params_without_publishing(
     assert (states["score"], states["publish"], states["retain_and_record"]) == ("success", "skipped", "success")
     [run] = committed(rt, DAY - dt.timedelta(days=2))
     assert run.device == "cpu"
+    assert task_result(dr, "score")["contract"] == "confirmed"  # validated once, by validate_contract
     assert current_run_id(prescore_env["redis_url"]) is None
 
     chatter = [

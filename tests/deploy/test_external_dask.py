@@ -11,9 +11,10 @@ import pyarrow as pa
 import pytest
 
 from jobs.runtime import Runtime
-from jobs.score import RunReport, read_scores, score_partition
+from jobs.score import RunReport, score_partition
 from tests.conftest import END
 from warehouse.datasets import features as fstore
+from warehouse.datasets.score_files import read_run
 from warehouse.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def _score(settings: Settings) -> RunReport:
 
 def _scores(report: RunReport) -> pa.Table:
     assert report.output_path is not None
-    return read_scores(report.output_path).select(["entity_id", "score"]).sort_by("entity_id")
+    return read_run(report.output_path).select(["entity_id", "score"]).sort_by("entity_id")
 
 
 def test_external_cluster_scores_equal_the_local_cluster(

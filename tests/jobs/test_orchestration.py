@@ -64,6 +64,37 @@ def test_sensor_and_validation(env: Runtime) -> None:
         orchestration.validate_features(MODEL, iso(5))
 
 
+def test_score_after_validate_does_not_validate_again(env: Runtime) -> None:
+    """The DAG's order: validate_contract, then score with the fingerprint it returned. Score confirms the input
+    is the one validated and does not check the contract again; without a fingerprint it checks it itself."""
+    checked = orchestration.validate_features(MODEL, iso(0))
+    scored = orchestration.score(MODEL, iso(0), validated=checked["fingerprint"])
+    assert (scored["contract"], scored["reused"]) == ("confirmed", False)
+    alone = orchestration.score(MODEL, iso(-1))  # `prescore score`, the backfill: no validation before it
+    assert alone["contract"] == "validated"
+    assert orchestration.score(MODEL, iso(0), validated=checked["fingerprint"])["contract"] == "reused"
+
+
+def test_partition_rewritten_after_validation_is_validated_again(env: Runtime) -> None:
+    """A partition rewritten between validate_contract and score is not the input that was validated: score checks
+    the contract again, and a violation the rewrite brought in fails the run before anything is written."""
+    import numpy as np
+    import pyarrow as pa
+
+    from warehouse.datasets import features as fstore
+    from warehouse.errors import ContractViolationError
+
+    day = iso(-2)
+    checked = orchestration.validate_features(MODEL, day)
+    [part, *_] = fstore.partition_files(env.home, "customer_daily", dt.date.fromisoformat(day))
+    table = pq.read_table(part)
+    broken = pa.array(np.full(table.num_rows, 5000.0, dtype=np.float32))
+    pq.write_table(table.set_column(table.schema.get_field_index("f00"), "f00", broken), part)
+    with pytest.raises(ContractViolationError):
+        orchestration.score(MODEL, day, validated=checked["fingerprint"])
+    assert env.catalog.runs(MODEL, partition_date=dt.date.fromisoformat(day), status=COMMITTED) == []
+
+
 def test_task_summary_says_what_which_run_how_many_how_long_and_where() -> None:
     """The one-line summary is built from the task's result alone; parts a result lacks are left out."""
     scored = {"run_id": "R1", "model": "churn", "partition_date": "2026-11-20", "output_path": "/h/scores/run=R1",
@@ -148,6 +179,31 @@ def test_publish_retried_after_a_crash_mid_load_publishes_once(env: Runtime, red
         [only] = store.list_runs(MODEL)
         assert (only.run_id, only.loaded_rows) == (run.run_id, run.rows_out)
     assert orchestration.verify_online(MODEL, run.run_id)["checked"] > 0
+
+
+def test_verify_online_is_the_one_check_after_the_pointer_moved(env: Runtime, redis_url: str) -> None:
+    """The published run's scores in Redis are changed after the pointer moved to it. A retried publish of it
+    (already current: the pointer does not move) does not sample it again; verify_online, reading through the
+    reader the online service uses, finds the difference and says how to roll back."""
+    import numpy as np
+    import pyarrow as pa
+
+    from warehouse.datasets.score_files import read_run
+
+    scored = orchestration.score(MODEL, iso(0))
+    assert orchestration.publish(MODEL, scored["run_id"])["published"]
+    run = env.catalog.get_run(scored["run_id"])
+    table = read_run(str(run.output_path), columns=["entity_id", "score"])
+    wrong = pa.array(table.column("score").to_numpy() + np.float32(0.5), type=pa.float32())
+    with ScoreStore.from_url(redis_url) as store:
+        store.reopen_run(MODEL, run.run_id)
+        store.write_batch(MODEL, run.run_id, table.column("entity_id"), wrong)
+        store.finalize_run(MODEL, run.run_id)
+
+    again = orchestration.publish(MODEL, run.run_id)
+    assert again["published"] and again["already_current"]
+    with pytest.raises(StoreError, match=f"online check of run {run.run_id} failed: .*prescore rollback"):
+        orchestration.verify_online(MODEL, run.run_id)
 
 
 def test_history_run_is_declined_without_touching_redis(env: Runtime, redis_url: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -12,6 +14,7 @@ from jobs.publish import publish_run, rollback_model, store_status
 from jobs.runtime import Runtime
 from jobs.score import score_partition
 from tests.jobs.conftest import END
+from warehouse.datasets.score_files import read_run
 from warehouse.errors import CatalogError, OlderRunError, QualityGateError, StoreError
 from warehouse.store.score_store import ScoreReader, ScoreStore
 
@@ -95,6 +98,23 @@ def test_unknown_and_failed_runs_are_refused(rt: Runtime) -> None:
     rt.catalog.finish_run(failed, status="failed", error="x")
     with pytest.raises(StoreError, match="only committed runs"):
         publish_run(rt, "churn", failed)
+
+
+def test_gate_refuses_a_loaded_run_whose_scores_differ_from_parquet(rt: Runtime) -> None:
+    """Redis holds the run complete (every entity, the right count) but with other scores than its Parquet: the
+    sample check before the pointer moves refuses it, and nothing is published or recorded."""
+    run = score_partition(rt, "churn", END, device="cpu")
+    table = read_run(run.output_path, columns=["entity_id", "score"])
+    wrong = pa.array(table.column("score").to_numpy() + np.float32(0.5), type=pa.float32())
+    with ScoreStore.from_url(rt.redis_url) as store:
+        store.create_run("churn", run.run_id, run.model_version, 1.0, run.rows_out)
+        store.write_batch("churn", run.run_id, table.column("entity_id"), wrong)
+        store.finalize_run("churn", run.run_id)
+    with pytest.raises(StoreError, match=f"run {run.run_id} failed verification"):
+        publish_run(rt, "churn", run.run_id)
+    with ScoreStore.from_url(rt.redis_url) as store:
+        assert store.current_run("churn") is None
+    assert rt.catalog.publications("churn") == []
 
 
 def test_half_loaded_run_is_reloaded(rt: Runtime) -> None:

@@ -50,11 +50,11 @@ from jobs.retention import (
     score_run_verdicts,
 )
 from jobs.runtime import Runtime
-from jobs.score import read_scores, score_partition
+from jobs.score import score_partition
 from jobs.serve import api_log
 from tests.jobs.conftest import END
 from warehouse.catalog import ABANDONED, COMMITTED, EXPIRED, FAILED, RunRecord
-from warehouse.datasets.score_files import remove_run
+from warehouse.datasets.score_files import read_run, remove_run
 from warehouse.errors import CatalogError, RegistryError
 from warehouse.settings import DEFAULT_MODELS_FILE, Settings
 from warehouse.store.local_server import ensure_local_redis, free_port, stop_local_redis
@@ -178,11 +178,11 @@ def test_score_parquet_beyond_retention_goes_but_the_live_run_and_rollback_targe
         with pytest.raises(CatalogError):
             rt.catalog.get_run(runs[n].run_id)
     for n in (0, -2):
-        assert read_scores(str(runs[n].output_path)).num_rows == runs[n].rows_out
+        assert read_run(str(runs[n].output_path)).num_rows == runs[n].rows_out
         assert rt.catalog.get_run(runs[n].run_id).status == COMMITTED
     reader = ScoreReader.from_url(rt.redis_url)
     try:
-        entity = read_scores(str(runs[0].output_path), columns=["entity_id"]).column(0)[0].as_py()
+        entity = read_run(str(runs[0].output_path), columns=["entity_id"]).column(0)[0].as_py()
         hit = reader.get(MODEL, entity)
         assert hit is not None and hit.run_id == runs[0].run_id
     finally:
@@ -207,7 +207,7 @@ def test_an_interrupted_removal_is_finished_and_never_leaves_a_dangling_referenc
     assert removed(report, SCORES) == sorted([str(first.output_path), str(second.output_path)])
     assert not Path(str(first.output_path)).exists()
     assert rt.catalog.runs(MODEL, status=EXPIRED, limit=None) == []
-    assert read_scores(str(live.output_path)).num_rows == live.rows_out
+    assert read_run(str(live.output_path)).num_rows == live.rows_out
 
 
 # ---- leftovers of crashed writers -----------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ import xgboost as xgb
 
 from jobs import score as score_mod
 from jobs.runtime import Runtime
-from jobs.score import read_scores, score_partition, scores_partition_dir
+from jobs.score import score_partition, scores_partition_dir
 from tests.jobs.conftest import END
 from warehouse.catalog import FAILED
 from warehouse.datasets import features as fstore
+from warehouse.datasets.score_files import read_run
 from warehouse.errors import (
     ContractViolationError,
     PartitionNotFoundError,
@@ -52,7 +53,7 @@ def _committed_dirs(rt: Runtime) -> list[Path]:
 def test_scores_equal_an_independent_prediction(rt: Runtime) -> None:
     """Every row of the partition is scored once, and each score equals xgboost's own prediction."""
     report = score_partition(rt, "churn", END, device="cpu", task_rows=TASK_ROWS)
-    table = read_scores(report.output_path)
+    table = read_run(report.output_path)
     expected = _independent_scores(rt, END)
     assert report.rows_out == table.num_rows == len(expected)
     assert len(list(Path(report.output_path).glob("part-*.parquet"))) > 1  # really split over tasks
@@ -81,8 +82,8 @@ def test_rerun_is_idempotent_and_force_rescores(rt: Runtime) -> None:
     forced = score_partition(rt, "churn", END, device="cpu", force=True, task_rows=TASK_ROWS)
     assert forced.run_id != first.run_id and not forced.reused
     assert forced.psi is not None and forced.psi < 1e-9 and forced.psi_against == first.run_id
-    a = read_scores(first.output_path).sort_by("entity_id").column("score")
-    b = read_scores(forced.output_path).sort_by("entity_id").column("score")
+    a = read_run(first.output_path).sort_by("entity_id").column("score")
+    b = read_run(forced.output_path).sort_by("entity_id").column("score")
     assert a.equals(b)
 
 
@@ -195,7 +196,7 @@ def test_worker_killed_mid_job_still_completes(rt: Runtime) -> None:
         thread.join()
         assert killed, "no worker was busy to kill"
         expected = _independent_scores(rt, END)
-        table = read_scores(report.output_path)
+        table = read_run(report.output_path)
         assert table.num_rows == len(expected)
         got = dict(zip(table.column("entity_id").to_pylist(), table.column("score").to_pylist(), strict=True))
         assert max(abs(got[k] - v) for k, v in expected.items()) < 1e-6
@@ -211,9 +212,9 @@ def test_gpu_scores_match_cpu(rt: Runtime) -> None:
 
     if not gpu_visible():
         pytest.skip("no CUDA GPU visible (cupy missing or no device)")
-    cpu = read_scores(score_partition(rt, "churn", END, device="cpu").output_path).sort_by("entity_id")
+    cpu = read_run(score_partition(rt, "churn", END, device="cpu").output_path).sort_by("entity_id")
     gpu_run = score_partition(rt, "churn", END, device="cuda", force=True)
-    gpu = read_scores(gpu_run.output_path).sort_by("entity_id")
+    gpu = read_run(gpu_run.output_path).sort_by("entity_id")
     assert gpu_run.device == "cuda"
     diff = np.abs(cpu.column("score").to_numpy() - gpu.column("score").to_numpy())
     assert diff.max() <= 1e-5

@@ -24,12 +24,13 @@ import pytest
 from jobs import score as score_mod
 from jobs.publish import publish_run
 from jobs.runtime import Runtime
-from jobs.score import read_scores, score_partition, scores_partition_dir
+from jobs.score import score_partition, scores_partition_dir
 from tests.conftest import small_models_file
 from tests.support.clock import END
 from warehouse.catalog import COMMITTED, FAILED
 from warehouse.datasets import features as fstore
 from warehouse.datasets import score_files
+from warehouse.datasets.score_files import read_run
 from warehouse.datasets.storage import ObjectPath
 from warehouse.errors import ConfigError, PartitionNotFoundError
 from warehouse.settings import Settings
@@ -157,7 +158,7 @@ def test_warehouse_lives_on_s3(s3_rt: Runtime) -> None:
 
 
 def test_scores_on_s3_equal_a_local_run(s3_rt: Runtime, tmp_path: Path, redis_url: str) -> None:
-    """Scored on a threads Dask cluster with the home on S3, the committed parts read back through read_scores
+    """Scored on a threads Dask cluster with the home on S3, the committed parts read back through read_run
     and equal, row for row, a local run on a local copy of the same warehouse."""
     report = score_partition(s3_rt, "churn", END, device="cpu", task_rows=TASK_ROWS)
     assert report.output_path is not None and report.output_path.startswith(f"{s3_rt.home}/scores/churn/dt=")
@@ -165,7 +166,7 @@ def test_scores_on_s3_equal_a_local_run(s3_rt: Runtime, tmp_path: Path, redis_ur
     parts = score_files.committed_parts(run_dir)
     assert parts is not None and len(parts) == ENTITIES // TASK_ROWS
     assert sorted(p.name for p in run_dir.iterdir()) == sorted([*(p.name for p in parts), "_SUCCESS"])
-    remote = read_scores(report.output_path).sort_by("entity_id")
+    remote = read_run(report.output_path).sort_by("entity_id")
     assert remote.num_rows == report.rows_out == ENTITIES
 
     local_home = tmp_path / "local-home"
@@ -177,7 +178,7 @@ def test_scores_on_s3_equal_a_local_run(s3_rt: Runtime, tmp_path: Path, redis_ur
     )
     try:
         local_report = score_partition(local_rt, "churn", END, device="cpu", task_rows=TASK_ROWS)
-        local = read_scores(local_report.output_path).sort_by("entity_id")
+        local = read_run(local_report.output_path).sort_by("entity_id")
     finally:
         local_rt.close()
     assert local_report.model_version == report.model_version
@@ -211,7 +212,7 @@ def test_crash_mid_job_commits_nothing_and_rerun_commits_once(s3_rt: Runtime, mo
     assert _committed_runs(s3_rt, END) == [f"run={first.run_id}"]
     part_dir = scores_partition_dir(s3_rt, "churn", END)
     assert [p.name for p in part_dir.iterdir()] == [f"run={first.run_id}"]  # the crashed run's parts are gone
-    assert read_scores(first.output_path).num_rows == ENTITIES
+    assert read_run(first.output_path).num_rows == ENTITIES
 
 
 def test_only_a_manifest_listing_exactly_the_parts_commits(s3_rt: Runtime) -> None:
@@ -225,7 +226,7 @@ def test_only_a_manifest_listing_exactly_the_parts_commits(s3_rt: Runtime) -> No
     fs.copy(f"{good.key}/part-00000.parquet", f"{no_manifest.key}/part-00000.parquet")
     assert not score_files.is_committed(no_manifest)
     with pytest.raises(PartitionNotFoundError, match="no committed scores"):
-        read_scores(str(no_manifest))
+        read_run(str(no_manifest))
 
     extra_part = part_dir / "run=stray-part"  # a part the manifest does not list
     fs.copy(good.key, extra_part.key, recursive=True)
@@ -245,7 +246,7 @@ def test_publish_from_s3_loads_redis_from_the_workers(s3_rt: Runtime, redis_url:
     report = score_partition(s3_rt, "churn", END, device="cpu", task_rows=TASK_ROWS)
     pub = publish_run(s3_rt, "churn", report.run_id)
     assert pub.loaded and pub.rows == ENTITIES
-    table = read_scores(report.output_path)
+    table = read_run(report.output_path)
     idx = np.random.default_rng(0).choice(table.num_rows, size=200, replace=False)
     ids = table.column("entity_id").take(idx).to_pylist()
     expected = table.column("score").take(idx).to_numpy()

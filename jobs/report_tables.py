@@ -1,0 +1,92 @@
+"""The tables human ``prescore`` output shows: one function per command result, each a ``rich`` table.
+
+Pure: a result in, a table out; the CLI prints it on stderr (``jobs.console``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def training_table(model: str, report: Any) -> Table:
+    """``prescore train``: one row per trained kind (``jobs.train.TrainReport``)."""
+    table = Table(title=f"{model}: trained on {', '.join(report.train_dates)}; hold-out {report.holdout_date}")
+    for col in ("kind", "version", "features", "AUC", "logloss", "production AUC", "promoted"):
+        table.add_column(col)
+    for r in report.results:
+        prod = f"{r.production_metrics['auc']:.4f}" if r.production_metrics else "-"
+        table.add_row(r.kind, r.version, str(len(r.features)), f"{r.metrics['auc']:.4f}",
+                      f"{r.metrics['logloss']:.4f}", prod, "yes" if r.promoted else "no")  # fmt: skip
+    return table
+
+
+def backfill_table(model: str, report: Any) -> Table:
+    """``prescore backfill``: one row per date (``jobs.backfill.BackfillReport``)."""
+    table = Table(title=f"backfill {model} {report.start}..{report.end} in {report.seconds:.0f}s")
+    for col in ("date", "status", "run", "rows", "seconds", "error"):
+        table.add_column(col)
+    for d in report.dates:
+        table.add_row(d.date, d.status, d.run_id or "-", f"{d.rows:,}", f"{d.seconds:.1f}", d.error or "")
+    return table
+
+
+def status_table(item: dict[str, Any]) -> Table:
+    """``prescore status``: one model's ``jobs.status.model_status``."""
+    table = Table(title=f"model {item['model']} (feature set {item['feature_set']})", show_header=False)
+    table.add_row("feature partitions", ", ".join(item["feature_dates"]) or "none (run prescore synth)")
+    for kind, info in item["production"].items():
+        text = "none (run prescore train)"
+        if info:
+            text = f"{info['version']}  sha256 {info['sha256'][:12]}…  AUC {info['metrics'].get('auc', 0):.4f}"
+        table.add_row(f"production {kind}", text)
+    current = item["store"].get("current")
+    if "error" in item["store"]:
+        table.add_row("published run", f"not readable: {item['store']['error']}")
+    elif current:
+        table.add_row(
+            "published run",
+            f"{current['run_id']}  as_of {current['as_of']}  age {current['age_s']}s "
+            f"(max {current['max_age_s']:.0f}s: {current['state']})  rows {current['rows']:,}",
+        )
+        retained = [r["run_id"] for r in item["store"]["runs"] if r["run_id"] != current["run_id"]]
+        table.add_row("retained runs", ", ".join(retained) or "none")
+    elif item["store"].get("health", {}).get("state") != "lost":
+        table.add_row("published run", "none (prescore publish)")
+    health = item["store"].get("health")
+    if health and health["state"] == "lost":
+        table.add_row("[red]scores LOST[/red]", f"{health['reason']}; restore them: prescore restore --model "
+                      f"{item['model']} (the prescore_reconcile DAG does it every 5 minutes)")  # fmt: skip
+    for pub in item["publications"][:3]:
+        table.add_row(f"{pub['action']}", f"{pub['run_id']} at {pub['at']} (previous {pub['previous_run_id']})")
+    for run in item["recent_runs"][:5]:
+        table.add_row(f"run {run['date']}", f"{run['run_id']} {run['status']} rows={run['rows']}")
+    for fail in item["last_failures"]:
+        table.add_row("last failure", f"{fail['date']} {fail['run_id']}: {fail['error']}")
+    return table
+
+
+def retention_table(report: Any, dry_run: bool) -> Table:
+    """``prescore retention``: what was (or would be) removed and what was kept (``jobs.retention``)."""
+    verb = "would remove" if dry_run else "removed"
+    table = Table(title=f"retention as of {report.now}{' (dry run)' if dry_run else ''}")
+    for col in ("store", "action", "item", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in report.removed:
+        table.add_row(r.store, verb, r.item, r.reason)
+    for k in report.kept:
+        table.add_row(k.store, "kept", k.item, k.reason)
+    return table
+
+
+def lookup_table(model: str, answers: list[dict[str, Any]]) -> Table:
+    """``prescore lookup``: one row per answer of ``online.lookup.lookup``."""
+    table = Table(title=f"model {model}")
+    for column in ("entity_id", "score", "source", "stale", "age_s", "model_version", "run_id"):
+        table.add_column(column)
+    for a in answers:
+        age = "" if a["age_s"] is None else f"{a['age_s']:.0f}"
+        table.add_row(a["entity_id"], f"{a['score']:.6f}", a["source"], str(a["stale"]), age,
+                      a["model_version"] or "", a["run_id"] or "")  # fmt: skip
+    return table
