@@ -2,9 +2,9 @@
 
     python bench/bench_store.py --entities 1000000 --json bench-store.json
 
-Measures in one run: naive pipelined ``SET key value`` (1000 per round trip), ``RunWriter.write_batch`` (HSET
-buckets), ``RunWriter.write_buckets`` (RESTORE of client-built buckets): entities/s and bytes/entity (INFO
-used_memory delta); then single-``get`` latency p50/p99 with no load and during a load by another process.
+Measures in one run: naive pipelined ``SET key value`` (1000 per round trip) and ``RunWriter.write_batch`` (HSET
+buckets): entities/s and bytes/entity (INFO used_memory delta); then single-``get`` latency p50/p99 with no load and
+during a load by another process.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from warehouse.store import ScoreReader, ScoreStore, buckets, id_array, start_redis
+from warehouse.store import ScoreReader, ScoreStore, start_redis
 
 MODEL = "bench"
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
@@ -59,20 +59,6 @@ def load_hset(store: ScoreStore, run_id: str, ids: list[str], scores: np.ndarray
     writer = store.writer(MODEL, run_id)
     for i in range(0, len(ids), batch):
         writer.write_batch(ids[i : i + batch], scores[i : i + batch])
-
-
-def load_restore(store: ScoreStore, run_id: str, ids: list[str], scores: np.ndarray, batch: int) -> None:
-    """Each call owns a range of whole buckets (what a job shuffled by bucket would hand every writer)."""
-    writer = store.writer(MODEL, run_id)
-    arr = id_array(ids)
-    of = buckets(arr, writer.info.n_buckets)
-    parts = max(1, len(ids) // batch)
-    owner = of * parts // writer.info.n_buckets
-    order = np.argsort(owner, kind="stable")
-    cuts = np.searchsorted(owner[order], np.arange(parts + 1))
-    for k in range(parts):
-        rows = order[cuts[k] : cuts[k + 1]]
-        writer.write_buckets([ids[i] for i in rows.tolist()], scores[rows])
 
 
 def background_load(url: str, n: int, batch: int) -> None:
@@ -114,7 +100,7 @@ def main() -> None:
             results: dict[str, object] = {"entities": n, "batch": args.batch, "redis": client.info()["redis_version"]}
             results["naive_set"] = measure(client, n, lambda: naive_set(client, ids, scores.astype("<f4").tobytes()))
             client.flushall()
-            for name, loader in (("restore_buckets", load_restore), ("hset_buckets", load_hset)):
+            for name, loader in (("hset_buckets", load_hset),):
                 run_id = name.replace("_", "-")
                 store.create_run(MODEL, run_id, "v1", AS_OF, n)
                 store.heartbeat(MODEL, run_id)
@@ -126,8 +112,6 @@ def main() -> None:
                 results[name] = row
                 sample = np.random.default_rng(2).integers(0, n, 1000)
                 assert store.sample_check(MODEL, run_id, [ids[i] for i in sample], scores[sample]) == []
-                if name == "restore_buckets":
-                    client.flushall()
             store.publish(MODEL, "hset-buckets")
             reader = ScoreReader.from_url(server.url)
             results["get_idle"] = latencies(reader, ids, args.lookups, lambda: False)
@@ -150,7 +134,7 @@ def print_table(r: dict[str, object]) -> None:
     print(f"\n{r['entities']:,} entities, batch {r['batch']:,}, Redis {r['redis']}\n")
     print("| loader | entities/s | bytes/entity | vs naive |")
     print("|---|---:|---:|---:|")
-    for name in ("naive_set", "hset_buckets", "restore_buckets"):
+    for name in ("naive_set", "hset_buckets"):
         row: dict[str, float] = r[name]  # type: ignore[assignment]
         ratio = row.get("ratio_vs_naive", 1.0)
         print(f"| {name} | {row['entities_per_s']:,.0f} | {row['bytes_per_entity']:.1f} | {ratio:.1f}x |")

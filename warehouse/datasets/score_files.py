@@ -7,15 +7,15 @@ exists, is a manifest ``{"run_id", "rows", "parts": [{"name", "rows"}, ...]}`` o
 the ``part-*.parquet`` files present. Writers write the manifest after the last part:
 
 - local: into the staging directory ``.staging-<run_id>``, which is then renamed to ``run=<run_id>`` in one
-  step (readers see all of it or nothing, as before);
+  step (readers see all of it or nothing);
 - object storage (no rename): the parts are written straight under ``run=<run_id>/`` and the manifest after
   them. A crash before it leaves parts without a manifest: no reader accepts them, and the next run of the
   partition deletes them once the catalog no longer says ``running``.
 
 Every reader of committed scores goes through ``committed_parts`` (``read_run``, the publish loader, the
 online check, the "already committed" check that makes a rerun or a backfill reuse a run) and ignores
-anything else. A local ``_SUCCESS`` that holds only the run id (runs committed before manifests existed)
-counts as committed with all its parts: the rename already made that directory whole.
+anything else. A local ``_SUCCESS`` that holds only the run id (a run committed without a manifest) counts
+as committed with all its parts: the rename made that directory whole.
 
 Removal (``remove_run``, what retention calls) is the commit in reverse: the manifest goes first, so from then on
 no reader takes the run as committed, then the parts. ``uncommitted_runs`` lists what writers left behind.

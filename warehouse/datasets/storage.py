@@ -1,7 +1,7 @@
 """Where the warehouse lives: a local directory, or object storage named by an fsspec URL (``s3://bucket/prefix``).
 
-A local ``PRESCORE_HOME`` keeps using ``pathlib.Path`` everywhere, with the rename-based commits it always had:
-nothing on the local path goes through fsspec. A home with a scheme becomes an ``ObjectPath``: the subset of
+A local ``PRESCORE_HOME`` uses ``pathlib.Path`` everywhere, with rename-based commits: nothing on the local path
+goes through fsspec. A home with a scheme becomes an ``ObjectPath``: the subset of
 ``pathlib.Path`` that prescore uses (``/``, ``name``, ``parent``, ``exists``, ``is_dir``, ``is_file``,
 ``iterdir``, ``glob``, ``open``, ``read_bytes``/``write_bytes``, ``read_text``/``write_text``, ``unlink``,
 ``mkdir``) over an fsspec filesystem. Code that must differ (object stores cannot rename) asks ``is_remote``.

@@ -1,14 +1,18 @@
 """The Redis score store: published scores keyed for lookups, loaded run by run and switched atomically.
 
 Modules, from the bottom up: ``connection`` (clients for one node or a Redis Cluster, and the errors that mean
-"unavailable"), ``layout`` (keys, entity ids, buckets and the run record), ``wire`` (encoding a batch into
-pipelined ``HSET`` commands), ``pipeline`` (sending them with bounded replies and cluster redirects), ``writer``
-(loading one run), ``readers`` (lookups, blocking and asyncio), ``score_store`` (the run lifecycle: create, load,
-finalize, publish, roll back, clean up) and ``local_server`` (an embedded ``redis-server`` for the demo and tests).
+"unavailable"), ``keys`` (key names, run states and metadata, score values), ``ids`` (the entity-id rule, id arrays
+and buckets), ``wire`` (encoding a batch into pipelined ``HSET`` commands), ``pipeline`` (sending them with bounded
+replies and cluster redirects), ``transaction`` (WATCH/MULTI retried on conflict), ``writer`` (loading one run),
+``lookup`` (the pure core of a reader: pointer cache and lookup plans), ``readers`` (lookups, blocking and asyncio),
+``runs`` (create, count, finalize, reopen, abort), ``publication`` (publish, roll back, restore the pointer),
+``cleanup`` (retention), ``locks``, ``score_store`` (``ScoreStore``, composed of the four before it) and
+``local_server`` (an embedded ``redis-server`` for the demo and tests). ``layout`` re-exports ``keys`` and ``ids``.
 
 Other packages import from here, not from the modules.
 """
 
+from warehouse.store.cleanup import CleanupReport
 from warehouse.store.connection import (
     UNAVAILABLE_ERRORS,
     AsyncClient,
@@ -20,18 +24,8 @@ from warehouse.store.connection import (
     text,
     unavailable,
 )
-from warehouse.store.layout import (
-    MAX_ENTITY_ID_BYTES,
-    RunInfo,
-    RunState,
-    StoredScore,
-    bucket_of,
-    buckets,
-    entity_id_problem,
-    id_array,
-    store_key,
-    validate_name,
-)
+from warehouse.store.ids import MAX_ENTITY_ID_BYTES, bucket_of, buckets, entity_id_problem, id_array
+from warehouse.store.keys import RunInfo, RunState, StoredScore, older_than_live, store_key, validate_name
 from warehouse.store.local_server import (
     RedisProcess,
     ensure_local_redis,
@@ -40,8 +34,10 @@ from warehouse.store.local_server import (
     start_redis,
     stop_local_redis,
 )
+from warehouse.store.publication import Publication
 from warehouse.store.readers import AsyncScoreReader, ScoreLookup, ScoreReader
-from warehouse.store.score_store import CleanupReport, Mismatch, Publication, ScoreStore
+from warehouse.store.runs import Mismatch
+from warehouse.store.score_store import ScoreStore
 
 __all__ = [
     "MAX_ENTITY_ID_BYTES",
@@ -68,6 +64,7 @@ __all__ = [
     "free_port",
     "id_array",
     "is_cluster",
+    "older_than_live",
     "running_local_redis",
     "start_redis",
     "stop_local_redis",

@@ -1,6 +1,6 @@
 """Pipelined bulk commands to Redis or a Redis Cluster: the transport of the score store's loads and counts.
 
-``BulkPipeline.send(keys, encode, what)`` sends one pre-encoded single-key command per key (HSET, RESTORE, HLEN),
+``BulkPipeline.send(keys, encode, what)`` sends one pre-encoded single-key command per key (HSET, HLEN),
 ``encode`` building the RESP bytes of any subset of them. On one Redis the commands stream over one connection; on a
 cluster they are grouped by the node that owns each key's slot and streamed to every node at once, and commands
 redirected by a moving slot (MOVED/ASK) are resent after the slot map is refreshed, ``REDIRECT_ATTEMPTS`` times,
@@ -108,7 +108,7 @@ class BulkPipeline:
 
 
 class Replies:
-    """Reads single-line replies (integer, status, error: all that HSET, RESTORE and HLEN answer) of a raw pipeline.
+    """Reads single-line replies (integer, status, error: all that HSET and HLEN answer) of a raw pipeline.
 
     On a RESP2 connection it parses the socket stream itself: redis-py's parser costs ~20 µs a reply, which was the
     largest cost of a bulk load. Other connections go through ``read_response``.

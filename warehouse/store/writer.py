@@ -1,34 +1,24 @@
-"""Writing the scores of one run into the Redis score store (``ScoreStore.writer``).
+"""Writing the scores of one run into the Redis score store (``ScoreStore.writer`` builds a ``RunWriter``).
 
-A batch of ids and scores is validated, grouped by bucket (``warehouse.store.layout``) and sent as one HSET per
-bucket — or, for a writer that owns whole buckets, as RESTOREs of payloads built client-side — pipelined through
-``warehouse.store.pipeline``. Each call adds the rows it wrote to the run's ``loaded_rows`` with a heartbeat, so
-``finalize_run`` can verify the count and ``cleanup`` can tell a live loader from an abandoned one.
+A batch of ids and scores is validated (``warehouse.store.ids``), grouped by bucket and encoded as one HSET per
+bucket (``warehouse.store.wire``), and sent pipelined through ``warehouse.store.pipeline``. Each call reports the
+rows it wrote to the ``account`` callback the writer was built with (the run's ``loaded_rows`` and heartbeat, so
+``finalize_run`` can verify the count and ``cleanup`` can tell a live loader from an abandoned one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
-import redis
 
-from warehouse.store.layout import RunInfo, crc32s, id_array, score_array, store_key
-from warehouse.store.pipeline import raise_first_error
-from warehouse.store.wire import (
-    BucketedBatch,
-    bucketize,
-    has_duplicates,
-    hset_commands,
-    restore_commands,
-    restore_payloads,
-    select_buckets,
-)
-
-if TYPE_CHECKING:
-    from warehouse.store.score_store import ScoreStore
+from warehouse.store.ids import id_array
+from warehouse.store.keys import RunInfo, score_array, store_key
+from warehouse.store.pipeline import BulkPipeline, raise_first_error
+from warehouse.store.wire import BucketedBatch, bucketize, hset_commands, select_buckets
 
 IdsLike: TypeAlias = Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
 ScoresLike: TypeAlias = Sequence[float] | np.ndarray | pa.Array
@@ -40,12 +30,22 @@ class RunWriter:
     Any number of writers (threads, or processes each with its own ``ScoreStore.from_url``) may write the same run at
     once: a batch is grouped by bucket and sent as one HSET per bucket, pipelined without a transaction, ~5000
     entities per round trip. Writing an id twice keeps the last score. ``write_batch`` returns the rows it added and
-    adds them to the run's ``loaded_rows`` (HINCRBY) with a heartbeat. Redis out of memory → ``StoreError``; the
-    partial run is deleted and the published run is untouched.
+    passes them to ``account`` (which adds them to the run's ``loaded_rows`` with a heartbeat, and raises
+    ``StoreError`` when the run no longer accepts writes). The sends run inside ``out_of_memory()``, the context that
+    turns Redis out of memory into ``StoreError`` (and deletes the partial run).
     """
 
-    def __init__(self, store: ScoreStore, info: RunInfo, entities_per_round_trip: int = 5000) -> None:
-        self.store, self.info, self.per_round_trip = store, info, entities_per_round_trip
+    def __init__(
+        self,
+        bulk: BulkPipeline,
+        info: RunInfo,
+        *,
+        account: Callable[[int], None],
+        out_of_memory: Callable[[], AbstractContextManager[None]],
+        entities_per_round_trip: int = 5000,
+    ) -> None:
+        self.bulk, self.info, self.per_round_trip = bulk, info, entities_per_round_trip
+        self._account, self._out_of_memory = account, out_of_memory
         self._bucket_keys: list[bytes] | None = None
 
     def _keys(self, batch: BucketedBatch) -> list[bytes]:
@@ -63,7 +63,7 @@ class RunWriter:
         ids = id_array(entity_ids)
         batch = bucketize(ids, score_array(scores, ids), self.info.n_buckets)
         added = self._write(batch)
-        self.store._bump(self.info.model, self.info.run_id, added)
+        self._account(added)
         return added
 
     def _write(self, batch: BucketedBatch) -> int:
@@ -76,40 +76,7 @@ class RunWriter:
                 return hset_commands(batch, keys, per)
             return hset_commands(select_buckets(batch, positions), [keys[k] for k in positions], per)
 
-        with self.store._out_of_memory(self.info.model, self.info.run_id, True):
-            replies = self.store.bulk.send(keys, encode, self._what())
+        with self._out_of_memory():
+            replies = self.bulk.send(keys, encode, self._what())
             raise_first_error(replies)
             return int(sum(replies))
-
-    def write_buckets(self, entity_ids: IdsLike, scores: ScoresLike) -> int:
-        """Faster path for a writer that owns whole buckets: each bucket is built client-side and sent with
-        ``RESTORE``. Contract: this call holds every entity of each bucket it touches and no other writer writes
-        those buckets (partition rows by ``score_layout.buckets(ids, n_buckets)``). Buckets that already exist or
-        that the server refuses (other payload version) fall back to HSET, so the result is the same either way."""
-        ids = id_array(entity_ids)
-        values = score_array(scores, ids)
-        crc = crc32s(ids)
-        if has_duplicates(ids, crc):
-            return self.write_batch(ids, values)
-        batch = bucketize(ids, values, self.info.n_buckets, crc)
-        if not batch.bucket_ids:
-            return self.write_batch(ids, values)
-        sizes = np.diff(batch.starts).tolist()
-        keys, per = self._keys(batch), self.per_round_trip
-        payloads = restore_payloads(batch)
-
-        def encode(positions: list[int] | None) -> list[tuple[bytes, int]]:
-            if positions is None:
-                return restore_commands(keys, payloads, sizes, per)
-            pick = positions
-            return restore_commands([keys[k] for k in pick], [payloads[k] for k in pick], [sizes[k] for k in pick], per)
-
-        with self.store._out_of_memory(self.info.model, self.info.run_id, True):
-            replies = self.store.bulk.send(keys, encode, self._what())
-            raise_first_error([r for r in replies if isinstance(r, redis.exceptions.OutOfMemoryError)])
-        refused = [k for k, r in enumerate(replies) if isinstance(r, Exception)]
-        added = sum(sizes) - sum(sizes[k] for k in refused)
-        if refused:
-            added += self._write(select_buckets(batch, refused))
-        self.store._bump(self.info.model, self.info.run_id, added)
-        return added

@@ -22,9 +22,11 @@ from redis.cluster import RedisCluster
 
 from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
 from warehouse.errors import ConfigError
+from warehouse.store import ScoreStore
 from warehouse.store.connection import cluster_url, connect, connect_async
-from warehouse.store.layout import buckets, id_array, store_key
-from warehouse.store.score_store import AsyncScoreReader, RunState, ScoreReader, ScoreStore
+from warehouse.store.ids import buckets, id_array
+from warehouse.store.keys import RunState, store_key
+from warehouse.store.readers import AsyncScoreReader, ScoreReader
 
 MODEL = "churn"
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
@@ -66,7 +68,7 @@ def ids_and_scores(n: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 
 def load(store: ScoreStore, run_id: str, ids: list[str], scores: np.ndarray, as_of: datetime) -> None:
-    """Half the rows by HSET batches, the other half by whole-bucket RESTOREs (both bulk paths)."""
+    """Half the rows in three batches, the other half (whole buckets) in one."""
     info = store.create_run(MODEL, run_id, "v1", as_of, len(ids))
     writer = store.writer(MODEL, run_id)
     odd = buckets(id_array(ids), info.n_buckets) % 2 == 1
@@ -74,7 +76,7 @@ def load(store: ScoreStore, run_id: str, ids: list[str], scores: np.ndarray, as_
     for part in np.array_split(rows, 3):
         writer.write_batch([ids[r] for r in part], scores[part])
     whole = np.flatnonzero(~odd)
-    assert writer.write_buckets([ids[r] for r in whole], scores[whole]) == len(whole)
+    assert writer.write_batch([ids[r] for r in whole], scores[whole]) == len(whole)
 
 
 def test_cluster_url_flag_is_parsed_and_stripped() -> None:
@@ -183,7 +185,7 @@ def test_run_lifecycle_on_three_nodes(cluster: RedisClusterProcesses, url: str) 
     reader.close()
 
     store.create_run(MODEL, "crashed", "v1", DAY, 10)
-    store.write_batch(MODEL, "crashed", [f"c{i}" for i in range(5)], np.ones(5))
+    store.writer(MODEL, "crashed").write_batch([f"c{i}" for i in range(5)], np.ones(5))
     for b in range(30):  # bucket keys of a run whose metadata is gone (an interrupted cleanup), on every node
         store.client.hset(store_key(MODEL, "bucket", "ghost", b), "x", b"\x00\x00\x00\x00")
     assert all(count > 0 for count in keys_per_node(cluster, store_key(MODEL, "bucket", "r2", "*")).values())
@@ -203,7 +205,7 @@ def test_run_lifecycle_on_three_nodes(cluster: RedisClusterProcesses, url: str) 
     assert store.current_run(MODEL).run_id == "r1"  # type: ignore[union-attr]
 
     store.create_run(MODEL, "r3", "v1", DAY, len(ids))
-    store.write_batch(MODEL, "r3", ids, scores)
+    store.writer(MODEL, "r3").write_batch(ids, scores)
     assert store.abort_run(MODEL, "r3") == info.n_buckets  # every node's buckets of the run
     assert store.get_run(MODEL, "r3") is None
     store.close()

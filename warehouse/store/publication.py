@@ -1,0 +1,179 @@
+"""Publication of the score store: which run of a model readers are served, and the history of published runs.
+
+``publish`` makes a verified run current, ``rollback`` points back at a retained published run, ``restore_pointer``
+puts a verified run back after Redis lost the pointer. Each is one pointer change in one WATCH/MULTI transaction
+(``warehouse.store.transaction``) on the node of the model's ``{model}`` hash tag: readers see the old run or the
+new one, never a mix. The run that stops being current becomes ``retired`` and stays a rollback target until
+``cleanup`` removes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from warehouse.errors import PointerMovedError, StoreError
+from warehouse.store.connection import SyncClient
+from warehouse.store.connection import text as _text
+from warehouse.store.connection import unavailable as _unavailable
+from warehouse.store.keys import RunInfo, RunState, older_than_live, store_key, to_utc, validate_name
+from warehouse.store.transaction import transact
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The outcome of ``publish`` or ``rollback``: which run was current before and which is now (``at`` UTC).
+    ``declined`` says why nothing changed when the run is older than the live one (``keys.older_than_live``)."""
+
+    model: str
+    run_id: str
+    previous_run_id: str | None
+    at: datetime
+    already_current: bool = False
+    declined: str | None = None
+
+
+def _retire(pipe: Any, model: str, run_id: str, now: float) -> None:
+    retired: dict[Any, Any] = {"state": RunState.RETIRED.value, "retired_at": repr(now)}
+    pipe.hset(store_key(model, "meta", run_id), mapping=retired)
+
+
+def _pointer_keys(model: str, run_id: str) -> tuple[str, str, str]:
+    """The keys a pointer change to ``run_id`` watches: the pointer, the published history, the run's record."""
+    validate_name("model", model)
+    validate_name("run id", run_id)
+    return store_key(model, "current"), store_key(model, "history"), store_key(model, "meta", run_id)
+
+
+class Publisher:
+    """Pointer changes of every model on one client; ``clock`` gives epoch seconds (publish and retire stamps).
+    ``ScoreStore`` exposes these methods with their contracts."""
+
+    def __init__(self, client: SyncClient, clock: Callable[[], float]) -> None:
+        self.client, self.clock = client, clock
+
+    def publish(self, model: str, run_id: str, *, force: bool = False) -> Publication:
+        current_key, history_key, meta_key = _pointer_keys(model, run_id)
+
+        def flip(pipe: Any) -> Publication:
+            pipe.watch(current_key, history_key, meta_key)
+            current = _text(pipe.get(current_key))
+            if current == run_id:
+                history = [_text(r) for r in pipe.lrange(history_key, 0, 1)]
+                info = RunInfo.from_meta(pipe.hgetall(meta_key))
+                pipe.unwatch()
+                previous = history[1] if len(history) > 1 else None
+                at = info.published_at or to_utc(self.clock())
+                return Publication(model, run_id, previous, at, already_current=True)
+            meta = pipe.hgetall(meta_key)
+            if not meta:
+                raise StoreError(f"cannot publish unknown run {run_id!r} of model {model!r}")
+            info = RunInfo.from_meta(meta)
+            if info.state not in (RunState.LOADED, RunState.RETIRED):
+                raise StoreError(
+                    f"cannot publish run {run_id!r} of model {model!r}: it is {info.state.value}, not "
+                    "verified; finish the load and call finalize_run first"
+                )
+            if current and not force:
+                pipe.watch(store_key(model, "meta", current))
+                cur = pipe.hgetall(store_key(model, "meta", current))
+                declined = older_than_live(run_id, info.as_of, RunInfo.from_meta(cur) if cur else None)
+                if declined:
+                    pipe.unwatch()
+                    return Publication(model, run_id, current, to_utc(self.clock()), declined=declined)
+            now = self.clock()
+            pipe.multi()
+            pipe.set(current_key, run_id)
+            pipe.lrem(history_key, 0, run_id)
+            pipe.lpush(history_key, run_id)
+            pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
+            pipe.hdel(meta_key, "retired_at")
+            if current:
+                _retire(pipe, model, current, now)
+            pipe.execute()
+            return Publication(model, run_id, current, to_utc(now))
+
+        with _unavailable(f"publishing run {run_id} of model {model}"):
+            return transact(self.client, flip)
+
+    def rollback(self, model: str, to_run: str | None = None) -> Publication:
+        validate_name("model", model)
+        if to_run is not None:
+            validate_name("run id", to_run)
+        current_key, history_key = store_key(model, "current"), store_key(model, "history")
+
+        def flip(pipe: Any) -> Publication:
+            pipe.watch(current_key, history_key)
+            current = _text(pipe.get(current_key))
+            history = [str(_text(r)) for r in pipe.lrange(history_key, 0, -1)]
+            if to_run is not None and to_run == current:
+                pipe.unwatch()
+                return Publication(model, to_run, current, to_utc(self.clock()), already_current=True)
+            target = to_run if to_run is not None else (history[1] if len(history) > 1 else None)
+            if target is None:
+                raise StoreError(f"no previous run to roll back to for model {model!r}")
+            meta_key = store_key(model, "meta", target)
+            pipe.watch(meta_key)
+            if target not in history or not pipe.exists(meta_key):
+                raise StoreError(
+                    f"cannot roll model {model!r} back to run {target!r}: it is not a retained published "
+                    f"run (retained: {', '.join(history) or 'none'})"
+                )
+            now = self.clock()
+            pipe.multi()
+            pipe.set(current_key, target)
+            pipe.ltrim(history_key, history.index(target), -1)
+            pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
+            pipe.hdel(meta_key, "retired_at")
+            for dropped in history[: history.index(target)]:
+                _retire(pipe, model, dropped, now)
+            pipe.execute()
+            return Publication(model, target, current, to_utc(now))
+
+        with _unavailable(f"rolling back model {model}"):
+            return transact(self.client, flip)
+
+    def restore_pointer(self, model: str, run_id: str, *, seen: str | None, history: Sequence[str] = ()) -> Publication:
+        current_key, history_key, meta_key = _pointer_keys(model, run_id)
+
+        def flip(pipe: Any) -> Publication:
+            pipe.watch(current_key, history_key, meta_key)
+            current = _text(pipe.get(current_key))
+            if current not in (seen, run_id):
+                raise PointerMovedError(
+                    f"model {model!r} now serves run {current!r} (a publish or rollback happened during the "
+                    f"restore of run {run_id!r}): it stays; nothing was restored over it"
+                )
+            meta = pipe.hgetall(meta_key)
+            info = RunInfo.from_meta(meta) if meta else None
+            if info is None or info.state is RunState.LOADING:
+                raise StoreError(f"cannot restore run {run_id!r} of model {model!r}: it is not loaded and "
+                                 "verified in Redis; load it first")  # fmt: skip
+            targets = []
+            for other in dict.fromkeys(h for h in history if h != run_id):
+                pipe.watch(store_key(model, "meta", other))
+                other_meta = pipe.hgetall(store_key(model, "meta", other))
+                if other_meta and RunInfo.from_meta(other_meta).state in (RunState.LOADED, RunState.RETIRED):
+                    targets.append(other)
+            old = [_text(r) for r in pipe.lrange(history_key, 0, -1)]
+            if current == run_id and info.state is RunState.PUBLISHED and old == [run_id, *targets]:
+                pipe.unwatch()
+                return Publication(model, run_id, current, info.published_at or to_utc(self.clock()), True)
+            now = self.clock()
+            pipe.multi()
+            pipe.set(current_key, run_id)
+            pipe.delete(history_key)
+            pipe.rpush(history_key, run_id, *targets)
+            if current != run_id or info.state is not RunState.PUBLISHED:
+                pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
+            pipe.hdel(meta_key, "retired_at")
+            for other in targets:
+                _retire(pipe, model, other, now)
+            pipe.execute()
+            at = to_utc(now) if current != run_id or info.published_at is None else info.published_at
+            return Publication(model, run_id, current, at, already_current=current == run_id)
+
+        with _unavailable(f"restoring run {run_id} of model {model}"):
+            return transact(self.client, flip)
