@@ -1,9 +1,20 @@
-"""The online reader's HTTP surface: ``create_app`` (FastAPI factory), its lifespan, and the routes of DESIGN.md.
+"""The online reader's HTTP surface: ``create_app`` (FastAPI factory), its lifespan, and its routes.
 
-Routes delegate to ``online.reader.Reader`` (the ladder, validation, metrics, prediction log); admission (shed /
+Routes (``/v1/*`` need an API or admin key when API keys are configured; ``/v1/admin/*`` always needs an admin key):
+
+- ``GET /v1/scores/{model}/{entity_id}``: the score of one entity (precomputed, stale-flagged or the default);
+- ``POST /v1/scores/{model}``: the same, with ``features`` for the fallback model;
+- ``POST /v1/scores/{model}/batch``: many entities in one Redis round trip;
+- ``GET /v1/models``: each served model's current run, age, freshness and fallback;
+- ``POST /v1/admin/reload``: reload the models file and fallbacks (refused, 409, when the new ones are unusable);
+- ``GET /healthz`` (liveness), ``GET /readyz`` (readiness: 503 until models are loaded and Redis answered),
+  ``GET /metrics`` (Prometheus), ``GET /docs`` and ``GET /openapi.json`` (the API documentation).
+
+Routes delegate to ``online.service.ScoringService`` (the ladder, metrics, prediction log); admission (shed /
 auth / size) runs first as middleware. Hot routes use ``_DirectRoute``: documented by FastAPI like any route, but
 called as ``endpoint(request, **path_params)`` without dependency solving or response validation; the endpoints
-validate their own input. The pydantic models here document the API (OpenAPI) and are never on the hot path.
+validate their own input (``online.validation``). The pydantic models here document the API (OpenAPI) and are
+never on the hot path.
 
 ``/docs`` (Swagger UI) loads its JavaScript and CSS from the app itself (``DOCS_ASSETS``, shipped by the
 ``fastapi-offline`` package), never from a CDN, so it renders in a closed network. Operations are grouped under
@@ -33,8 +44,10 @@ from online.admission import Admission
 from online.errors import ErrorBody, InvalidInput
 from online.metrics import CONTENT_TYPE
 from online.policy import Source
-from online.reader import JSON, Reader, json_object
+from online.responses import JSON
+from online.service import ScoringService
 from online.settings import OnlineSettings
+from online.validation import json_object
 from warehouse.store import MAX_ENTITY_ID_BYTES
 
 DOCS_ASSETS = "/docs/assets"  # swagger-ui-bundle.js, swagger-ui.css, favicon.png
@@ -121,21 +134,21 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
 
     ``clock`` (epoch seconds) is where the app reads the time to age scores; tests move it."""
     settings = settings or OnlineSettings()
-    reader = Reader(settings, clock=clock)
+    service = ScoringService(settings, clock=clock)
     register_url_convertor("any_text", _AnyText())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await reader.start()
+        await service.start()
         try:
             yield
         finally:
-            await reader.stop()
+            await service.stop()
 
-    admission = dict(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes, stats=reader.stats,
+    admission = dict(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes, stats=service.stats,
                      max_discard_bytes=settings.max_discard_bytes, discard_timeout_s=settings.discard_timeout_s,
                      api_keys=settings.api_keys, admin_keys=settings.admin_keys, open_paths=OPEN_PATHS,
-                     on_reject=reader.metrics.error)  # fmt: skip
+                     on_reject=service.metrics.error)  # fmt: skip
     app = FastAPIOffline(
         title="prescore online reader",
         version="1",
@@ -146,8 +159,8 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
         redoc_url=None,
         static_url=DOCS_ASSETS,
     )
-    app.state.reader = reader
-    errors.install(app, on_error=reader.metrics.error)
+    app.state.service = service
+    errors.install(app, on_error=service.metrics.error)
     scored = _errors(401, 404, 413, 422, 503)
 
     async def get_score(
@@ -156,7 +169,7 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
         entity_id: str = Path(description=f"entity id: 1-{MAX_ENTITY_ID_BYTES} UTF-8 bytes, no control characters"),
     ) -> Response:
         """Score of one entity: precomputed when fresh enough, else stale (flagged) or the model's default."""
-        return await reader.score_one(request, model, entity_id, None, "get_score")
+        return await service.score_one(request, model, entity_id, None, "get_score")
 
     async def post_score(request: Request, model: str = Path(description="model name")) -> Response:
         """Score of one entity; ``features`` feed the fallback model when the precomputed score is missing or
@@ -164,11 +177,11 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
         body = await json_object(request, frozenset({"entity_id", "features"}))
         if "entity_id" not in body:
             raise InvalidInput("entity_id", "is required")
-        return await reader.score_one(request, model, body["entity_id"], body.get("features"), "post_score")
+        return await service.score_one(request, model, body["entity_id"], body.get("features"), "post_score")
 
     async def post_batch(request: Request, model: str = Path(description="model name")) -> Response:
         """Scores of many entities in one Redis round trip; fallback misses scored in one call."""
-        return await reader.score_batch(request, model)
+        return await service.score_batch(request, model)
 
     def add(path: str, endpoint: Any, method: str, **kw: Any) -> None:  # hot routes first: matched in order
         app.router.routes.insert(0, _DirectRoute(path, endpoint, methods=[method], tags=["scores"], **kw))
@@ -183,7 +196,7 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
     @app.get("/v1/models", responses=_errors(401), tags=["models"],
              summary="Served models: current run, age, staleness, fallback")  # fmt: skip
     async def models() -> Response:
-        return Response(orjson.dumps(await reader.models(), option=orjson.OPT_UTC_Z), media_type=JSON)
+        return Response(orjson.dumps(await service.models(), option=orjson.OPT_UTC_Z), media_type=JSON)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> Response:
@@ -192,19 +205,19 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
     @app.get("/readyz", responses=_errors(503), tags=["operations"],
              summary="Readiness: models loaded and warmed, Redis answered")  # fmt: skip
     async def readyz() -> Response:
-        status, detail = await reader.readiness()
+        status, detail = await service.readiness()
         headers = {"Retry-After": "1"} if status == 503 else None
         return Response(orjson.dumps(detail), status_code=status, media_type=JSON, headers=headers)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              responses={200: {"content": {"text/plain": {}}}})  # fmt: skip
     async def metrics() -> Response:
-        await reader.models()  # refreshes each model's current run (cached pointer) for the age gauge
-        return Response(reader.metrics.render(), media_type=CONTENT_TYPE)
+        await service.models()  # refreshes each model's current run (cached pointer) for the age gauge
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/v1/admin/reload", responses=_errors(401, 409), tags=["operations"],
               summary="Reload the models file and fallbacks")  # fmt: skip
     async def reload() -> Response:
-        return Response(orjson.dumps(await reader.reload()), media_type=JSON)
+        return Response(orjson.dumps(await service.reload()), media_type=JSON)
 
     return app

@@ -1,6 +1,6 @@
 """Lookups for operators (``prescore lookup``): the API's ladder, in process, without HTTP.
 
-The same ``Reader`` as the service answers: the models file and hash-checked fallbacks are loaded, Redis is
+The same ``ScoringService`` as the API answers: the models file and hash-checked fallbacks are loaded, Redis is
 read in one round trip (bounded by the same timeout and circuit breaker), and each entity gets the answer the
 batch endpoint would give it. Errors the API maps to 4xx/503 become ``UserError`` (one line in the CLI).
 Nothing is written to the prediction log: operator lookups are not traffic.
@@ -12,8 +12,9 @@ import asyncio
 from typing import Any
 
 from online.errors import ApiError
-from online.reader import Reader, check_entity_id, check_features
+from online.service import ScoringService
 from online.settings import OnlineSettings
+from online.validation import check_entity_id, check_features
 from warehouse.errors import UserError
 
 
@@ -34,12 +35,12 @@ async def _lookup(
 ) -> list[dict[str, Any]]:
     if not ids:
         raise UserError("give at least one entity id, e.g. prescore lookup --model churn C0000000001")
-    reader = Reader(settings)
+    service = ScoringService(settings)
     try:
-        await reader.start()
-        if reader.snapshot is not None and reader.snapshot.problems:
-            raise UserError("; ".join(reader.snapshot.problems))
-        m = reader.model(model)
+        await service.start()
+        if service.snapshot is not None and service.snapshot.problems:
+            raise UserError("; ".join(service.snapshot.problems))
+        m = service.model(model)
         for i, entity_id in enumerate(ids):
             check_entity_id(entity_id, f"entity id #{i + 1}")
         features = {}
@@ -47,9 +48,9 @@ async def _lookup(
             if entity_id not in ids:
                 raise UserError(f"--features names {entity_id!r}, which is not one of the entity ids looked up")
             features[entity_id] = check_features(m, raw, f"features of {entity_id}")
-        _, answers = await reader.answer_many(m, ids, features, reader.new_request_id())
+        _, answers = await service.answer_many(m, ids, features, service.new_request_id())
         return answers
     except ApiError as exc:
         raise UserError(exc.message) from None
     finally:
-        await reader.stop()
+        await service.stop()

@@ -8,7 +8,8 @@ request brought features that the fallback model can use:
 3. otherwise, hit with ``age <= hard_max_age``        → ``precomputed`` flagged ``stale``
 4. otherwise                                          → ``default`` (the model's safe default score)
 
-A miss skips rungs 1 and 3. A score whose ``as_of`` lies in the future (clock skew) counts as age 0.
+A miss skips rungs 1 and 3. A score whose ``as_of`` lies in the future (clock skew) counts as age 0. Rung 1 takes a
+``fresh`` score and rung 3 a ``stale`` one, as ``warehouse.model_config.freshness`` labels the score's age.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from warehouse.model_config import ModelSpec
+from warehouse.model_config import ModelSpec, freshness
 
 
 class Source(enum.StrEnum):
@@ -59,11 +60,12 @@ def decide(
             return Decision(Source.FALLBACK, Rung.FALLBACK_MISS, False, None)
         return Decision(Source.DEFAULT, Rung.DEFAULT_MISS, False, None)
     age = max(0.0, now_epoch - as_of_epoch)
-    if age <= max_age_s:
+    state = freshness(age, max_age_s, hard_max_age_s)
+    if state == "fresh":
         return Decision(Source.PRECOMPUTED, Rung.FRESH, False, age)
     if can_fallback:
         return Decision(Source.FALLBACK, Rung.FALLBACK_STALE, False, age)
-    if age <= hard_max_age_s:
+    if state == "stale":
         return Decision(Source.PRECOMPUTED, Rung.STALE, True, age)
     return Decision(Source.DEFAULT, Rung.DEFAULT_EXPIRED, False, age)
 
@@ -93,9 +95,3 @@ def label_for(cuts: tuple[tuple[str, float], ...], score: float) -> str:
         if score >= value:
             return label
     return "low"
-
-
-def decision_label(spec: ModelSpec, score: float) -> str | None:
-    """The threshold label for a score (highest threshold first), or None without thresholds."""
-    cuts = threshold_cuts(spec)
-    return label_for(cuts, score) if cuts else None

@@ -64,6 +64,15 @@ class FeatureSetSpec(_Strict):
         return list(self.features)
 
 
+Freshness = Literal["fresh", "stale", "expired"]
+
+
+def freshness(age_s: float, max_age_s: float, hard_max_age_s: float) -> Freshness:
+    """How a score of age ``age_s`` counts: ``fresh`` up to ``max_age_s``, ``stale`` up to ``hard_max_age_s``
+    (both inclusive), ``expired`` beyond (and for a NaN age). Pure; the one home of this rule."""
+    return "fresh" if age_s <= max_age_s else "stale" if age_s <= hard_max_age_s else "expired"
+
+
 class StalenessPolicy(_Strict):
     """How old a served score may be: fresh up to ``max_age_s``, stale-but-served up to ``hard_max_age_s``."""
 
@@ -75,6 +84,10 @@ class StalenessPolicy(_Strict):
         if self.hard_max_age_s < self.max_age_s:
             raise ValueError("hard_max_age_s must be >= max_age_s")
         return self
+
+    def freshness(self, age_s: float) -> Freshness:
+        """``freshness(age_s, max_age_s, hard_max_age_s)`` under this policy."""
+        return freshness(age_s, self.max_age_s, self.hard_max_age_s)
 
 
 class Thresholds(_Strict):

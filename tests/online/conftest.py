@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,16 @@ import xgboost as xgb
 from fastapi import FastAPI
 
 from online.app import create_app
+from online.fallback import load_fallback
 from online.settings import OnlineSettings
 from warehouse.registry import Registry
-from warehouse.store.score_store import ScoreStore
+from warehouse.store import ScoreStore
 
 MODEL = "churn"
 FEATURES = [f"f0{i}" for i in range(8)]
+HOUR = timedelta(hours=1)
+FEATS = {f: float(i * 10 - 35) for i, f in enumerate(FEATURES)}
+SCORES = {"a": 0.8, "b": 0.45, "c": 0.1}
 
 
 def train_fallback(seed: int = 0) -> xgb.Booster:
@@ -69,7 +73,7 @@ def publish(redis_url: str) -> Callable[..., str]:
         run_id = run_id or f"run-{next(counter)}"
         with ScoreStore.from_url(url or redis_url) as store:
             store.create_run(MODEL, run_id, "primary-v1", as_of, len(scores))
-            store.write_batch(MODEL, run_id, list(scores), np.array(list(scores.values()), dtype=np.float32))
+            store.writer(MODEL, run_id).write_batch(list(scores), np.array(list(scores.values()), dtype=np.float32))
             store.finalize_run(MODEL, run_id)
             store.publish(MODEL, run_id, force=True)
         return run_id
@@ -91,3 +95,11 @@ async def serve(
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def fallback_score(home: Path, features: dict[str, float]) -> float:
+    return load_fallback(home / "models", MODEL, FEATURES).predict_dict(features)
+
+
+async def post(client: httpx.AsyncClient, entity_id: str, features: Any = None, **kw: Any) -> httpx.Response:
+    return await client.post(f"/v1/scores/{MODEL}", json={"entity_id": entity_id, "features": features}, **kw)

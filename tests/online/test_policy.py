@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from online.policy import Rung, Source, decide, decision_label, policy_version
+from online.policy import Rung, Source, decide, policy_version
 from warehouse.model_config import load_config
 from warehouse.settings import DEFAULT_MODELS_FILE
 
@@ -61,10 +61,3 @@ def test_policy_version_is_stable_and_sensitive() -> None:
     assert policy_version(spec) == policy_version(spec)
     changed = spec.model_copy(update={"default_score": 0.5})
     assert policy_version(changed) != policy_version(spec)
-
-
-def test_decision_labels() -> None:
-    spec = load_config(DEFAULT_MODELS_FILE).model("churn")
-    assert decision_label(spec, 0.9) == "high_risk"
-    assert decision_label(spec, 0.5) == "medium_risk"
-    assert decision_label(spec, 0.1) == "low"

@@ -21,8 +21,8 @@ from online.settings import OnlineSettings
 from tests.online.conftest import MODEL, now_utc, serve
 from warehouse.errors import ConfigError
 from warehouse.prediction_stream import MIN_BUDGET_BYTES, STREAM_KEY, Record, side_keys
+from warehouse.store import ScoreStore
 from warehouse.store.local_server import RedisProcess
-from warehouse.store.score_store import ScoreStore
 
 MIB = 1 << 20
 CHUNK = 100_000
@@ -109,9 +109,9 @@ async def test_api_trims_counts_and_the_drain_reports_the_loss(
     async with serve(make_settings(prediction_log_max_mb=1)) as (app, api):
         for _ in range(40):  # 20,000 answers, ~3.8 MB accounted
             assert (await api.post(f"/v1/scores/{MODEL}/batch", json={"entity_ids": ids})).status_code == 200
-            await app.state.reader.plog.flush()
+            await app.state.service.plog.flush()
         metrics = (await api.get("/metrics")).text
-        trimmed = app.state.reader.plog.trimmed
+        trimmed = app.state.service.plog.trimmed
     assert admin.memory_usage(STREAM_KEY, samples=0) <= MIN_BUDGET_BYTES  # type: ignore[operator]
     assert trimmed > 0 and f"prescore_prediction_log_trimmed_total {float(trimmed)}" in metrics
     assert "prescore_prediction_log_budget_bytes 1.048576e+06" in metrics
@@ -139,8 +139,8 @@ async def test_log_on_its_own_redis(
     async with serve(make_settings(prediction_log_url=logs.url)) as (app, api):
         for _ in range(3):
             assert (await api.get(f"/v1/scores/{MODEL}/a")).json()["source"] == "precomputed"
-        await app.state.reader.plog.flush()
-        assert app.state.reader.plog.budget_bytes == 256 * MIB
+        await app.state.service.plog.flush()
+        assert app.state.service.plog.budget_bytes == 256 * MIB
     store, own = redis.Redis.from_url(redis_url), redis.Redis.from_url(logs.url)
     assert store.exists(STREAM_KEY) == 0 and own.xlen(STREAM_KEY) >= 1
     assert drain_predictions(logs.url, tmp_path).records == 3

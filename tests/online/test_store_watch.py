@@ -18,9 +18,9 @@ import redis
 from online.settings import OnlineSettings
 from tests.online.conftest import MODEL, now_utc, serve
 from warehouse.catalog import Catalog
-from warehouse.store.layout import store_key
+from warehouse.store import ScoreStore
+from warehouse.store.keys import store_key
 from warehouse.store.local_server import RedisProcess
-from warehouse.store.score_store import ScoreStore
 
 pytestmark = pytest.mark.asyncio
 SCORES = {f"e{i:03d}": round(0.001 * i, 3) for i in range(300)}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from warehouse.errors import ConfigError, UnknownFeatureSetError, UnknownModelError
-from warehouse.model_config import load_config
+from warehouse.model_config import StalenessPolicy, freshness, load_config
 from warehouse.settings import DEFAULT_MODELS_FILE, Settings
 
 
@@ -85,3 +85,21 @@ def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     s = Settings()
     assert s.redis_url is None
     assert s.resolved_catalog_url == f"sqlite:///{tmp_path / 'catalog.db'}"
+
+
+@pytest.mark.parametrize(
+    ("age_s", "state"),
+    [
+        (0.0, "fresh"),
+        (100.0, "fresh"),  # both limits are inclusive
+        (100.5, "stale"),
+        (1000.0, "stale"),
+        (1000.5, "expired"),
+        (float("nan"), "expired"),  # an age that cannot be computed is never served as fresh
+    ],
+)
+def test_freshness_of_an_age_under_the_staleness_policy(age_s: float, state: str) -> None:
+    """fresh up to max_age_s, stale up to hard_max_age_s, expired beyond: the function and the policy agree."""
+    policy = StalenessPolicy(max_age_s=100, hard_max_age_s=1000)
+    assert freshness(age_s, 100.0, 1000.0) == state
+    assert policy.freshness(age_s) == state

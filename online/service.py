@@ -1,14 +1,16 @@
-"""The reader service behind the HTTP routes: models and their fallbacks, input validation, and the score ladder.
+"""The scoring service behind the HTTP routes: the score ladder, ``/v1/models``, ``/readyz``, reload and scrape.
 
-``Reader`` holds per-app state (settings, circuit breaker, metrics, admission stats, the loaded models, the async
-store reader, the prediction log). Request path of a score: entity id + features validated (``InvalidInput``
-names the field) → ONE Redis round trip (skipped while the circuit breaker is open) → ``online.policy.decide``
-→ precomputed | fallback | default → orjson-encoded ``Response`` → counted in metrics and queued for the
-prediction log (never awaited). The reader degrades only on ``StoreUnavailableError``.
+``ScoringService`` holds per-app state (settings, circuit breaker, metrics, admission stats, the loaded models, the
+async store reader, the prediction log). Request path of a score: entity id + features validated
+(``online.validation``; ``InvalidInput`` names the field) → ONE Redis round trip (skipped while the circuit breaker
+is open) → ``online.policy.decide`` → precomputed | fallback | default → orjson-encoded ``JsonResponse`` → counted
+in metrics and queued for the prediction log (never awaited). The service degrades only on
+``StoreUnavailableError``.
 
 Answers: ``as_of``/``age_s`` describe the served score (fallback: scored now, age 0; default: null).
 ``model_version`` is the precomputed run's model version, the fallback model's version, or null (default);
-``run_id`` is set for precomputed answers only.
+``run_id`` is set for precomputed answers only. ``/v1/models`` states each model's current run and its freshness
+(``StalenessPolicy.freshness``), or ``no_run``, ``lost`` or ``redis_unavailable``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,161 +33,23 @@ from starlette.responses import Response
 from online.admission import AdmissionStats
 from online.breaker import STATE_VALUE, BreakerState, CircuitBreaker
 from online.errors import InvalidInput, NotFound, NotReady, PayloadTooLarge, ReloadFailed
-from online.fallback import FallbackModel, load_fallback
 from online.metrics import Metrics
-from online.policy import Rung, Source, decide, label_for, policy_version, threshold_cuts
+from online.policy import Rung, Source, decide, label_for
 from online.prediction_log import PredictionLog, effective_budget, server_maxmemory
+from online.responses import JsonResponse
 from online.settings import OnlineSettings
+from online.snapshot import ModelRuntime, Snapshot, load_snapshot
 from online.store_watch import StoreWatch
-from warehouse.errors import ConfigError, RegistryError, StoreAuthError, StoreError, StoreUnavailableError
-from warehouse.model_config import ModelSpec, load_config
+from online.validation import check_entity_id, check_features, json_object
+from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
 from warehouse.prediction_stream import Record
-from warehouse.registry import Registry
-from warehouse.store import (
-    AsyncScoreReader,
-    StoredScore,
-    connect_async,
-    ensure_local_redis,
-    entity_id_problem,
-    store_error,
-    validate_name,
-)
+from warehouse.store import AsyncScoreReader, StoredScore, connect_async, ensure_local_redis, store_error
 
 log = logging.getLogger("prescore.online")
-JSON = "application/json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
-# ---------------------------------------------------------------- models and their fallbacks (loaded off-loop)
 
-
-@dataclass(frozen=True)
-class ModelRuntime:
-    """What answering for one model needs: its spec, policy id, fallback model (or why there is none)."""
-
-    name: str
-    spec: ModelSpec
-    policy_version: str
-    fallback: FallbackModel | None
-    fallback_note: str
-    bounds: dict[str, tuple[float, float]]  # fallback feature → contract range
-    cuts: tuple[tuple[str, float], ...]  # threshold labels, highest first; () → no ``decision`` field
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Every model of one load of the models file; ``problems`` non-empty → not ready (e.g. corrupted artifact)."""
-
-    models: dict[str, ModelRuntime]
-    problems: list[str] = field(default_factory=list)
-
-
-def load_snapshot(settings: OnlineSettings) -> Snapshot:
-    """Load + validate the models file (``ConfigError``), load, hash-check and warm every production fallback.
-
-    A missing production fallback only removes that model's fallback rung; a corrupted or unusable one is a
-    problem that keeps the app from becoming ready (the details go to the log, not to clients).
-    """
-    config = load_config(settings.models_file)
-    registry = Registry(settings.models_dir)
-    models, problems = {}, []
-    for name, spec in config.models.items():
-        fs = config.feature_set(spec.feature_set)
-        bounds = {}
-        for f in spec.fallback_features:
-            lo, hi = fs.features[f].min, fs.features[f].max
-            bounds[f] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
-        fallback, note = None, ""
-        try:
-            validate_name("model", name)  # the store would refuse every lookup of this model
-            if registry.production_version(name, "fallback") is None:
-                note = f"no production fallback model for {name!r}: misses and stale scores fall to the default"
-            else:
-                fallback = load_fallback(settings.models_dir, name, list(spec.fallback_features))
-                fallback.warm()
-                note = f"fallback {fallback.version} loaded and warmed"
-        except StoreError:
-            note = f"model name {name!r} is not valid in the score store: rename it in the models file"
-            problems.append(note)
-        except (RegistryError, ValueError, KeyError) as exc:
-            log.error("fallback model of %s cannot be used: %s", name, exc)
-            kind = "is corrupted or does not match its manifest" if isinstance(exc, RegistryError) else "is unusable"
-            note = f"production fallback model of {name!r} {kind}; restore or retrain it, then POST /v1/admin/reload"
-            problems.append(note)
-        models[name] = ModelRuntime(name, spec, policy_version(spec), fallback, note, bounds, threshold_cuts(spec))
-    return Snapshot(models, problems)
-
-
-# ---------------------------------------------------------------- input validation (422 names the field)
-
-
-def check_entity_id(value: Any, where: str = "entity_id") -> str:
-    """The store's id rule (``warehouse.store.entity_id_problem``), as a 422 naming the field."""
-    if type(value) is not str:
-        raise InvalidInput(where, f"must be a string, got {_json_type(value)}")
-    problem = entity_id_problem(value)
-    if problem is not None:
-        raise InvalidInput(where, problem)
-    return value
-
-
-def check_features(m: ModelRuntime, raw: Any, where: str = "features") -> list[float] | None:
-    """Feature values in the fallback model's order, or None when not given; 422 naming the bad feature."""
-    if raw is None:
-        return None
-    if type(raw) is not dict:
-        raise InvalidInput(where, f"must be an object of feature name → number, or null; got {_json_type(raw)}")
-    for name, value in raw.items():
-        bounds = m.bounds.get(name)
-        if bounds is None:
-            raise InvalidInput(f"{where}.{name}", f"unknown feature; model {m.name} takes {sorted(m.bounds)}")
-        if type(value) is not float and type(value) is not int:
-            raise InvalidInput(f"{where}.{name}", f"must be a number, got {_json_type(value)}")
-        if not bounds[0] <= value <= bounds[1]:  # also false for NaN
-            raise InvalidInput(f"{where}.{name}", f"{value!r} is outside the contract range [{bounds[0]}, {bounds[1]}]")
-    missing = [name for name in m.spec.fallback_features if name not in raw]
-    if missing:
-        raise InvalidInput(f"{where}.{missing[0]}", f"missing; model {m.name} needs {list(m.spec.fallback_features)}")
-    return [float(raw[name]) for name in m.spec.fallback_features]
-
-
-def _json_type(value: Any) -> str:
-    names = {bool: "a boolean", str: "a string", type(None): "null", list: "an array", dict: "an object"}
-    return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
-
-
-async def json_object(request: Request, fields: frozenset[str]) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidInput("body", "is not valid JSON") from None
-    if type(body) is not dict:
-        raise InvalidInput("body", f"must be a JSON object, got {_json_type(body)}")
-    extra = sorted(set(body) - fields)
-    if extra:
-        raise InvalidInput(extra[0], f"unknown field; accepted: {sorted(fields)}")
-    return body
-
-
-class JsonResponse(Response):
-    """A 200 JSON answer with its ``X-Request-ID`` header, headers built directly (hot path)."""
-
-    media_type = JSON
-
-    def __init__(self, content: bytes, request_id: str) -> None:
-        self.status_code = 200
-        self.background = None
-        self.body = content
-        self.raw_headers = [
-            (b"content-length", b"%d" % len(content)),
-            (b"content-type", b"application/json"),
-            (b"x-request-id", request_id.encode("latin-1")),
-        ]
-
-
-# ---------------------------------------------------------------- the service
-
-
-class Reader:
+class ScoringService:
     """Per-app state and the score ladder. Created by ``create_app``; resources are opened in the lifespan."""
 
     def __init__(self, settings: OnlineSettings, clock: Callable[[], float] = time.time) -> None:
@@ -457,10 +319,8 @@ class Reader:
                         entry["state"] = "no_run"
                     else:
                         age = max(0.0, now - run.as_of.timestamp())
-                        st = m.spec.staleness
-                        state = "fresh" if age <= st.max_age_s else "stale" if age <= st.hard_max_age_s else "expired"
                         entry.update(run_id=run.run_id, model_version=run.model_version, as_of=run.as_of,
-                                     age_s=round(age, 3), state=state)  # fmt: skip
+                                     age_s=round(age, 3), state=m.spec.staleness.freshness(age))  # fmt: skip
             health = self.watch.health.get(name)
             entry["store"] = health.state.value if health else None
             if health is not None and health.lost:

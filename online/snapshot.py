@@ -1,0 +1,78 @@
+"""The models one service answers for: one load of the models file with each model's fallback (or why it has none).
+
+A ``Snapshot`` is immutable: the service swaps the whole of it on ``POST /v1/admin/reload``. ``load_snapshot`` does
+blocking I/O (the models file, the registry, warming each fallback); the service calls it off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from online.fallback import FallbackModel, load_fallback
+from online.policy import policy_version, threshold_cuts
+from online.settings import OnlineSettings
+from warehouse.errors import RegistryError, StoreError
+from warehouse.model_config import ModelSpec, load_config
+from warehouse.registry import Registry
+from warehouse.store import validate_name
+
+log = logging.getLogger("prescore.online")
+
+
+@dataclass(frozen=True)
+class ModelRuntime:
+    """What answering for one model needs: its spec, policy id, fallback model (or why there is none)."""
+
+    name: str
+    spec: ModelSpec
+    policy_version: str
+    fallback: FallbackModel | None
+    fallback_note: str
+    bounds: dict[str, tuple[float, float]]  # fallback feature → contract range
+    cuts: tuple[tuple[str, float], ...]  # threshold labels, highest first; () → no ``decision`` field
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every model of one load of the models file; ``problems`` non-empty → not ready (e.g. corrupted artifact)."""
+
+    models: dict[str, ModelRuntime]
+    problems: list[str] = field(default_factory=list)
+
+
+def load_snapshot(settings: OnlineSettings) -> Snapshot:
+    """Load + validate the models file (``ConfigError``), load, hash-check and warm every production fallback.
+
+    A missing production fallback only removes that model's fallback rung; a corrupted or unusable one is a
+    problem that keeps the app from becoming ready (the details go to the log, not to clients).
+    """
+    config = load_config(settings.models_file)
+    registry = Registry(settings.models_dir)
+    models, problems = {}, []
+    for name, spec in config.models.items():
+        fs = config.feature_set(spec.feature_set)
+        bounds = {}
+        for f in spec.fallback_features:
+            lo, hi = fs.features[f].min, fs.features[f].max
+            bounds[f] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+        fallback, note = None, ""
+        try:
+            validate_name("model", name)  # the store would refuse every lookup of this model
+            if registry.production_version(name, "fallback") is None:
+                note = f"no production fallback model for {name!r}: misses and stale scores fall to the default"
+            else:
+                fallback = load_fallback(settings.models_dir, name, list(spec.fallback_features))
+                fallback.warm()
+                note = f"fallback {fallback.version} loaded and warmed"
+        except StoreError:
+            note = f"model name {name!r} is not valid in the score store: rename it in the models file"
+            problems.append(note)
+        except (RegistryError, ValueError, KeyError) as exc:
+            log.error("fallback model of %s cannot be used: %s", name, exc)
+            kind = "is corrupted or does not match its manifest" if isinstance(exc, RegistryError) else "is unusable"
+            note = f"production fallback model of {name!r} {kind}; restore or retrain it, then POST /v1/admin/reload"
+            problems.append(note)
+        models[name] = ModelRuntime(name, spec, policy_version(spec), fallback, note, bounds, threshold_cuts(spec))
+    return Snapshot(models, problems)

@@ -1,0 +1,67 @@
+"""Validation of request input: every refusal is an ``InvalidInput`` (422) naming the offending field.
+
+The entity-id rule is the score store's (``warehouse.store.entity_id_problem``); feature values are checked
+against the model's fallback features and their contract ranges (``ModelRuntime.bounds``). The checks run on
+the decoded JSON values as they are (no pydantic on the request path): ``type(x) is ...`` on purpose, so that
+``true`` is not a number and ``1`` is not a string.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from online.errors import InvalidInput
+from online.snapshot import ModelRuntime
+from warehouse.store import entity_id_problem
+
+
+def check_entity_id(value: Any, where: str = "entity_id") -> str:
+    """The store's id rule (``warehouse.store.entity_id_problem``), as a 422 naming the field."""
+    if type(value) is not str:
+        raise InvalidInput(where, f"must be a string, got {_json_type(value)}")
+    problem = entity_id_problem(value)
+    if problem is not None:
+        raise InvalidInput(where, problem)
+    return value
+
+
+def check_features(m: ModelRuntime, raw: Any, where: str = "features") -> list[float] | None:
+    """Feature values in the fallback model's order, or None when not given; 422 naming the bad feature."""
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        raise InvalidInput(where, f"must be an object of feature name → number, or null; got {_json_type(raw)}")
+    for name, value in raw.items():
+        bounds = m.bounds.get(name)
+        if bounds is None:
+            raise InvalidInput(f"{where}.{name}", f"unknown feature; model {m.name} takes {sorted(m.bounds)}")
+        if type(value) is not float and type(value) is not int:
+            raise InvalidInput(f"{where}.{name}", f"must be a number, got {_json_type(value)}")
+        if not bounds[0] <= value <= bounds[1]:  # also false for NaN
+            raise InvalidInput(f"{where}.{name}", f"{value!r} is outside the contract range [{bounds[0]}, {bounds[1]}]")
+    missing = [name for name in m.spec.fallback_features if name not in raw]
+    if missing:
+        raise InvalidInput(f"{where}.{missing[0]}", f"missing; model {m.name} needs {list(m.spec.fallback_features)}")
+    return [float(raw[name]) for name in m.spec.fallback_features]
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", str: "a string", type(None): "null", list: "an array", dict: "an object"}
+    return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+
+
+async def json_object(request: Request, fields: frozenset[str]) -> dict[str, Any]:
+    """The request body as a JSON object with no field outside ``fields`` (422 naming the body or the field)."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidInput("body", "is not valid JSON") from None
+    if type(body) is not dict:
+        raise InvalidInput("body", f"must be a JSON object, got {_json_type(body)}")
+    extra = sorted(set(body) - fields)
+    if extra:
+        raise InvalidInput(extra[0], f"unknown field; accepted: {sorted(fields)}")
+    return body
