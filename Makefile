@@ -79,11 +79,11 @@ bench: install
 SOAK_SECONDS ?= 300
 RELIABILITY_OUT := bench/results/reliability
 RELIABILITY_TESTS := tests/reliability \
-	tests/warehouse/store/test_score_store.py::test_loader_killed_mid_load_is_cleaned_up \
-	tests/warehouse/store/test_score_store.py::test_reader_sees_old_or_new_run_never_a_mix \
-	tests/warehouse/store/test_score_store.py::test_cleanup_removes_leftovers_of_an_interrupted_cleanup \
-	tests/warehouse/store/test_score_store.py::test_redis_restart_during_publish \
-	tests/warehouse/store/test_score_store.py::test_out_of_memory_load_fails_cleanly \
+	tests/warehouse/store/test_cleanup.py::test_loader_killed_mid_load_is_cleaned_up \
+	tests/warehouse/store/test_readers.py::test_reader_sees_old_or_new_run_never_a_mix \
+	tests/warehouse/store/test_cleanup.py::test_cleanup_removes_leftovers_of_an_interrupted_cleanup \
+	tests/warehouse/store/test_publication.py::test_redis_restart_during_publish \
+	tests/warehouse/store/test_writer.py::test_out_of_memory_load_fails_cleanly \
 	tests/warehouse/catalog/test_repository.py::test_unreachable_catalog_is_a_clear_error \
 	tests/jobs/test_cli.py::test_unreachable_catalog_is_one_line \
 	tests/jobs/test_cli.py::test_redis_down_is_one_line_and_exit_3 \
@@ -101,7 +101,7 @@ RELIABILITY_TESTS := tests/reliability \
 	tests/jobs/test_retention.py::test_an_interrupted_removal_is_finished_and_never_leaves_a_dangling_reference \
 	tests/jobs/test_retention.py::test_leftovers_of_crashed_writers_go_after_their_age_but_not_while_their_run_runs \
 	tests/jobs/test_serve.py::test_lookup_with_redis_down_answers_from_fallback_and_default \
-	tests/online/test_app.py::test_redis_killed_while_serving_degrades_then_recovers \
+	tests/online/test_service.py::test_redis_killed_while_serving_degrades_then_recovers \
 	tests/online/test_app.py::test_requests_beyond_max_in_flight_are_shed_with_retry_after \
 	tests/online/test_app.py::test_api_keys_and_admin_keys \
 	tests/online/test_schema_fuzz.py::test_api_conforms_and_never_fails \

@@ -99,7 +99,7 @@ def setup(work: Path, entities: int) -> tuple[Any, str, int]:
     with ScoreStore.from_url(server.url) as store:
         info = store.create_run(MODEL, run_id, "primary-bench", datetime.now(UTC) - timedelta(hours=2), entities)
         for i in range(0, entities, 50_000):
-            store.write_batch(MODEL, run_id, ids[i : i + 50_000], scores[i : i + 50_000])
+            store.writer(MODEL, run_id).write_batch(ids[i : i + 50_000], scores[i : i + 50_000])
         store.finalize_run(MODEL, run_id)
         store.publish(MODEL, run_id)
     registry = Registry(work / "home" / "models")

@@ -48,20 +48,20 @@ PUBLISH = f"""
 import sys
 from datetime import UTC, datetime, timedelta
 import numpy as np
-from warehouse.store.score_store import ScoreStore
+from warehouse.store import ScoreStore
 url, n = sys.argv[1], int(sys.argv[2])
 ids = [f"cust-{{i:08d}}" for i in range(n)]
 scores = np.random.default_rng(9).random(n, dtype=np.float32)
 with ScoreStore.from_url(url) as store:
     store.create_run("{MODEL}", "{NEW_RUN}", "primary-soak", datetime.now(UTC) - timedelta(hours=1), n)
     for i in range(0, n, 50_000):
-        store.write_batch("{MODEL}", "{NEW_RUN}", ids[i : i + 50_000], scores[i : i + 50_000])
+        store.writer("{MODEL}", "{NEW_RUN}").write_batch(ids[i : i + 50_000], scores[i : i + 50_000])
     store.finalize_run("{MODEL}", "{NEW_RUN}")
     print(store.publish("{MODEL}", "{NEW_RUN}").run_id)
 """
 ROLLBACK = f"""
 import sys
-from warehouse.store.score_store import ScoreStore
+from warehouse.store import ScoreStore
 with ScoreStore.from_url(sys.argv[1]) as store:
     print(store.rollback("{MODEL}", to_run=sys.argv[2]).run_id)
 """

@@ -31,7 +31,7 @@ from jobs.publish import publish_run
 from jobs.runtime import Runtime
 from jobs.score import score_partition
 from warehouse.datasets import features as fstore
-from warehouse.errors import OlderRunError, PrescoreError, QualityGateError, RunConflictError, UserError
+from warehouse.errors import PrescoreError, QualityGateError, RunConflictError, UserError
 
 log = logging.getLogger(__name__)
 PublishMode = Literal["latest", "none"]
@@ -159,8 +159,11 @@ def _publish_latest(
         report.publish_note = f"not published: the newest date {newest} was not scored"
         return
     try:
-        report.published = publish_run(rt, model, result.run_id).to_dict()
+        published = publish_run(rt, model, result.run_id)
     except QualityGateError as exc:
         report.publish_note = f"not published: {exc}"
-    except OlderRunError:
-        report.publish_note = f"not published: the current run is newer than {newest}"
+        return
+    if published.declined:
+        report.publish_note = f"not published: the current run is newer than {newest} ({published.declined})"
+    else:
+        report.published = published.to_dict()

@@ -17,7 +17,7 @@ from jobs.console import emit_json, err, say
 from jobs.progress import progress_bar
 from jobs.report_tables import backfill_table, retention_table, status_table, training_table
 from jobs.runtime import open_runtime
-from warehouse.errors import UserError
+from warehouse.errors import OlderRunError, UserError
 
 
 def synth(
@@ -62,7 +62,10 @@ def score(model: str, day: dt.date, device: str, publish: bool, force: bool, as_
         if publish:
             from jobs.publish import publish_run
 
-            result["publication"] = publish_run(rt, model, report.run_id, force=force).to_dict()
+            publication = publish_run(rt, model, report.run_id, force=force)
+            if publication.declined:
+                raise OlderRunError(f"run {report.run_id} committed but not published: {publication.declined}")
+            result["publication"] = publication.to_dict()
     if as_json:
         emit_json(result)
         return
@@ -80,6 +83,8 @@ def publish(model: str, run: str, force: bool, as_json: bool) -> None:
 
     with open_runtime() as rt:
         report = publish_run(rt, model, run, force=force)
+    if report.declined:
+        raise OlderRunError(f"not published: {report.declined}")
     if as_json:
         emit_json(report.to_dict())
         return

@@ -176,33 +176,18 @@ def score(
 def publish(model: str, run_id: str, force: bool = False) -> dict[str, Any]:
     """Verify, gate and publish a committed run (``jobs.publish.publish_run``), or decline a history run.
 
-    Returns ``{"published": False, "reason": ...}`` without touching Redis when the model's current run scores
-    a later partition than ``run_id`` (a backfill writes history, not the live store); the DAG turns that into
-    a skipped task. Otherwise ``{"published": True, ...PublishReport}``. ``QualityGateError`` propagates.
-    Safe to call again after a crash: a half-loaded namespace is reloaded, the current run is a no-op.
+    Returns ``{"published": False, "reason": ...}`` without loading anything into Redis when the run's scores are
+    older than the live run's (a backfill writes history, not the live store; ``publish_run`` decides); the DAG
+    turns that into a skipped task. Otherwise ``{"published": True, ...PublishReport}``. ``QualityGateError``
+    propagates. Safe to call again after a crash: a half-loaded namespace is reloaded, the current run is a no-op.
     """
     from jobs.publish import publish_run
     from jobs.runtime import open_runtime
-    from warehouse.errors import CatalogError, OlderRunError
-    from warehouse.store import ScoreStore
 
     with open_runtime() as rt:
-        run = rt.catalog.get_run(run_id)
-        if not force:
-            with ScoreStore.from_url(rt.redis_url) as store:
-                current = store.current_run(model)
-            if current is not None and current.run_id != run_id:
-                try:
-                    newer = rt.catalog.get_run(current.run_id).partition_date
-                except CatalogError:
-                    newer = None  # a run this catalog does not know: publish_run's own as_of check decides
-                if newer is not None and newer > run.partition_date:
-                    return _declined(model, run_id, current.run_id, f"{current.run_id} scores {newer}, run "
-                                     f"{run_id} scores {run.partition_date}")  # fmt: skip
-        try:
-            report = publish_run(rt, model, run_id, force=force)
-        except OlderRunError as exc:  # the store's own as_of rule (a run this catalog does not know, a race)
-            return _declined(model, run_id, None, str(exc))
+        report = publish_run(rt, model, run_id, force=force)
+    if report.declined:
+        return _declined(model, run_id, report.previous_run_id, report.declined)
     return {"published": True, **report.to_dict()}
 
 

@@ -12,8 +12,12 @@
    ``verify_online`` (``jobs.orchestration``), through the reader the online service uses;
 4. quality gate: PSI of the run's score histogram against the current run's above ``max_psi`` blocks the
    publish unless ``force`` (the block is recorded in the catalog);
-5. one atomic pointer change (older ``as_of`` than the current run is refused unless ``force``), recorded in
-   the catalog; then runs beyond ``keep_runs`` and abandoned loads are removed in bounded batches.
+5. one atomic pointer change, recorded in the catalog; then runs beyond ``keep_runs`` and abandoned loads are
+   removed in bounded batches.
+
+A run whose scores are older than the live run's (``warehouse.store.older_than_live``: history never replaces the
+live run) is declined before step 2 unless ``force``: nothing is loaded, and the report's ``declined`` says why.
+The store applies the same rule inside the pointer transaction, for a newer run published meanwhile.
 
 The pointer lives in Redis and its record in the catalog, so no transaction spans both. Each record carries the
 time the store stamped on the flip, so the catalog orders pointer changes as Redis made them. When the catalog
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -43,7 +48,7 @@ from warehouse.datasets.features import read_parquet
 from warehouse.datasets.score_files import committed_parts
 from warehouse.datasets.storage import StoragePath, as_path
 from warehouse.errors import CatalogError, QualityGateError, StoreError
-from warehouse.store import RunInfo, RunState, ScoreStore
+from warehouse.store import RunInfo, RunState, ScoreStore, older_than_live
 from warehouse.store_health import eviction_policies, eviction_problem, inspect, judge, served_after
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,7 @@ class PublishReport:
     forced: bool
     already_current: bool
     removed_runs: dict[str, str]
+    declined: str | None = None  # why nothing changed: the run is older than the live one (``older_than_live``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +217,12 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
         reconcile_pointer(rt, store, model)
         info = store.get_run(model, run_id)
         loaded = info is None or info.state is RunState.LOADING
+        current = store.current_run(model)
+        if not force:  # decided before anything is loaded; the store applies the same rule inside its flip
+            as_of = datetime.fromtimestamp(_as_of(_parts(run)), UTC) if loaded else info.as_of  # type: ignore[union-attr]
+            declined = older_than_live(run_id, as_of, current)
+            if declined:
+                return _declined(run, current.run_id if current else None, declined)
         if loaded:
             load_run(rt, store, run)
         current = store.current_run(model)
@@ -227,6 +239,8 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
                 f"max_psi {spec.max_psi}; inspect the run, then publish with --force to override"
             )
         pub = store.publish(model, run_id, force=force)
+        if pub.declined:  # a newer run went live between the check above and the flip
+            return _declined(run, pub.previous_run_id, pub.declined, loaded=loaded)
         if not pub.already_current:
             record_flip(rt, model, "publish", run_id, pub.previous_run_id, forced=force, at=pub.at,
                         detail={"psi": psi, "rows": run.rows_out})  # fmt: skip
@@ -238,6 +252,14 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
         )  # fmt: skip
     finally:
         store.close()
+
+
+def _declined(run: RunRecord, live_run_id: str | None, reason: str, loaded: bool = False) -> PublishReport:
+    log.info("run %s of %s not published: %s", run.run_id, run.model, reason)
+    return PublishReport(
+        model=run.model, run_id=run.run_id, previous_run_id=live_run_id, loaded=loaded, rows=run.rows_out or 0,
+        psi=None, forced=False, already_current=False, removed_runs={}, declined=reason,
+    )  # fmt: skip
 
 
 def rollback_model(rt: Runtime, model: str, to_run: str | None = None) -> dict[str, Any]:
@@ -272,9 +294,7 @@ def store_status(rt: Runtime, model: str) -> dict[str, Any]:
                                                     "rows": r.loaded_rows} for r in runs]}  # fmt: skip
     if current is not None:
         age = max(0.0, time.time() - current.as_of.timestamp())
-        state = "fresh" if age <= spec.staleness.max_age_s else "stale"
-        if age > spec.staleness.hard_max_age_s:
-            state = "expired"
+        state = spec.staleness.freshness(age)
         out["current"] = {
             "run_id": current.run_id, "model_version": current.model_version, "as_of": current.as_of.isoformat(),
             "age_s": round(age), "max_age_s": spec.staleness.max_age_s, "state": state, "rows": current.loaded_rows,

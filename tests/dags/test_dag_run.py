@@ -36,7 +36,7 @@ from jobs.airflow_api import AirflowAPI
 from jobs.runtime import Runtime
 from tests.support.clock import END
 from warehouse.catalog import COMMITTED
-from warehouse.store.score_store import ScoreReader, ScoreStore
+from warehouse.store import ScoreReader, ScoreStore
 
 pytestmark = [
     # dag.test() runs tasks through Airflow's in-process execution API, whose test client imports

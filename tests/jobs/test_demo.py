@@ -12,8 +12,8 @@ import pytest
 from jobs.demo import run_demo
 from jobs.serve import http_json, running_server, stop_detached
 from tests.jobs.conftest import small_models_file
+from warehouse.store import ScoreReader
 from warehouse.store.local_server import free_port
-from warehouse.store.score_store import ScoreReader
 
 # find_spec, not importorskip: importing Airflow here would read (and create) ~/airflow
 pytestmark = pytest.mark.skipif(

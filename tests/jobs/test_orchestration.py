@@ -16,7 +16,7 @@ from jobs.runtime import Runtime
 from tests.support.clock import iso
 from warehouse.catalog import COMMITTED
 from warehouse.errors import PartitionNotFoundError, PrescoreError, StoreError
-from warehouse.store.score_store import ScoreStore
+from warehouse.store import ScoreStore
 
 MODEL = "churn"
 
@@ -197,7 +197,7 @@ def test_verify_online_is_the_one_check_after_the_pointer_moved(env: Runtime, re
     wrong = pa.array(table.column("score").to_numpy() + np.float32(0.5), type=pa.float32())
     with ScoreStore.from_url(redis_url) as store:
         store.reopen_run(MODEL, run.run_id)
-        store.write_batch(MODEL, run.run_id, table.column("entity_id"), wrong)
+        store.writer(MODEL, run.run_id).write_batch(table.column("entity_id"), wrong)
         store.finalize_run(MODEL, run.run_id)
 
     again = orchestration.publish(MODEL, run.run_id)

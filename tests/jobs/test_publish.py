@@ -15,8 +15,8 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition
 from tests.jobs.conftest import END
 from warehouse.datasets.score_files import read_run
-from warehouse.errors import CatalogError, OlderRunError, QualityGateError, StoreError
-from warehouse.store.score_store import ScoreReader, ScoreStore
+from warehouse.errors import CatalogError, QualityGateError, StoreError
+from warehouse.store import ScoreReader, ScoreStore
 
 PREV = END - dt.timedelta(days=1)
 
@@ -60,8 +60,11 @@ def test_older_run_is_refused_unless_forced_and_rollback(rt: Runtime) -> None:
     new = score_partition(rt, "churn", END, device="cpu")
     old = score_partition(rt, "churn", PREV, device="cpu")
     publish_run(rt, "churn", new.run_id)
-    with pytest.raises(OlderRunError, match="older"):
-        publish_run(rt, "churn", old.run_id)
+    declined = publish_run(rt, "churn", old.run_id)
+    assert declined.declined and "older than the live run" in declined.declined
+    assert declined.previous_run_id == new.run_id and not declined.loaded
+    with ScoreStore.from_url(rt.redis_url) as store:
+        assert store.get_run("churn", old.run_id) is None  # declined before anything was loaded
     publish_run(rt, "churn", old.run_id, force=True)
     assert store_status(rt, "churn")["current"]["run_id"] == old.run_id
     back = rollback_model(rt, "churn")
@@ -108,7 +111,7 @@ def test_gate_refuses_a_loaded_run_whose_scores_differ_from_parquet(rt: Runtime)
     wrong = pa.array(table.column("score").to_numpy() + np.float32(0.5), type=pa.float32())
     with ScoreStore.from_url(rt.redis_url) as store:
         store.create_run("churn", run.run_id, run.model_version, 1.0, run.rows_out)
-        store.write_batch("churn", run.run_id, table.column("entity_id"), wrong)
+        store.writer("churn", run.run_id).write_batch(table.column("entity_id"), wrong)
         store.finalize_run("churn", run.run_id)
     with pytest.raises(StoreError, match=f"run {run.run_id} failed verification"):
         publish_run(rt, "churn", run.run_id)
@@ -123,7 +126,7 @@ def test_half_loaded_run_is_reloaded(rt: Runtime) -> None:
     store = ScoreStore.from_url(rt.redis_url)
     table = pq.read_table(run.output_path, columns=["entity_id", "score"]).slice(0, 100)
     store.create_run("churn", run.run_id, run.model_version, 1.0, run.rows_out)
-    store.write_batch("churn", run.run_id, table.column("entity_id"), table.column("score"))
+    store.writer("churn", run.run_id).write_batch(table.column("entity_id"), table.column("score"))
     store.close()
     report = publish_run(rt, "churn", run.run_id)
     assert report.loaded and store_status(rt, "churn")["current"]["rows"] == run.rows_out

@@ -22,8 +22,8 @@ from jobs.score import RunReport, score_partition
 from tests.support.clock import day
 from warehouse.datasets.score_files import read_run, remove_run
 from warehouse.errors import RestoreRefusedError, StoreError
-from warehouse.store.layout import store_key
-from warehouse.store.score_store import ScoreReader, ScoreStore
+from warehouse.store import ScoreReader, ScoreStore
+from warehouse.store.keys import store_key
 from warehouse.store_health import StoreState
 
 MODEL = "churn"

@@ -57,8 +57,8 @@ from warehouse.catalog import ABANDONED, COMMITTED, EXPIRED, FAILED, RunRecord
 from warehouse.datasets.score_files import read_run, remove_run
 from warehouse.errors import CatalogError, RegistryError
 from warehouse.settings import DEFAULT_MODELS_FILE, Settings
+from warehouse.store import ScoreReader, ScoreStore
 from warehouse.store.local_server import ensure_local_redis, free_port, stop_local_redis
-from warehouse.store.score_store import ScoreReader, ScoreStore
 
 MODEL = "churn"
 runner = CliRunner()

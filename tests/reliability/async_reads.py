@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import pytest
 
-from warehouse.store.score_store import AsyncScoreReader
+from warehouse.store import AsyncScoreReader
 
 E = TypeVar("E", bound=BaseException)
 

@@ -1,7 +1,7 @@
 """The API as deployed (``prescore serve``: a uvicorn process on 127.0.0.1) while its Redis hangs, then is stopped
 and restarted on the same port, with requests flowing the whole time.
 
-Complements ``tests/online/test_app.py::test_redis_killed_while_serving_degrades_then_recovers`` (in-process app,
+Complements ``tests/online/test_service.py::test_redis_killed_while_serving_degrades_then_recovers`` (in-process app,
 Redis SIGKILLed, republished after the restart): here the server is a real process answering over TCP, Redis is
 first paused (SIGSTOP: every call runs into the timeout) and then stopped and restarted from its append-only file,
 and the same API process serves precomputed scores again without a restart or a republish.

@@ -22,7 +22,7 @@ from jobs.score import score_partition
 from tests.conftest import END, POSTGRES_ADMIN_URL
 from warehouse.errors import CatalogError
 from warehouse.settings import Settings
-from warehouse.store.score_store import ScoreStore
+from warehouse.store import ScoreStore
 
 pytestmark = pytest.mark.postgres
 MODEL = "churn"

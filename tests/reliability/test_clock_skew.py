@@ -18,7 +18,8 @@ from jobs.runtime import Runtime
 from jobs.score import score_partition
 from tests.conftest import END
 from warehouse.errors import StoreError
-from warehouse.store.score_store import MAX_FUTURE_AS_OF_S, ScoreStore
+from warehouse.store import ScoreStore
+from warehouse.store.runs import MAX_FUTURE_AS_OF_S
 
 MODEL = "churn"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from warehouse.store.layout import encode_score, store_key
-from warehouse.store.score_store import ScoreReader, ScoreStore
+from warehouse.store import ScoreReader, ScoreStore
+from warehouse.store.keys import encode_score, store_key
 
 MODEL = "churn"
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ LOADER = f"""
 import sys, time
 from datetime import UTC, datetime, timedelta
 import numpy as np
-from warehouse.store.score_store import ScoreStore
+from warehouse.store import ScoreStore
 
 store = ScoreStore.from_url(sys.argv[1])
 rows = 1_000_000
@@ -60,7 +60,7 @@ def test_loader_killed_mid_publish_with_a_concurrent_reader(redis_url: str, obse
     expected = dict(zip(FIRST_IDS, (encode_score(s) for s in scores.tolist()), strict=True))
     with ScoreStore.from_url(redis_url) as store:
         store.create_run(MODEL, "first", "v1", datetime.now(UTC) - timedelta(hours=2), len(FIRST_IDS))
-        store.write_batch(MODEL, "first", FIRST_IDS, scores)
+        store.writer(MODEL, "first").write_batch(FIRST_IDS, scores)
         store.finalize_run(MODEL, "first")
         store.publish(MODEL, "first")
 

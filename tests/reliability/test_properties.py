@@ -1,7 +1,7 @@
 """Property tests (hypothesis, small example counts) of the bucket layout, the staleness ladder and the contracts.
 
 - Every written entity is read back exactly (float32 bit for bit, from the right run) through the real test Redis,
-  for ids of 1-128 UTF-8 bytes in any script, on both write paths (HSET batches and RESTORE buckets).
+  for ids of 1-128 UTF-8 bytes in any script, through the pipelined HSET batches of the writer.
 - ``bucket_of`` is CRC-32 modulo the bucket count, equal to the vectorised ``buckets``, and the same in another
   interpreter with another hash seed.
 - ``online.policy.decide``: the rung follows the documented ladder, and an older score never gets a better rung.
@@ -30,13 +30,15 @@ from hypothesis import strategies as st
 
 from online.errors import InvalidInput
 from online.policy import Rung, Source, decide
-from online.reader import ModelRuntime, check_features
+from online.snapshot import ModelRuntime
+from online.validation import check_features
 from warehouse.datasets.contracts import require_valid_table, validate
 from warehouse.errors import ContractViolationError
 from warehouse.model_config import FeatureSetSpec, FeatureSpec, load_config
 from warehouse.settings import DEFAULT_MODELS_FILE
-from warehouse.store.layout import MAX_ENTITY_ID_BYTES, bucket_of, buckets, crc32s, encode_score, id_array
-from warehouse.store.score_store import ScoreReader, ScoreStore
+from warehouse.store import ScoreReader, ScoreStore
+from warehouse.store.ids import MAX_ENTITY_ID_BYTES, bucket_of, buckets, crc32s, id_array
+from warehouse.store.keys import encode_score
 
 MODEL = "churn"
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,11 +73,10 @@ SCORES = st.floats(width=32, allow_nan=False, allow_infinity=False)
 @given(
     ids=st.lists(ENTITY_IDS, min_size=1, max_size=60, unique=True),
     data=st.data(),
-    restore=st.booleans(),
     filler=st.integers(min_value=0, max_value=3_000),
 )
 def test_every_written_entity_is_read_back_exactly(
-    redis_url: str, ids: list[str], data: st.DataObject, restore: bool, filler: int
+    redis_url: str, ids: list[str], data: st.DataObject, filler: int
 ) -> None:
     """``filler`` other ids are written with them, so the run has 1 to ~50 buckets."""
     scores = np.array(data.draw(st.lists(SCORES, min_size=len(ids), max_size=len(ids))), dtype=np.float32)
@@ -85,8 +86,7 @@ def test_every_written_entity_is_read_back_exactly(
     run_id = f"prop-{next(_RUNS)}"
     with ScoreStore.from_url(redis_url) as store:
         store.create_run(MODEL, run_id, "v1", datetime.now(UTC) - timedelta(hours=1), len(all_ids))
-        writer = store.writer(MODEL, run_id)
-        added = writer.write_buckets(all_ids, all_scores) if restore else writer.write_batch(all_ids, all_scores)
+        added = store.writer(MODEL, run_id).write_batch(all_ids, all_scores)
         assert added == len(all_ids)
         store.finalize_run(MODEL, run_id)
         store.publish(MODEL, run_id, force=True)
@@ -127,7 +127,7 @@ def test_bucket_of_is_stable_across_processes() -> None:
 
     collect()
     code = (
-        "import json, sys\nfrom warehouse.store.layout import bucket_of\n"
+        "import json, sys\nfrom warehouse.store.ids import bucket_of\n"
         "print(json.dumps([bucket_of(e.encode(), n) for e, n in json.load(sys.stdin)]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "4242", "PYTHONPATH": str(ROOT)}
@@ -151,7 +151,7 @@ def test_mixed_length_batch_is_read_back(redis_url: str) -> None:
     ids[10], ids[11] = "x", "id0000009"
     with ScoreStore.from_url(redis_url) as store:
         store.create_run(MODEL, "mixed", "v1", datetime.now(UTC) - timedelta(hours=1), len(ids))
-        store.write_batch(MODEL, "mixed", ids, np.full(len(ids), 0.5, np.float32))
+        store.writer(MODEL, "mixed").write_batch(ids, np.full(len(ids), 0.5, np.float32))
         store.finalize_run(MODEL, "mixed")
         store.publish(MODEL, "mixed")
     reader = ScoreReader.from_url(redis_url)

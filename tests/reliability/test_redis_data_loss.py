@@ -39,9 +39,9 @@ from tests.support.clock import day
 from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
 from warehouse.datasets.score_files import read_run
 from warehouse.errors import StoreUnavailableError
-from warehouse.store.layout import store_key
+from warehouse.store import ScoreReader, ScoreStore
+from warehouse.store.keys import store_key
 from warehouse.store.local_server import RedisProcess, free_port, start_redis
-from warehouse.store.score_store import ScoreReader, ScoreStore
 from warehouse.store_health import StoreState
 
 MODEL = "churn"

@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 from tests.online.conftest import MODEL, now_utc
 from tests.reliability.async_reads import async_refusal, async_score
 from warehouse.errors import StoreAuthError, StoreUnavailableError
+from warehouse.store import ScoreReader, ScoreStore
 from warehouse.store.local_server import RedisProcess, free_port
-from warehouse.store.score_store import ScoreReader, ScoreStore
 
 PASSWORD = "tls-Pa55-word-6b1e"
 
@@ -87,7 +87,7 @@ def test_rediss_with_auth_serves_and_an_unknown_ca_is_refused(
     scores = np.linspace(0, 1, len(ids), dtype=np.float32)
     with ScoreStore.from_url(url) as store:
         store.create_run(MODEL, "r1", "v1", now_utc() - timedelta(hours=1), len(ids))
-        store.write_batch(MODEL, "r1", ids, scores)
+        store.writer(MODEL, "r1").write_batch(ids, scores)
         store.finalize_run(MODEL, "r1")
         store.publish(MODEL, "r1")
     reader = ScoreReader.from_url(url)

@@ -23,8 +23,8 @@ from tests.online.conftest import FEATURES, MODEL, now_utc, serve
 from tests.reliability.async_reads import async_refusal, async_score
 from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
 from warehouse.prediction_stream import STREAM_KEY
+from warehouse.store import ScoreReader, ScoreStore
 from warehouse.store.local_server import RedisProcess
-from warehouse.store.score_store import ScoreReader, ScoreStore
 
 API_KEY = "reader-K3y-7f1c0e9d"
 WRONG_KEY = "n0t-the-K3y-52ab"
@@ -95,7 +95,7 @@ def test_redis_auth_in_the_url_and_a_wrong_password_is_a_clear_error(
     ids = [f"e{i}" for i in range(100)]
     with ScoreStore.from_url(good) as store:
         store.create_run(MODEL, "r1", "v1", now_utc() - timedelta(hours=1), len(ids))
-        store.write_batch(MODEL, "r1", ids, np.full(len(ids), 0.25, np.float32))
+        store.writer(MODEL, "r1").write_batch(ids, np.full(len(ids), 0.25, np.float32))
         store.finalize_run(MODEL, "r1")
         store.publish(MODEL, "r1")
     reader = ScoreReader.from_url(good)

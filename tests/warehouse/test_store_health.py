@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from warehouse.catalog import PointerRecord
-from warehouse.store.layout import RunInfo, RunState, store_key
-from warehouse.store.score_store import ScoreStore
+from warehouse.store import ScoreStore
+from warehouse.store.keys import RunInfo, RunState, store_key
 from warehouse.store_health import (
     StoreCheck,
     StoreState,
@@ -98,7 +98,7 @@ def test_inspect_reads_pointer_metadata_and_missing_buckets(redis_url: str) -> N
     with ScoreStore.from_url(redis_url) as store:
         assert inspect(store.client, MODEL) == StoreCheck(None, None)
         store.create_run(MODEL, "r1", "v1", T0, len(ids))
-        store.write_batch(MODEL, "r1", ids, np.full(len(ids), 0.5, np.float32))
+        store.writer(MODEL, "r1").write_batch(ids, np.full(len(ids), 0.5, np.float32))
         store.finalize_run(MODEL, "r1")
         store.publish(MODEL, "r1")
         whole = inspect(store.client, MODEL)
