@@ -28,6 +28,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from warehouse.errors import ConfigError
+
 STREAM_KEY = "ps:predlog"
 FORMAT_VERSION = b"1"
 MAX_RECORDS_PER_ENTRY = 2000
@@ -86,10 +88,23 @@ def accounted_bytes(payload_len: int) -> int:
 
 
 def side_keys(stream_key: str = STREAM_KEY) -> tuple[str, str]:
-    """``(accounted-bytes key, trimmed-records key)``, in the stream's Redis Cluster hash slot."""
+    """``(accounted-bytes key, trimmed-records key)``, in the stream's Redis Cluster hash slot.
+
+    Redis hashes the first ``{...}`` of a key when it is non-empty (the hash tag), else the whole key. A key with a
+    hash tag keeps it (the side keys append to the key), a key without one is wrapped in braces (its whole text is
+    then the tag); a key without a hash tag that holds a ``}`` cannot be wrapped that way and is refused
+    (``ConfigError``)."""
     start = stream_key.find("{")
-    tagged = start >= 0 and stream_key.find("}", start + 2) > start  # the key already has a non-empty hash tag
-    base = stream_key if tagged else "{" + stream_key + "}"
+    end = stream_key.find("}", start + 1) if start >= 0 else -1
+    if start >= 0 and end > start + 1:
+        base = stream_key  # a non-empty hash tag: every key that starts with it hashes the same
+    elif "}" in stream_key:
+        raise ConfigError(
+            f"prediction log stream key {stream_key!r} holds a '}}' but no Redis hash tag: use a key without "
+            "braces or with one non-empty {tag}"
+        )
+    else:
+        base = "{" + stream_key + "}"
     return f"{base}:bytes", f"{base}:trimmed"
 
 

@@ -7,9 +7,9 @@ passed along; nothing opens a connection at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warehouse.datasets.storage import ObjectPath, StoragePath, is_url
@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix="PRESCORE_", extra="ignore")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_settings_problem(type(self), exc)) from None
 
     home: Path | str = Field(default=Path(".prescore"))  # str only for a URL (see _home)
     state_dir: Path | None = None
@@ -190,3 +196,17 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> StoragePath:
         return self.root / "models"
+
+
+def _settings_problem(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """One line per bad setting, naming its environment variable, the value given and what is accepted."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    lines = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        alias = cls.model_fields[name].validation_alias if name in cls.model_fields else None
+        choices = [str(c) for c in getattr(alias, "choices", ())] if alias is not None else []
+        variable = choices[0] if choices else f"{prefix}{name}".upper()
+        given = f"={err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"{variable}{given}: {err['msg']}")
+    return "invalid setting: " + "; ".join(lines) + " (fix or unset the variable)"

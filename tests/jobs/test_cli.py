@@ -67,6 +67,13 @@ def test_unreachable_catalog_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output and "pw" not in result.output.replace("PRESCORE", "")
 
 
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status"], env=_env(tmp_path, PRESCORE_DASK_WORKERS="0"))
+    assert result.exit_code == 1, result.output
+    assert "invalid setting: PRESCORE_DASK_WORKERS='0'" in result.output
+    assert "Traceback" not in result.output and "pydantic" not in result.output
+
+
 def test_redis_down_is_one_line_and_exit_3(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     result = runner.invoke(app, ["rollback", "--model", "churn"], env=_env(tmp_path, PRESCORE_REDIS_URL=url))

@@ -9,7 +9,7 @@ import yaml
 
 from warehouse.errors import ConfigError, UnknownFeatureSetError, UnknownModelError
 from warehouse.model_config import StalenessPolicy, freshness, load_config
-from warehouse.settings import DEFAULT_MODELS_FILE, Settings
+from warehouse.settings import DEFAULT_MODELS_FILE
 
 
 def _write(tmp_path: Path, mutate) -> Path:
@@ -71,20 +71,6 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(bad)
-
-
-def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Embedded defaults; PRESCORE_* variables override them; blank values count as unset."""
-    for var in ("PRESCORE_HOME", "PRESCORE_REDIS_URL", "PRESCORE_CATALOG_URL", "PRESCORE_DASK_ADDRESS"):
-        monkeypatch.delenv(var, raising=False)
-    s = Settings()
-    assert s.redis_url is None and s.dask_address is None
-    assert s.home == Path(".prescore")
-    monkeypatch.setenv("PRESCORE_HOME", str(tmp_path))
-    monkeypatch.setenv("PRESCORE_REDIS_URL", " ")
-    s = Settings()
-    assert s.redis_url is None
-    assert s.resolved_catalog_url == f"sqlite:///{tmp_path / 'catalog.db'}"
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from warehouse.datasets import features as fstore
 from warehouse.datasets import score_files
 from warehouse.datasets.score_files import read_run
 from warehouse.datasets.storage import ObjectPath
-from warehouse.errors import ConfigError, PartitionNotFoundError
+from warehouse.errors import PartitionNotFoundError
 from warehouse.settings import Settings
 from warehouse.store.local_server import free_port
 from warehouse.store.readers import ScoreReader
@@ -258,27 +258,6 @@ def test_publish_from_s3_loads_redis_from_the_workers(s3_rt: Runtime, redis_url:
         reader.close()
     assert all(hit is not None and hit.run_id == report.run_id for hit in served)
     assert [np.float32(hit.score) for hit in served] == [np.float32(v) for v in expected]  # type: ignore[union-attr]
-
-
-def test_remote_home_requires_catalog_and_redis_urls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An s3:// home has no place for the SQLite catalog or the embedded Redis: the error names what to set."""
-    monkeypatch.setenv("PRESCORE_HOME", f"s3://{BUCKET}/nowhere/")
-    monkeypatch.delenv("PRESCORE_CATALOG_URL", raising=False)
-    monkeypatch.delenv("PRESCORE_REDIS_URL", raising=False)
-    settings = Settings()
-    assert settings.home == f"s3://{BUCKET}/nowhere" and settings.home_is_remote
-    with pytest.raises(ConfigError, match=r"set PRESCORE_CATALOG_URL .* and PRESCORE_REDIS_URL"):
-        Runtime.from_settings(settings)
-    monkeypatch.setenv("PRESCORE_CATALOG_URL", "postgresql+psycopg://u:p@db/prescore")
-    with pytest.raises(ConfigError, match=r"object storage.*set PRESCORE_REDIS_URL \(e\.g\.") as info:
-        Runtime.from_settings(Settings())
-    assert "PRESCORE_CATALOG_URL" not in str(info.value)
-    with pytest.raises(ConfigError, match="embedded Redis needs a local directory; set PRESCORE_REDIS_URL"):
-        _ = Settings().embedded_redis_dir
-    monkeypatch.setenv("PRESCORE_REDIS_URL", "redis://127.0.0.1:1/0")
-    rt = Runtime.from_settings(Settings())
-    assert isinstance(rt.home, ObjectPath) and rt.local_dir == Path(".prescore").resolve()
-    assert Settings(home="relative/dir").root == Path("relative/dir").resolve()  # a local path stays a Path
 
 
 def test_prediction_log_drains_to_s3_exactly_once(aws_env: str, redis_url: str) -> None:

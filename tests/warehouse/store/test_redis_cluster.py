@@ -21,9 +21,8 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
-from warehouse.errors import ConfigError
 from warehouse.store import ScoreStore
-from warehouse.store.connection import cluster_url, connect, connect_async
+from warehouse.store.connection import connect, connect_async
 from warehouse.store.ids import buckets, id_array
 from warehouse.store.keys import RunState, store_key
 from warehouse.store.readers import AsyncScoreReader, ScoreReader
@@ -77,22 +76,6 @@ def load(store: ScoreStore, run_id: str, ids: list[str], scores: np.ndarray, as_
         writer.write_batch([ids[r] for r in part], scores[part])
     whole = np.flatnonzero(~odd)
     assert writer.write_batch([ids[r] for r in whole], scores[whole]) == len(whole)
-
-
-def test_cluster_url_flag_is_parsed_and_stripped() -> None:
-    """``cluster=true`` selects cluster mode and is removed; other options pass through; a bad value is refused."""
-    assert cluster_url("redis://h:7000/0") == ("redis://h:7000/0", False)
-    assert cluster_url("redis://h:7000/0?cluster=true") == ("redis://h:7000/0", True)
-    assert cluster_url("rediss://u:p@h:7000/0?ssl_cert_reqs=none&cluster=Yes") == (
-        "rediss://u:p@h:7000/0?ssl_cert_reqs=none",
-        True,
-    )
-    assert cluster_url("redis://h:7000/0?cluster=false&client_name=x") == ("redis://h:7000/0?client_name=x", False)
-    with pytest.raises(ConfigError, match="cluster=true"):
-        cluster_url("redis://h:7000/0?cluster=maybe")
-    single = connect("redis://127.0.0.1:1/0?cluster=false")  # no I/O until the first command
-    assert type(single) is redis.Redis
-    single.close()
 
 
 def test_clients_are_cluster_clients_with_the_same_timeouts(url: str) -> None:
