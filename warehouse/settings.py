@@ -208,5 +208,5 @@ def _settings_problem(cls: type[BaseSettings], exc: ValidationError) -> str:
         choices = [str(c) for c in getattr(alias, "choices", ())] if alias is not None else []
         variable = choices[0] if choices else f"{prefix}{name}".upper()
         given = f"={err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
-        lines.append(f"{variable}{given}: {err['msg']}")
+        lines.append(f"{variable}{given}: {err['msg'].removeprefix('Value error, ')}")
     return "invalid setting: " + "; ".join(lines) + " (fix or unset the variable)"

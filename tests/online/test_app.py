@@ -11,6 +11,7 @@ import redis
 
 from online.settings import OnlineSettings
 from tests.online.conftest import HOUR, MODEL, SCORES, now_utc, post, serve
+from warehouse.errors import ConfigError
 
 pytestmark = pytest.mark.asyncio
 
@@ -56,7 +57,7 @@ async def test_admin_routes_are_closed_without_admin_keys(make_settings):
 
 
 async def test_key_settings_must_be_sha256_hex(home: Path):
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(ConfigError, match="PRESCORE_API_KEY_HASHES='plain-secret': must be comma-separated sha256"):
         OnlineSettings(home=home, api_key_hashes="plain-secret")
 
 
