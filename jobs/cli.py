@@ -63,6 +63,30 @@ def train(
 
 @app.command()
 @user_errors
+def register(
+    path: str = typer.Argument(..., help="The model file: .ubj, .json or the legacy binary format."),
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    role: str = typer.Option(..., "--role", help="primary (scored nightly) or fallback (scored online on misses)."),
+    features: str = typer.Option(
+        None, "--features", help="Comma-separated feature names in column order, for a model that stores none."
+    ),
+    promote: bool = typer.Option(False, "--promote", help="Make the new version production once it passes."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Register an XGBoost model trained elsewhere: checked (format, objective, features, a probe prediction),
+    hash-checked in the registry; with --promote it becomes production."""
+    from pathlib import Path
+
+    from jobs import commands
+
+    if role not in ("primary", "fallback"):
+        raise typer.BadParameter(f"--role must be primary or fallback, not {role!r}")
+    names = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    commands.register(model, role, Path(path), names, promote, as_json)
+
+
+@app.command()
+@user_errors
 def score(
     model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
     date: str = typer.Option(..., "--date", "-d", help="Feature partition date, YYYY-MM-DD."),

@@ -9,6 +9,7 @@ dates ends with exit code 1 after its table. The ``jobs`` modules behind them ar
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -51,6 +52,25 @@ def train(model: str, end_date: dt.date | None, as_json: bool) -> None:
         emit_json(report.to_dict())
         return
     err.print(training_table(model, report))
+
+
+def register(model: str, role: str, path: Path, features: list[str] | None, promote: bool, as_json: bool) -> None:
+    from jobs.register import register_model
+
+    with open_runtime() as rt:
+        report = register_model(rt, model, role, path, features=features, promote=promote)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    state = "production" if report.promoted else f"not production (production stays {report.previous_production})"
+    probe = report.probe
+    probed = (
+        f"probe on {probe['rows']} rows of {probe['date']}: {probe['min']:.4g}..{probe['max']:.4g}"
+        if probe
+        else ("no feature partition to probe yet")
+    )
+    err.print(f"registered {model} {role} {report.version} ({report.objective}, {len(report.features)} features), "
+              f"{state}; {probed}")  # fmt: skip
 
 
 def score(model: str, day: dt.date, device: str, publish: bool, force: bool, as_json: bool) -> None:

@@ -10,7 +10,8 @@
    from the run's namespace equals Parquet exactly. A run that is already current and was not loaded again by
    this call (a retried publish) is not sampled here: after the pointer moved, the one check is the DAG's
    ``verify_online`` (``jobs.orchestration``), through the reader the online service uses;
-4. quality gate: PSI of the run's score histogram against the current run's above ``max_psi`` blocks the
+4. quality gate: PSI of the run's score distribution (deciles of the current run's, ``jobs.scoring.run_psi``: any
+   real-valued score) against the current run's above ``max_psi`` blocks the
    publish unless ``force`` (the block is recorded in the catalog);
 5. one atomic pointer change, recorded in the catalog; then runs beyond ``keep_runs`` and abandoned loads are
    removed in bounded batches.
@@ -159,12 +160,10 @@ def _gate(rt: Runtime, store: ScoreStore, run: RunRecord) -> tuple[float | None,
         previous = rt.catalog.get_run(current.run_id)
     except CatalogError:
         return None, current.run_id
-    before, after = previous.report.get("histogram"), run.report.get("histogram")
-    if not before or not after:
-        return None, current.run_id
     from jobs import scoring  # imports xgboost (seconds): only a publish that gates needs it, never a restore
 
-    return round(scoring.psi(before, after), 6), current.run_id
+    value = scoring.run_psi(previous.report, run.report)
+    return (None if value is None else round(value, 6)), current.run_id
 
 
 def record_flip(rt: Runtime, model: str, action: str, run_id: str, previous_run_id: str | None, **kw: Any) -> None:

@@ -37,9 +37,12 @@ def status_table(item: dict[str, Any]) -> Table:
     table = Table(title=f"model {item['model']} (feature set {item['feature_set']})", show_header=False)
     table.add_row("feature partitions", ", ".join(item["feature_dates"]) or "none (run prescore synth)")
     for kind, info in item["production"].items():
-        text = "none (run prescore train)"
-        if info:
-            text = f"{info['version']}  sha256 {info['sha256'][:12]}…  AUC {info['metrics'].get('auc', 0):.4f}"
+        text = "none (run prescore train, or prescore register --promote)"
+        if info and info["version"]:
+            auc = info["metrics"].get("auc")
+            text = f"{info['version']}  sha256 {info['sha256'][:12]}…" + (f"  AUC {auc:.4f}" if auc is not None else "")
+        if info and info.get("newest_registered"):
+            text += f"; newer registered, not promoted: {info['newest_registered']}"
         table.add_row(f"production {kind}", text)
     current = item["store"].get("current")
     if "error" in item["store"]:

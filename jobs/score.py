@@ -88,6 +88,7 @@ class RunReport:
     rows_out: int = 0
     null_values: int = 0
     histogram: list[int] = field(default_factory=list)
+    quantiles: list[float] = field(default_factory=list)  # the score distribution (``jobs.scoring``)
     psi: float | None = None
     psi_against: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -177,6 +178,7 @@ def score_chunk(
         "rows": n,
         "nulls": int(np.isnan(x).sum()),
         "histogram": scoring.histogram(scores),
+        "quantiles": scoring.quantile_summary(scores),
         "read_s": t1 - t0,
         "predict_s": t2 - t1,
         "write_s": t3 - t2,
@@ -249,6 +251,7 @@ def _report_of(run: RunRecord, cluster: str, reused: bool) -> RunReport:
         rows_out=run.rows_out or 0,
         null_values=rep.get("null_values", 0),
         histogram=rep.get("histogram", []),
+        quantiles=rep.get("quantiles", []),
         psi=rep.get("psi"),
         psi_against=rep.get("psi_against"),
         timings=dict(run.timings),
@@ -342,7 +345,7 @@ def score_partition(
         rt.catalog.finish_run(
             run_id, status=COMMITTED, rows_in=report.rows_in, rows_out=report.rows_out,
             input_fingerprint=fp, output_path=str(final), timings=report.timings,
-            report={k: getattr(report, k) for k in ("null_values", "histogram", "psi", "psi_against",
+            report={k: getattr(report, k) for k in ("null_values", "histogram", "quantiles", "psi", "psi_against",
                                                      "rows_per_s", "cluster", "dashboard")},
         )  # fmt: skip
         return report
@@ -392,10 +395,12 @@ def _build_report(
 ) -> RunReport:
     rows = sum(s["rows"] for s in stats)
     hist = scoring.merge_histograms([s["histogram"] for s in stats])
+    quantiles = scoring.merge_summaries([(s["rows"], s["quantiles"]) for s in stats])
     previous = rt.catalog.latest_committed(model, exclude=run_id)
     psi_value = None
-    if previous and previous.report.get("histogram") and rows:
-        psi_value = round(scoring.psi(previous.report["histogram"], hist), 6)
+    if previous and rows:
+        value = scoring.run_psi(previous.report, {"quantiles": quantiles, "histogram": hist})
+        psi_value = None if value is None else round(value, 6)
     return RunReport(
         run_id=run_id,
         model=model,
@@ -409,6 +414,7 @@ def _build_report(
         rows_out=rows,
         null_values=sum(s["nulls"] for s in stats),
         histogram=hist,
+        quantiles=quantiles,
         psi=psi_value,
         psi_against=previous.run_id if previous else None,
         timings={

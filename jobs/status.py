@@ -1,5 +1,6 @@
 """``prescore status``: the state of each model as plain data — feature partitions, production model versions
-with their hashes, recent runs and failures, publications, and what the Redis store serves."""
+with their hashes (and a newer version registered but not promoted), recent runs and failures, publications, and
+what the Redis store serves."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ def model_status(rt: Runtime, model: str) -> dict[str, Any]:
     prod: dict[str, Any] = {}
     for kind in KINDS:
         version = rt.registry.production_version(model, kind)
+        registered = rt.registry.versions(model, kind)
+        newest = registered[-1] if registered and registered[-1] != version else None  # registered, not promoted
         if version is None:
-            prod[kind] = None
+            prod[kind] = {"version": None, "newest_registered": newest} if newest else None
             continue
         manifest = rt.registry.manifest(model, kind, version)
-        prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics}
+        prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics,
+                      "newest_registered": newest}  # fmt: skip
     runs = rt.catalog.runs(model, limit=10)
     try:
         store: dict[str, Any] = store_status(rt, model)

@@ -58,6 +58,7 @@ class Manifest:
     training_window: dict[str, Any] = field(default_factory=dict)
     library_versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
+    lineage: dict[str, Any] = field(default_factory=dict)  # where a registered (not trained) model came from
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Registry:
         features: list[str],
         metrics: dict[str, float],
         training_window: dict[str, Any],
+        lineage: dict[str, Any] | None = None,
     ) -> Manifest:
         """Save the booster and its manifest as a new version (staged, then renamed into place)."""
         if booster.num_features() != len(features):
@@ -112,10 +114,11 @@ class Registry:
         kdir = self.kind_dir(model, kind)
         if isinstance(kdir, ObjectPath):
             with tempfile.TemporaryDirectory(prefix="prescore-register-") as local:
-                return self._register(model, kind, booster, features, metrics, training_window, Path(local), kdir)
+                return self._register(model, kind, booster, features, metrics, training_window, lineage, Path(local),
+                                      kdir)  # fmt: skip
         kdir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=kdir, prefix=STAGING_PREFIX))
-        return self._register(model, kind, booster, features, metrics, training_window, staging, kdir)
+        return self._register(model, kind, booster, features, metrics, training_window, lineage, staging, kdir)
 
     def _register(
         self,
@@ -125,6 +128,7 @@ class Registry:
         features: list[str],
         metrics: dict[str, float],
         training_window: dict[str, Any],
+        lineage: dict[str, Any] | None,
         staging: Path,
         kdir: StoragePath,
     ) -> Manifest:
@@ -143,6 +147,7 @@ class Registry:
             training_window=training_window,
             library_versions={"xgboost": xgb.__version__, "python": platform.python_version()},
             created_at=created.isoformat(),
+            lineage=dict(lineage or {}),
         )
         text = json.dumps(asdict(manifest), indent=2, sort_keys=True)
         if isinstance(kdir, ObjectPath):

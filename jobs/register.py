@@ -1,0 +1,238 @@
+"""``prescore register``: import an XGBoost model trained elsewhere into the hash-checked registry.
+
+``register_model`` reads a model file (UBJSON ``.ubj``, JSON ``.json`` or the legacy binary format), checks it, and
+registers it as a new version of the model's primary or fallback role; ``promote`` also makes it production. Checks,
+each a ``RegistryError`` naming the problem and the fix, before anything is written:
+
+1. the file exists, is an XGBoost model this xgboost can read (not truncated, not another format; the legacy
+   binary format is not readable by xgboost 3: re-save it as ``.ubj`` with xgboost 2.x);
+2. its objective is one prescore can serve (``SERVABLE_OBJECTIVES``, ``rank:*``); multiclass models are refused
+   (the store holds one score per entity: register one binary model per class instead); a fallback model must be
+   ``binary:logistic`` on ``gbtree`` (the online API compiles it);
+3. its features: the names stored in the model (or, for a model without names, an explicit ``features`` list
+   matched by position) equal the model's features in the models file — primary: ``models.<m>.features`` or every
+   feature of its feature set; fallback: ``fallback_features`` — same names, same order; categorical features are
+   refused (the contracts hold numeric columns);
+4. a probe: the model predicts on up to ``PROBE_ROWS`` rows of the newest feature partition, and every value is
+   finite (skipped, and said so, when the feature set has no partition yet).
+
+The version records its lineage in the manifest (source path, the source file's sha256, who registered it and when).
+Registration is atomic (``warehouse.registry``): an interrupted one leaves no listed version and the production
+version unchanged; without ``promote`` the new version is registered but not production (``prescore status``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import xgboost as xgb
+
+from jobs.feature_matrix import to_matrix
+from jobs.runtime import Runtime
+from warehouse.datasets import features as fstore
+from warehouse.datasets.storage import sha256_file
+from warehouse.errors import RegistryError
+from warehouse.registry import KINDS
+
+log = logging.getLogger(__name__)
+PROBE_ROWS = 1000
+SERVABLE_OBJECTIVES = frozenset({
+    "binary:logistic", "binary:logitraw", "binary:hinge",
+    "reg:squarederror", "reg:squaredlogerror", "reg:absoluteerror", "reg:pseudohubererror", "reg:logistic",
+    "reg:quantileerror", "count:poisson", "reg:gamma", "reg:tweedie",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RegisterReport:
+    model: str
+    role: str
+    version: str
+    objective: str
+    features: list[str]
+    promoted: bool
+    previous_production: str | None
+    lineage: dict[str, Any]
+    probe: dict[str, Any] | None = field(default=None)  # rows, min, max of the probe prediction; None: no partition
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_model(path: Path) -> xgb.Booster:
+    """The booster in ``path``, or ``RegistryError`` saying why it cannot be one."""
+    if not path.is_file():
+        raise RegistryError(f"model file {path} does not exist (or is not a file); give the path of a saved model")
+    booster = xgb.Booster()
+    try:
+        booster.load_model(str(path))
+    except xgb.core.XGBoostError as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        with path.open("rb") as fh:
+            head = fh.read(1)
+        if head not in (b"{", b"["):  # neither JSON nor UBJSON
+            raise RegistryError(
+                f"{path} is neither JSON nor UBJSON: if it is a model in the legacy binary format, xgboost "
+                f"{xgb.__version__} cannot read it; load it with xgboost 2.x and save_model('model.ubj'), then "
+                "register that file"
+            ) from None
+        raise RegistryError(
+            f"{path} is not an XGBoost model this xgboost {xgb.__version__} can read ({first}); save it with "
+            "booster.save_model('model.ubj') (or .json) from xgboost <= this version, and check the file is complete"
+        ) from None
+    if booster.num_boosted_rounds() == 0:
+        raise RegistryError(f"{path} holds a model without trees; train it before registering")
+    return booster
+
+
+def objective_of(booster: xgb.Booster) -> str:
+    config = json.loads(booster.save_config())
+    return str(config["learner"]["objective"]["name"])
+
+
+def check_objective(objective: str, path: Path) -> None:
+    if objective in SERVABLE_OBJECTIVES or objective.startswith("rank:"):
+        return
+    if objective.startswith("multi:"):
+        raise RegistryError(
+            f"{path}: objective {objective} (multiclass) is not supported: prescore stores and serves one score per "
+            "entity; register one binary:logistic model per class (one-vs-rest) instead"
+        )
+    raise RegistryError(
+        f"{path}: objective {objective} is not one prescore can serve; supported: "
+        f"{', '.join(sorted(SERVABLE_OBJECTIVES))} and rank:*"
+    )
+
+
+def check_fallback_booster(booster: xgb.Booster, objective: str, path: Path) -> None:
+    """The online API compiles the fallback model to Python (``online.fallback``): binary:logistic gbtree only."""
+    name = json.loads(booster.save_config())["learner"]["gradient_booster"]["name"]
+    if objective != "binary:logistic" or name != "gbtree":
+        raise RegistryError(
+            f"{path} is a {name} {objective} model: the online fallback runs binary:logistic gbtree models only "
+            "(compiled for microsecond lookups); register it as the primary, or retrain the fallback that way"
+        )
+
+
+def model_feature_names(booster: xgb.Booster, given: list[str] | None, path: Path) -> list[str]:
+    """The model's features in column order: the names it stores, or ``given`` for a model without names."""
+    stored = list(booster.feature_names) if booster.feature_names else None
+    count = booster.num_features()
+    if stored is None:
+        if given is None:
+            raise RegistryError(
+                f"{path} stores no feature names: pass --features with its {count} features in the order it was "
+                "trained on (matched by position)"
+            )
+        if len(given) != count:
+            raise RegistryError(f"--features lists {len(given)} names but {path} has {count} features")
+        return list(given)
+    if given is not None and list(given) != stored:
+        raise RegistryError(f"--features {given} disagrees with the names stored in {path} ({stored}); drop --features")
+    types = list(booster.feature_types or [])
+    categorical = [n for n, t in zip(stored, types, strict=False) if t == "c"]
+    if categorical:
+        raise RegistryError(
+            f"{path} uses categorical features {categorical}: the feature contracts hold numeric columns only "
+            "(int, float); encode them as numbers and retrain"
+        )
+    return stored
+
+
+def check_features(names: list[str], expected: list[str], model: str, role: str, path: Path) -> None:
+    """``names`` must equal ``expected`` (names and order); the error says which differ and what to change."""
+    if names == expected:
+        return
+    missing = [f for f in expected if f not in names]
+    extra = [f for f in names if f not in expected]
+    where = f"models.{model}.{'fallback_features' if role == 'fallback' else 'features'}"
+    if not missing and not extra:
+        raise RegistryError(
+            f"{path} takes the features of {where} in another order ({names}); set {where} to that order in the "
+            "models file, or retrain with the columns in the contract's order"
+        )
+    if role == "fallback" and extra:
+        raise RegistryError(
+            f"{path} uses features outside {where}: {extra}; a fallback model may use only the features a request "
+            "brings (add them to fallback_features, at most 8, or retrain without them)"
+        )
+    raise RegistryError(
+        f"{path} does not take the features of {where}: missing {missing}, unexpected {extra}; retrain on "
+        f"{expected} or change {where} in the models file"
+    )
+
+
+def probe(rt: Runtime, model: str, booster: xgb.Booster, names: list[str]) -> dict[str, Any] | None:
+    """Predict on up to ``PROBE_ROWS`` rows of the newest feature partition; ``RegistryError`` on non-finite values."""
+    spec = rt.config.model(model)
+    dates = fstore.available_dates(rt.home, spec.feature_set)
+    if not dates:
+        log.info("no %s partition yet: registering %s without a probe prediction", spec.feature_set, model)
+        return None
+    day = dates[-1]
+    files = fstore.partition_files(rt.home, spec.feature_set, day)
+    batches = fstore.parquet_file(files[0]).iter_batches(batch_size=PROBE_ROWS, columns=names)
+    sample = pa.Table.from_batches([next(batches)])  # the first rows only: a probe, not a scoring run
+    values = np.asarray(booster.inplace_predict(to_matrix(sample, names)), dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise RegistryError(
+            f"the model predicts {bad} non-finite values on {sample.num_rows} rows of {spec.feature_set} "
+            f"dt={day}; check it was trained on these features and their units"
+        )
+    return {"date": day.isoformat(), "rows": sample.num_rows, "min": float(values.min()), "max": float(values.max())}
+
+
+def register_model(
+    rt: Runtime,
+    model: str,
+    role: str,
+    path: Path,
+    *,
+    features: list[str] | None = None,
+    promote: bool = False,
+    now: dt.datetime | None = None,
+) -> RegisterReport:
+    """Check and register ``path`` as a new ``role`` version of ``model`` (see the module docstring)."""
+    if role not in KINDS:
+        raise RegistryError(f"unknown role {role!r}; use one of {list(KINDS)}")
+    spec = rt.config.model(model)
+    expected = rt.config.model_features(model) if role == "primary" else list(spec.fallback_features)
+    path = Path(path)
+    booster = read_model(path)
+    objective = objective_of(booster)
+    check_objective(objective, path)
+    if role == "fallback":
+        check_fallback_booster(booster, objective, path)
+    names = model_feature_names(booster, features, path)
+    check_features(names, expected, model, role, path)
+    probed = probe(rt, model, booster, names)
+    lineage = {
+        "source": str(path.resolve()),
+        "source_sha256": sha256_file(path),
+        "objective": objective,
+        "registered_by": getpass.getuser(),
+        "registered_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
+    }
+    booster.feature_names, booster.feature_types = None, None  # artifacts are positional: the manifest names them
+    before = rt.registry.production_version(model, role)
+    manifest = rt.registry.register(model, role, booster, names, {}, {}, lineage=lineage)
+    rt.catalog.record_model_version(
+        model=model, kind=role, version=manifest.version, sha256=manifest.sha256,
+        artifact_path=str(rt.registry.kind_dir(model, role) / manifest.version), features=names, metrics={},
+        training_window={}, created_at=dt.datetime.fromisoformat(manifest.created_at),
+    )  # fmt: skip
+    if promote:
+        rt.registry.promote(model, role, manifest.version)
+        rt.catalog.mark_promoted(model, role, manifest.version)
+    log.info("registered %s %s %s from %s (promoted: %s)", model, role, manifest.version, path, promote)
+    return RegisterReport(model=model, role=role, version=manifest.version, objective=objective, features=names,
+                          promoted=promote, previous_production=before, lineage=lineage, probe=probed)  # fmt: skip
