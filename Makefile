@@ -1,7 +1,7 @@
 # prescore — every target installs what it needs (uv from PyPI, then the locked environment).
 SHELL := /bin/bash
 PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),python3)
-EXTRAS ?= --extra online --extra batch --extra airflow
+EXTRAS ?= --extra online --extra batch --extra airflow --extra mlflow
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never

@@ -64,11 +64,14 @@ def train(
 @app.command()
 @user_errors
 def register(
-    path: str = typer.Argument(..., help="The model file: .ubj, .json or the legacy binary format."),
+    path: str = typer.Argument(None, help="The model file (.ubj or .json); or use --from-mlflow."),
     model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
     role: str = typer.Option(..., "--role", help="primary (scored nightly) or fallback (scored online on misses)."),
     features: str = typer.Option(
         None, "--features", help="Comma-separated feature names in column order, for a model that stores none."
+    ),
+    from_mlflow: str = typer.Option(
+        None, "--from-mlflow", help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH or a model directory."
     ),
     promote: bool = typer.Option(False, "--promote", help="Make the new version production once it passes."),
     as_json: bool = JSON_OPT,
@@ -81,8 +84,10 @@ def register(
 
     if role not in ("primary", "fallback"):
         raise typer.BadParameter(f"--role must be primary or fallback, not {role!r}")
+    if (path is None) == (from_mlflow is None):
+        raise typer.BadParameter("give a model file or --from-mlflow URI (one of them)")
     names = [f.strip() for f in features.split(",") if f.strip()] if features else None
-    commands.register(model, role, Path(path), names, promote, as_json)
+    commands.register(model, role, Path(path) if path else None, from_mlflow, names, promote, as_json)
 
 
 @app.command()

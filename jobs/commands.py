@@ -54,11 +54,19 @@ def train(model: str, end_date: dt.date | None, as_json: bool) -> None:
     err.print(training_table(model, report))
 
 
-def register(model: str, role: str, path: Path, features: list[str] | None, promote: bool, as_json: bool) -> None:
+def register(
+    model: str,
+    role: str,
+    path: Path | None,
+    from_mlflow: str | None,
+    features: list[str] | None,
+    promote: bool,
+    as_json: bool,
+) -> None:
     from jobs.register import register_model
 
     with open_runtime() as rt:
-        report = register_model(rt, model, role, path, features=features, promote=promote)
+        report = register_model(rt, model, role, path, from_mlflow=from_mlflow, features=features, promote=promote)
     if as_json:
         emit_json(report.to_dict())
         return

@@ -1,6 +1,7 @@
 """``prescore register``: import an XGBoost model trained elsewhere into the hash-checked registry.
 
-``register_model`` reads a model file (UBJSON ``.ubj``, JSON ``.json`` or the legacy binary format), checks it, and
+``register_model`` reads a model file (UBJSON ``.ubj``, JSON ``.json``), or an MLflow model (a registered version,
+a run's artifact, a local model directory: ``jobs.mlflow_source``), checks it, and
 registers it as a new version of the model's primary or fallback role; ``promote`` also makes it production. Checks,
 each a ``RegistryError`` naming the problem and the fix, before anything is written:
 
@@ -27,6 +28,7 @@ import datetime as dt
 import getpass
 import json
 import logging
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,18 +197,41 @@ def register_model(
     rt: Runtime,
     model: str,
     role: str,
-    path: Path,
+    path: Path | None = None,
     *,
+    from_mlflow: str | None = None,
     features: list[str] | None = None,
     promote: bool = False,
     now: dt.datetime | None = None,
 ) -> RegisterReport:
-    """Check and register ``path`` as a new ``role`` version of ``model`` (see the module docstring)."""
+    """Check and register the model file ``path``, or the MLflow model ``from_mlflow`` (``jobs.mlflow_source``), as
+    a new ``role`` version of ``model`` (see the module docstring)."""
+    if (path is None) == (from_mlflow is None):
+        raise RegistryError("give either a model file or --from-mlflow URI, not both or neither")
+    if from_mlflow is None:
+        assert path is not None
+        return _register(rt, model, role, Path(path), {}, features, promote, now)
+    from jobs.mlflow_source import fetch
+
+    with tempfile.TemporaryDirectory(prefix="prescore-mlflow-") as tmp:
+        fetched = fetch(from_mlflow, Path(tmp))
+        return _register(rt, model, role, fetched.path, fetched.lineage, features, promote, now)
+
+
+def _register(
+    rt: Runtime,
+    model: str,
+    role: str,
+    path: Path,
+    origin: dict[str, Any],
+    features: list[str] | None,
+    promote: bool,
+    now: dt.datetime | None,
+) -> RegisterReport:
     if role not in KINDS:
         raise RegistryError(f"unknown role {role!r}; use one of {list(KINDS)}")
     spec = rt.config.model(model)
     expected = rt.config.model_features(model) if role == "primary" else list(spec.fallback_features)
-    path = Path(path)
     booster = read_model(path)
     objective = objective_of(booster)
     check_objective(objective, path)
@@ -216,11 +241,12 @@ def register_model(
     check_features(names, expected, model, role, path)
     probed = probe(rt, model, booster, names)
     lineage = {
-        "source": str(path.resolve()),
+        "source": origin.get("mlflow_uri") or str(path.resolve()),
         "source_sha256": sha256_file(path),
         "objective": objective,
         "registered_by": getpass.getuser(),
         "registered_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
+        **{k: v for k, v in origin.items() if v is not None},
     }
     booster.feature_names, booster.feature_types = None, None  # artifacts are positional: the manifest names them
     before = rt.registry.production_version(model, role)
@@ -233,6 +259,6 @@ def register_model(
     if promote:
         rt.registry.promote(model, role, manifest.version)
         rt.catalog.mark_promoted(model, role, manifest.version)
-    log.info("registered %s %s %s from %s (promoted: %s)", model, role, manifest.version, path, promote)
+    log.info("registered %s %s %s from %s (promoted: %s)", model, role, manifest.version, lineage["source"], promote)
     return RegisterReport(model=model, role=role, version=manifest.version, objective=objective, features=names,
                           promoted=promote, previous_production=before, lineage=lineage, probe=probed)  # fmt: skip

@@ -257,6 +257,9 @@ def test_cli_register_prints_json_and_refuses_bad_files_with_exit_1(
     assert "Traceback" not in refused.output
     usage = runner.invoke(app, ["register", str(bad), "--model", MODEL, "--role", "champion"], env=env)
     assert usage.exit_code == 2 and "--role must be primary or fallback" in usage.output
+    for args in ([], [str(bad), "--from-mlflow", "models:/x/1"]):
+        neither = runner.invoke(app, ["register", *args, "--model", MODEL, "--role", "primary"], env=env)
+        assert neither.exit_code == 2 and "give a model file or --from-mlflow URI" in neither.output
 
 
 def test_a_registered_regression_model_is_scored_gated_and_published(
