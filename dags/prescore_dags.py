@@ -388,7 +388,8 @@ def prescore_reconcile() -> None:
 
 for _model in CONFIG.model_names:
     nightly_dag(_model)
-    training_dag(_model)
+    if CONFIG.model(_model).trained_here:  # ``training: external``: versions come from prescore register
+        training_dag(_model)
 prescore_rescore()
 prescore_drain_predictions()
 prescore_retention()

@@ -71,7 +71,7 @@ def evaluate(booster: xgb.Booster, x: np.ndarray, y: np.ndarray) -> dict[str, fl
     return {"auc": float(roc_auc_score(y, p)), "logloss": float(log_loss(y, p, labels=[0, 1]))}
 
 
-def _params(depth: int, eta: float, seed: int) -> dict[str, Any]:
+def _params(depth: int, eta: float, seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "objective": "binary:logistic",
         "tree_method": "hist",
@@ -82,6 +82,7 @@ def _params(depth: int, eta: float, seed: int) -> dict[str, Any]:
         "eval_metric": "auc",
         "seed": seed,
         "nthread": 0,
+        **(extra or {}),  # training.params of the models file (validated there)
     }
 
 
@@ -113,6 +114,11 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
     """Train, evaluate, register and (conditionally) promote both kinds of ``model``."""
     spec = rt.config.model(model)
     fs = spec.feature_set
+    if spec.training == "external":
+        raise UserError(
+            f"models.{model}.training is external: prescore does not train {model}; register its versions with "
+            f"prescore register --model {model} --role primary|fallback FILE"
+        )
     tspec = spec.training
     train_dates, holdout = choose_window(fstore.available_dates(rt.home, fs), tspec.train_days, end_date)
     kinds = {"primary": rt.config.model_features(model), "fallback": list(spec.fallback_features)}
@@ -137,7 +143,7 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
         cols = kinds[kind]
         depth, trees, eta = shapes[kind]
         dtrain = xgb.DMatrix(to_matrix(train, cols), label=y_train, feature_names=cols)
-        booster = xgb.train(_params(depth, eta, rt.settings.seed), dtrain, num_boost_round=trees)
+        booster = xgb.train(_params(depth, eta, rt.settings.seed, tspec.params), dtrain, num_boost_round=trees)
         booster.feature_names = None  # artifacts are positional; the manifest holds the ordered names
         x_test = to_matrix(test, cols)
         metrics = evaluate(booster, x_test, y_test)

@@ -15,6 +15,7 @@ Format (YAML)::
         fallback_features: [f00, f01]
         staleness: {max_age_s: 129600, hard_max_age_s: 604800}
         default_score: 0.05
+        training: {train_days: 3, params: {eta: 0.1}}   # or: training: external (registered, never trained)
 
 Errors name the offending field, e.g. ``models.churn.staleness.max_age_s: must be > 0``.
 """
@@ -96,7 +97,18 @@ class Thresholds(_Strict):
     labels: dict[str, float] = Field(default_factory=dict)
 
 
+# XGBoost parameters ``training.params`` may set for ``prescore train`` (the objective stays binary:logistic: other
+# objectives come in through ``prescore register``). Depth and tree counts have their own fields.
+TRAINING_PARAMS = frozenset({
+    "eta", "subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode", "min_child_weight", "gamma",
+    "lambda", "alpha", "max_bin", "max_delta_step", "scale_pos_weight", "grow_policy", "max_leaves",
+})  # fmt: skip
+
+
 class TrainingSpec(_Strict):
+    """How ``prescore train`` trains the model (``training: external`` instead: only registered, never trained)."""
+
+    params: dict[str, float | int | str] = Field(default_factory=dict)
     train_days: int = Field(default=3, ge=1)
     holdout_days: int = Field(default=1, ge=1)
     max_train_rows: int = Field(default=400_000, ge=1000)
@@ -105,6 +117,13 @@ class TrainingSpec(_Strict):
     fallback_trees: int = Field(default=30, ge=1)
     fallback_depth: int = Field(default=4, ge=1, le=4)
     promote_margin: float = Field(default=0.005, ge=0.0)
+
+    @model_validator(mode="after")
+    def _known_params(self) -> TrainingSpec:
+        unknown = sorted(set(self.params) - TRAINING_PARAMS)
+        if unknown:
+            raise ValueError(f"params: unknown XGBoost parameters {unknown}; allowed: {sorted(TRAINING_PARAMS)}")
+        return self
 
 
 class ModelSpec(_Strict):
@@ -122,12 +141,17 @@ class ModelSpec(_Strict):
     fallback_features: list[str] = Field(min_length=1, max_length=8)
     schedule: str = "0 2 * * *"
     staleness: StalenessPolicy
-    default_score: float = Field(ge=0.0, le=1.0)
+    default_score: float = Field(allow_inf_nan=False)  # any real score (a probability for binary models)
     thresholds: Thresholds | None = None
     keep_runs: int = Field(default=2, ge=1, le=20)
     max_psi: float = Field(default=0.25, gt=0)
     restore_fallback_to_older_run: bool = False
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    training: TrainingSpec | Literal["external"] = Field(default_factory=TrainingSpec)
+
+    @property
+    def trained_here(self) -> bool:
+        """False for ``training: external``: versions come from ``prescore register``; no training DAG."""
+        return self.training != "external"
 
 
 class ProjectConfig(_Strict):

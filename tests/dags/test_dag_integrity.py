@@ -107,6 +107,25 @@ def test_parsing_does_no_db_or_network_io_and_no_heavy_imports(tmp_path: Path) -
     assert not (tmp_path / "nowhere").exists()  # PRESCORE_HOME was not even created
 
 
+def test_a_model_with_external_training_gets_no_training_dag(tmp_path: Path) -> None:
+    """``training: external`` in the models file: the nightly DAG stays, the weekly training DAG is not generated."""
+    import yaml
+
+    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+    raw["models"]["churn"]["training"] = "external"
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PRESCORE_HOME": str(tmp_path / "home"), "PRESCORE_MODELS_FILE": str(models_file)}
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_IO_PARSE, str(DAGS_DIR), AIRFLOW_OWN_WARNING],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert set(result["dags"]) == EXPECTED - {"prescore_train__churn"}
+
+
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
 def test_dag_policies(dags: dict[str, Any], dag_id: str) -> None:
     """Static start date, no catchup, tags, owner, docs; every task retries with exponential backoff, has a

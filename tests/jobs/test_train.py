@@ -57,3 +57,39 @@ def test_too_few_partitions_is_a_user_error() -> None:
 def test_unknown_model(rt: Runtime) -> None:
     with pytest.raises(UserError, match="unknown model 'nope'"):
         train_model(rt, "nope")
+
+
+def _with_training(rt: Runtime, training: object) -> Runtime:
+    import yaml
+
+    from warehouse.settings import Settings
+
+    raw = yaml.safe_load(rt.settings.models_file.read_text())
+    raw["models"]["churn"]["training"] = training
+    path = rt.home / "models-variant.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return Runtime.from_settings(Settings(home=rt.home, models_file=path, redis_url=rt.redis_url))
+
+
+def test_an_external_model_is_never_trained(rt: Runtime) -> None:
+    external = _with_training(rt, "external")
+    try:
+        with pytest.raises(UserError, match="training is external: prescore does not train churn; register"):
+            train_model(external, "churn")
+    finally:
+        external.close()
+
+
+def test_training_params_reach_xgboost(rt: Runtime) -> None:
+    """gamma this large forbids every split: each tree is one leaf, so every hold-out row gets the same score."""
+    raw_training = {"max_train_rows": 30_000, "primary_trees": 5, "params": {"gamma": 1e9}}
+    stumps = _with_training(rt, raw_training)
+    try:
+        report = train_model(stumps, "churn")
+        primary = next(k for k in report.results if k.kind == "primary")
+        booster = stumps.registry.load("churn", "primary", stumps.config.model_features("churn"),
+                                       version=primary.version).booster  # fmt: skip
+        assert all('"split"' not in tree for tree in booster.get_dump(dump_format="json"))
+        assert primary.metrics["auc"] == pytest.approx(0.5)
+    finally:
+        stumps.close()

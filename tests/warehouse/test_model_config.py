@@ -39,7 +39,12 @@ def test_unknown_model_and_feature_set() -> None:
     ("mutate", "expected"),
     [
         (lambda r: r["models"]["churn"].pop("staleness"), r"models\.churn\.staleness: Field required"),
-        (lambda r: r["models"]["churn"].update(default_score=2), r"models\.churn\.default_score"),
+        (lambda r: r["models"]["churn"].update(default_score=float("nan")), r"models\.churn\.default_score"),
+        (
+            lambda r: r["models"]["churn"]["training"].update(params={"eta": 0.2, "booster": "dart"}),
+            r"models\.churn\.training.*unknown XGBoost parameters \['booster'\]",
+        ),
+        (lambda r: r["models"]["churn"].update(training="sometimes"), r"models\.churn\.training"),
         (lambda r: r["models"]["churn"].update(feature_set="orders"), r"models\.churn\.feature_set: unknown"),
         (
             lambda r: r["models"]["churn"].update(fallback_features=["f00", "zz"]),
@@ -89,3 +94,17 @@ def test_freshness_of_an_age_under_the_staleness_policy(age_s: float, state: str
     policy = StalenessPolicy(max_age_s=100, hard_max_age_s=1000)
     assert freshness(age_s, 100.0, 1000.0) == state
     assert policy.freshness(age_s) == state
+
+
+def test_training_external_and_params(tmp_path: Path) -> None:
+    """``training: external`` (only registered, never trained), training params, and any real default score."""
+    raw = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+    raw["models"]["churn"].update(training="external", default_score=42.5)
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_config(path).model("churn")
+    assert spec.training == "external" and not spec.trained_here and spec.default_score == 42.5
+    raw["models"]["churn"]["training"] = {"params": {"eta": 0.05, "grow_policy": "lossguide"}}
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_config(path).model("churn")
+    assert spec.trained_here and spec.training != "external" and spec.training.params["grow_policy"] == "lossguide"
