@@ -88,10 +88,14 @@ _LOADING_VAR, _IDIO_VAR, _DAILY_VAR = 0.6, 0.4, 0.25
 _NUMPY_DTYPES: dict[str, type[np.generic]] = {
     "float32": np.float32,
     "float64": np.float64,
+    "int8": np.int8,
+    "int16": np.int16,
     "int32": np.int32,
     "int64": np.int64,
+    "bool": np.uint8,  # drawn as 0/1, written as Arrow's bit-packed booleans
 }
-_ARROW_DTYPES = {"float32": pa.float32(), "float64": pa.float64(), "int32": pa.int32(), "int64": pa.int64()}
+_ARROW_DTYPES = {"float32": pa.float32(), "float64": pa.float64(), "int8": pa.int8(), "int16": pa.int16(),
+                 "int32": pa.int32(), "int64": pa.int64(), "bool": pa.bool_()}  # fmt: skip
 
 Progress = Callable[[int, int], None]
 _T = TypeVar("_T")
@@ -157,6 +161,8 @@ def _inward_bounds(
     if low is None and high is not None:
         lo = hi - 2000.0
     if np.issubdtype(np_dtype, np.integer):
+        info = np.iinfo(np_dtype)  # type: ignore[type-var]  # an unbounded int8 feature stays inside int8
+        lo, hi = max(lo, float(info.min)), min(hi, float(info.max))
         return lo, hi, float(math.ceil(lo)), float(math.floor(hi))
     f_lo, f_hi = np_dtype(lo), np_dtype(hi)
     if float(f_lo) < lo:
@@ -211,7 +217,8 @@ class _World:
         clip_hi = np.empty(n)
         for row, pos in enumerate(self.order):
             feature = spec.features[self.names[pos]]
-            lo, hi, c_lo, c_hi = _inward_bounds(feature.min, feature.max, _NUMPY_DTYPES[feature.dtype])
+            low, high = (0.0, 1.0) if feature.dtype == "bool" else (feature.min, feature.max)
+            lo, hi, c_lo, c_hi = _inward_bounds(low, high, _NUMPY_DTYPES[feature.dtype])
             half = (hi - lo) / 2
             if row in self.skew_rows:  # positive amounts: floor at max(lo, 0), long right tail
                 floor = max(lo, 0.0) if hi > 0 else lo
@@ -340,7 +347,9 @@ class _Generator:
             row = w.row_of[pos]
             dtype_name = w.spec.features[name].dtype
             values = v[row]
-            if dtype_name != "float32":
+            if dtype_name == "bool":  # half true: above the block median (a monotone cut keeps the signal)
+                values = np.packbits(values > np.median(values), bitorder="little")
+            elif dtype_name != "float32":
                 if dtype_name.startswith("int"):
                     values = np.rint(values)
                 values = values.astype(_NUMPY_DTYPES[dtype_name])

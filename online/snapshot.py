@@ -32,6 +32,7 @@ class ModelRuntime:
     fallback_note: str
     bounds: dict[str, tuple[float, float]]  # fallback feature → contract range
     cuts: tuple[tuple[str, float], ...]  # threshold labels, highest first; () → no ``decision`` field
+    flags: frozenset[str] = frozenset()  # bool fallback features: JSON true/false (or 0/1) accepted
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
     for name, spec in config.models.items():
         fs = config.feature_set(spec.feature_set)
         bounds = {}
+        flags = frozenset(f for f in spec.fallback_features if fs.features[f].dtype == "bool")
         for f in spec.fallback_features:
-            lo, hi = fs.features[f].min, fs.features[f].max
+            lo, hi = (0.0, 1.0) if f in flags else (fs.features[f].min, fs.features[f].max)
             bounds[f] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
         fallback, note = None, ""
         try:
@@ -74,5 +76,6 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
             kind = "is corrupted or does not match its manifest" if isinstance(exc, RegistryError) else "is unusable"
             note = f"production fallback model of {name!r} {kind}; restore or retrain it, then POST /v1/admin/reload"
             problems.append(note)
-        models[name] = ModelRuntime(name, spec, policy_version(spec), fallback, note, bounds, threshold_cuts(spec))
+        cuts = threshold_cuts(spec)
+        models[name] = ModelRuntime(name, spec, policy_version(spec), fallback, note, bounds, cuts, flags)
     return Snapshot(models, problems)

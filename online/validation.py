@@ -39,7 +39,10 @@ def check_features(m: ModelRuntime, raw: Any, where: str = "features") -> list[f
         if bounds is None:
             raise InvalidInput(f"{where}.{name}", f"unknown feature; model {m.name} takes {sorted(m.bounds)}")
         if type(value) is not float and type(value) is not int:
-            raise InvalidInput(f"{where}.{name}", f"must be a number, got {_json_type(value)}")
+            if type(value) is bool and name in m.flags:  # a bool feature: true is 1, false is 0
+                continue
+            kind = "true, false, 0 or 1" if name in m.flags else "a number"
+            raise InvalidInput(f"{where}.{name}", f"must be {kind}, got {_json_type(value)}")
         if not bounds[0] <= value <= bounds[1]:  # also false for NaN
             raise InvalidInput(f"{where}.{name}", f"{value!r} is outside the contract range [{bounds[0]}, {bounds[1]}]")
     missing = [name for name in m.spec.fallback_features if name not in raw]

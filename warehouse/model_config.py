@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from warehouse.errors import ConfigError, UnknownFeatureSetError, UnknownModelError
 
-FeatureDtype = Literal["float32", "float64", "int32", "int64"]
+FeatureDtype = Literal["float32", "float64", "int8", "int16", "int32", "int64", "bool"]
 
 
 class _Strict(BaseModel):
@@ -48,6 +48,8 @@ class FeatureSpec(_Strict):
 
     @model_validator(mode="after")
     def _range_ordered(self) -> FeatureSpec:
+        if self.dtype == "bool" and (self.min is not None or self.max is not None):
+            raise ValueError("a bool feature takes no min or max")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet
 import pytest
 
 from jobs.synth import SynthReport, new_entity_count, synth
@@ -219,3 +220,34 @@ def test_bad_arguments_are_user_errors(tmp_path: Path, kwargs: dict[str, object]
 def test_unknown_feature_set(tmp_path: Path) -> None:
     with pytest.raises(UnknownFeatureSetError, match="unknown feature set 'nope'"):
         synth(tmp_path, entities=10, days=1, end_date=END, feature_set="nope")
+
+
+def test_every_contract_dtype_is_synthesised_and_passes_its_contract(tmp_path: Path) -> None:
+    """bool, int8 and int16 features next to floats: the right Arrow types, in their ranges, about half of a bool
+    feature true, and the partition passes the contract the features were drawn from."""
+    raw = {
+        "feature_sets": {"mixed": {"features": {
+            "a": {"dtype": "float32", "min": -5, "max": 5},
+            "b": {"dtype": "int8"},
+            "c": {"dtype": "int16", "min": 0, "max": 300},
+            "d": {"dtype": "bool"},
+            "e": {"dtype": "int64", "min": 0, "max": 100_000},
+        }}},
+        "models": {"m": {"feature_set": "mixed", "fallback_features": ["a", "d"], "default_score": 0.1,
+                         "staleness": {"max_age_s": 100, "hard_max_age_s": 200}}},
+    }  # fmt: skip
+    import yaml
+
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "m.yaml")
+    spec = config.feature_set("mixed")
+    end = dt.date(2026, 1, 10)
+    synth(tmp_path / "home", entities=4000, days=1, end_date=end, feature_set="mixed", spec=spec, chunk_rows=2000)
+    files = sorted((tmp_path / "home" / "features" / "mixed").glob("dt=*/*.parquet"))
+    table = pa.concat_tables(pa.parquet.read_table(f) for f in files)
+    types = {name: str(table.schema.field(name).type) for name in "abcde"}
+    assert types == {"a": "float", "b": "int8", "c": "int16", "d": "bool", "e": "int64"}
+    assert pc.min_max(table["c"]).as_py() == {"min": pc.min(table["c"]).as_py(), "max": pc.max(table["c"]).as_py()}
+    assert pc.min(table["c"]).as_py() >= 0 and pc.max(table["c"]).as_py() <= 300
+    assert 0.3 < pc.mean(table["d"].cast(pa.float64())).as_py() < 0.7
+    assert validate_partition(tmp_path / "home", "mixed", end, spec) == []

@@ -101,3 +101,19 @@ async def test_features_come_back_in_the_fallback_models_order() -> None:
     with pytest.raises(InvalidInput) as err:
         check_features(m, {**given, names[0]: 11}, "features.e1")
     assert err.value.field == f"features.e1.{names[0]}" and "outside the contract range" in err.value.message
+
+
+async def test_a_bool_fallback_feature_takes_true_false_0_or_1() -> None:
+    m = _runtime()
+    names = list(m.spec.fallback_features)
+    flag = names[0]
+    m = ModelRuntime(MODEL, m.spec, "p", None, "", {**m.bounds, flag: (0.0, 1.0)}, (), frozenset({flag}))
+    values = dict.fromkeys(names, 1.0)
+    for given, as_float in ((True, 1.0), (False, 0.0), (1, 1.0), (0, 0.0)):
+        assert check_features(m, {**values, flag: given})[0] == as_float  # type: ignore[index]
+    with pytest.raises(InvalidInput, match=rf"features\.{flag}: 2 is outside the contract range \[0\.0, 1\.0\]"):
+        check_features(m, {**values, flag: 2})
+    with pytest.raises(InvalidInput, match=rf"features\.{flag}: must be true, false, 0 or 1, got a string"):
+        check_features(m, {**values, flag: "yes"})
+    with pytest.raises(InvalidInput, match=rf"features\.{names[1]}: must be a number, got a boolean"):
+        check_features(m, {**values, names[1]: True})  # not a bool feature

@@ -47,8 +47,11 @@ _UTC_NAMES = {"utc", "etc/utc", "+00:00", "z", "zulu", "gmt", "etc/gmt"}
 _ARROW_DTYPES: dict[str, pa.DataType] = {
     "float32": pa.float32(),
     "float64": pa.float64(),
+    "int8": pa.int8(),
+    "int16": pa.int16(),
     "int32": pa.int32(),
     "int64": pa.int64(),
+    "bool": pa.bool_(),
 }
 
 

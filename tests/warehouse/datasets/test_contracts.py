@@ -207,3 +207,30 @@ def test_unknown_feature_set_is_a_user_error() -> None:
     config = load_config(DEFAULT_MODELS_FILE)
     with pytest.raises(UnknownFeatureSetError, match=r"unknown feature set 'nope'.*customer_daily"):
         config.feature_set("nope")
+
+
+def test_bool_and_small_int_features_are_checked_like_the_others() -> None:
+    from warehouse.model_config import FeatureSetSpec, FeatureSpec
+
+    spec = FeatureSetSpec(features={
+        "flag": FeatureSpec(dtype="bool", max_null_fraction=0.5),
+        "small": FeatureSpec(dtype="int8", min=0, max=10),
+        "mid": FeatureSpec(dtype="int16"),
+    })  # fmt: skip
+    ts = pa.array([dt.datetime(2026, 1, 1, tzinfo=dt.UTC)] * 4, pa.timestamp("us", tz="UTC"))
+    good = pa.table({"entity_id": ["a", "b", "c", "d"], "as_of": ts,
+                     "flag": pa.array([True, None, False, True]), "small": pa.array([0, 3, 10, 5], pa.int8()),
+                     "mid": pa.array([-3000, 0, 1, 2], pa.int16())})  # fmt: skip
+    assert validate(good, spec) == []
+    bad = good.set_column(3, "small", pa.array([0, 11, 10, -1], pa.int8()))
+    bad = bad.set_column(4, "mid", pa.array([1, 2, 3, 4], pa.int32()))
+    bad = bad.set_column(2, "flag", pa.array([None, None, None, True], pa.bool_()))
+    kinds = {(v.column, v.kind): v.count for v in validate(bad, spec)}
+    assert kinds == {("small", "out_of_range"): 2, ("mid", "wrong_dtype"): 4, ("flag", "too_many_nulls"): 3}
+
+
+def test_a_bool_feature_takes_no_range(tmp_path: Path) -> None:
+    from warehouse.model_config import FeatureSpec
+
+    with pytest.raises(ValueError, match="a bool feature takes no min or max"):
+        FeatureSpec(dtype="bool", max=1)
