@@ -109,7 +109,7 @@ def backfill(
     if publish not in ("latest", "none"):
         raise UserError(f"--publish must be latest or none, not {publish!r}")
     days = date_range(start, end)
-    available = set(fstore.available_dates(rt.home, spec.feature_set))
+    available = set(fstore.available_dates(rt.home, spec.feature_set, rt.config.feature_set(spec.feature_set)))
     missing = [d for d in days if d not in available]
     if missing and not skip_missing:
         listed = ", ".join(d.isoformat() for d in missing[:20]) + (" …" if len(missing) > 20 else "")

@@ -118,9 +118,11 @@ def feature_partition_ready(model: str, day: str) -> bool:
     from warehouse.datasets import features
 
     settings = Settings()
-    spec = project_config(settings).model(model)
-    directory = features.partition_dir(settings.root, spec.feature_set, partition_date(day))
-    ready = features.is_complete(directory)
+    config = project_config(settings)
+    spec = config.model(model)
+    fs = config.feature_set(spec.feature_set)
+    directory = features.partition_dir(settings.root, spec.feature_set, partition_date(day), fs)
+    ready = features.is_complete(directory, fs.success_marker)
     log.info("feature partition %s %s", directory, "is complete" if ready else "is not complete yet")
     return ready
 
@@ -140,14 +142,15 @@ def validate_features(model: str, day: str) -> dict[str, Any]:
     config = project_config(settings)
     spec = config.model(model)
     date = partition_date(day)
-    files = fstore.partition_files(settings.root, spec.feature_set, date)
+    fs = config.feature_set(spec.feature_set)
+    files = fstore.partition_files(settings.root, spec.feature_set, date, fs)
     checked = fingerprint(files)
-    contracts.require_valid(settings.root, spec.feature_set, date, config.feature_set(spec.feature_set))
+    contracts.require_valid(settings.root, spec.feature_set, date, fs)
     return {
         "model": model,
         "date": date.isoformat(),
         "feature_set": spec.feature_set,
-        "partition": str(fstore.partition_dir(settings.root, spec.feature_set, date)),
+        "partition": str(fstore.partition_dir(settings.root, spec.feature_set, date, fs)),
         "files": len(files),
         "fingerprint": checked,
     }

@@ -175,12 +175,13 @@ def check_features(names: list[str], expected: list[str], model: str, role: str,
 def probe(rt: Runtime, model: str, booster: xgb.Booster, names: list[str]) -> dict[str, Any] | None:
     """Predict on up to ``PROBE_ROWS`` rows of the newest feature partition; ``RegistryError`` on non-finite values."""
     spec = rt.config.model(model)
-    dates = fstore.available_dates(rt.home, spec.feature_set)
+    fs = rt.config.feature_set(spec.feature_set)
+    dates = fstore.available_dates(rt.home, spec.feature_set, fs)
     if not dates:
         log.info("no %s partition yet: registering %s without a probe prediction", spec.feature_set, model)
         return None
     day = dates[-1]
-    files = fstore.partition_files(rt.home, spec.feature_set, day)
+    files = fstore.partition_files(rt.home, spec.feature_set, day, fs)
     batches = fstore.parquet_file(files[0]).iter_batches(batch_size=PROBE_ROWS, columns=names)
     sample = pa.Table.from_batches([next(batches)])  # the first rows only: a probe, not a scoring run
     values = np.asarray(booster.inplace_predict(to_matrix(sample, names)), dtype=np.float64)

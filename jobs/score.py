@@ -134,6 +134,11 @@ def _to_device(x: np.ndarray, device: str) -> Any:
     return cupy.asarray(pinned)
 
 
+def _entity_ids(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The entity ids as strings (an ``int64`` entity column of a lake is served as its decimal text)."""
+    return column.cast(pa.string()) if pa.types.is_integer(column.type) else column
+
+
 def score_chunk(
     chunk: Chunk,
     ref: ModelRef,
@@ -156,7 +161,7 @@ def score_chunk(
     n = table.num_rows
     out = pa.table(
         {
-            "entity_id": table.column(entity_col),
+            "entity_id": _entity_ids(table.column(entity_col)),
             "score": pa.array(scores, type=pa.float32()),
             "model_version": pa.DictionaryArray.from_arrays(
                 pa.array(np.zeros(n, dtype=np.int32)), pa.array([ref.version])
@@ -284,7 +289,7 @@ def score_partition(
     dev = resolve_device(device)
     loaded = rt.registry.load(model, "primary", features)  # hash + contract check before any work
     ref = ModelRef(str(loaded.path), loaded.manifest.sha256, loaded.manifest.version, tuple(features))
-    files = fstore.partition_files(rt.home, spec.feature_set, day)
+    files = fstore.partition_files(rt.home, spec.feature_set, day, fs)
     fp = fingerprint(files)
 
     if not force:

@@ -30,6 +30,7 @@ def model_status(rt: Runtime, model: str) -> dict[str, Any]:
         manifest = rt.registry.manifest(model, kind, version)
         prod[kind] = {"version": version, "sha256": manifest.sha256, "metrics": manifest.metrics,
                       "newest_registered": newest}  # fmt: skip
+    fs = rt.config.feature_set(spec.feature_set)
     runs = rt.catalog.runs(model, limit=10)
     try:
         store: dict[str, Any] = store_status(rt, model)
@@ -41,7 +42,7 @@ def model_status(rt: Runtime, model: str) -> dict[str, Any]:
     return {
         "model": model,
         "feature_set": spec.feature_set,
-        "feature_dates": [d.isoformat() for d in fstore.available_dates(rt.home, spec.feature_set)],
+        "feature_dates": [d.isoformat() for d in fstore.available_dates(rt.home, spec.feature_set, fs)],
         "production": prod,
         "recent_runs": [
             {

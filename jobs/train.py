@@ -53,8 +53,9 @@ class TrainReport:
 
 
 def _labelled(rt: Runtime, feature_set: str, day: dt.date, columns: list[str]) -> pa.Table:
-    entity = rt.config.feature_set(feature_set).entity_column
-    feats = fstore.read_partition(rt.home, feature_set, day, columns=[entity, *columns])
+    fs = rt.config.feature_set(feature_set)
+    entity = fs.entity_column
+    feats = fstore.read_partition(rt.home, feature_set, day, columns=[entity, *columns], spec=fs)
     labels = fstore.read_labels(rt.home, feature_set, day)
     return feats.join(labels, keys=entity, join_type="inner")
 
@@ -120,7 +121,8 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
             f"prescore register --model {model} --role primary|fallback FILE"
         )
     tspec = spec.training
-    train_dates, holdout = choose_window(fstore.available_dates(rt.home, fs), tspec.train_days, end_date)
+    dates = fstore.available_dates(rt.home, fs, rt.config.feature_set(fs))
+    train_dates, holdout = choose_window(dates, tspec.train_days, end_date)
     kinds = {"primary": rt.config.model_features(model), "fallback": list(spec.fallback_features)}
     all_cols = kinds["primary"] + [f for f in kinds["fallback"] if f not in kinds["primary"]]
     per_day = max(1, tspec.max_train_rows // len(train_dates))

@@ -22,6 +22,7 @@ Errors name the offending field, e.g. ``models.churn.staleness.max_age_s: must b
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -56,11 +57,41 @@ class FeatureSpec(_Strict):
 
 
 class FeatureSetSpec(_Strict):
-    """A feature-set contract: the columns every partition must have, in order."""
+    """A feature-set contract: the columns every partition must have, in order.
+
+    ``path``: where the partitions are when they are not under ``PRESCORE_HOME/features/<name>/dt=YYYY-MM-DD/`` —
+    a local path or fsspec URL with one ``{date}`` in its last segment, e.g. ``s3://lake/customers/ds={date}/``,
+    the date written with ``date_format``. Nothing is copied: readiness, validation, scoring, training and
+    backfills read there. ``success_marker``: whether a partition is complete only once its ``_SUCCESS`` file
+    exists (the default), or as soon as it holds a Parquet file (a lake whose writer leaves no marker).
+    ``entity_dtype``: ``string`` or ``int64`` ids in the source (served as their decimal text).
+    """
 
     entity_column: str = "entity_id"
+    entity_dtype: Literal["string", "int64"] = "string"
     timestamp_column: str = "as_of"
+    path: str | None = None
+    date_format: str = "%Y-%m-%d"
+    success_marker: bool = True
     features: dict[str, FeatureSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _path_template(self) -> FeatureSetSpec:
+        if self.path is None:
+            return self
+        if self.path.count("{date}") != 1:
+            raise ValueError(f"path {self.path!r} must hold {{date}} exactly once, e.g. s3://lake/table/ds={{date}}/")
+        if "/" in self.path.split("{date}", 1)[1].rstrip("/"):
+            raise ValueError(f"path {self.path!r}: {{date}} must be in the last path segment")
+        probe = dt.date(2026, 1, 31)
+        try:
+            text = probe.strftime(self.date_format)
+            back = dt.datetime.strptime(text, self.date_format).date()
+        except ValueError as exc:
+            raise ValueError(f"date_format {self.date_format!r} is not a strftime date format: {exc}") from None
+        if back != probe or "/" in text:
+            raise ValueError(f"date_format {self.date_format!r} does not write a whole date in one path segment")
+        return self
 
     @property
     def feature_names(self) -> list[str]:

@@ -45,6 +45,18 @@ def test_unknown_model_and_feature_set() -> None:
             r"models\.churn\.training.*unknown XGBoost parameters \['booster'\]",
         ),
         (lambda r: r["models"]["churn"].update(training="sometimes"), r"models\.churn\.training"),
+        (
+            lambda r: r["feature_sets"]["customer_daily"].update(path="s3://lake/t/"),
+            r"feature_sets\.customer_daily: path 's3://lake/t/' must hold \{date\} exactly once",
+        ),
+        (
+            lambda r: r["feature_sets"]["customer_daily"].update(path="s3://lake/{date}/part/"),
+            r"\{date\} must be in the last path segment",
+        ),
+        (
+            lambda r: r["feature_sets"]["customer_daily"].update(path="/lake/d={date}", date_format="%Y-%m"),
+            r"date_format '%Y-%m' does not write a whole date",
+        ),
         (lambda r: r["models"]["churn"].update(feature_set="orders"), r"models\.churn\.feature_set: unknown"),
         (
             lambda r: r["models"]["churn"].update(fallback_features=["f00", "zz"]),

@@ -125,7 +125,10 @@ class _Accumulator:
             self._schema_issue(entity, "missing_column", f"entity column {entity!r} is absent")
         else:
             dtype = schema.field(entity).type
-            if not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)):
+            if spec.entity_dtype == "int64":
+                if not pa.types.is_integer(dtype):
+                    self._schema_issue(entity, "wrong_dtype", f"{entity} is {dtype}, contract says int64")
+            elif not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)):
                 self._schema_issue(entity, "wrong_dtype", f"{entity} is {dtype}, contract says string")
             readable.append(entity)
 
@@ -301,7 +304,7 @@ def validate_partition(
     ``PartitionUnreadableError`` (naming the file) when one of its files is not readable Parquet.
     """
     acc = _Accumulator(spec)
-    for path in partition_files(root, feature_set, day):
+    for path in partition_files(root, feature_set, day, spec):
         try:
             with parquet_file(path) as handle:
                 columns = acc.add_schema(handle.schema_arrow)
@@ -310,12 +313,14 @@ def validate_partition(
         except pa.ArrowInvalid as exc:  # a bad footer or page; I/O errors (OSError) stay what they are
             raise PartitionUnreadableError(
                 f"feature file {path} is not readable Parquet ({exc}); rewrite the partition "
-                f"{_where(root, feature_set, day)} (e.g. with `prescore synth`)"
+                f"{_where(root, feature_set, day, spec)} (e.g. with `prescore synth`)"
             ) from exc
     return acc.violations()
 
 
-def _where(root: StoragePath | str, feature_set: str, day: dt.date) -> str:
+def _where(root: StoragePath | str, feature_set: str, day: dt.date, spec: FeatureSetSpec | None = None) -> str:
+    if spec is not None and spec.path:
+        return str(partition_dir(root, feature_set, day, spec))
     return f"features/{feature_set}/{partition_dir(root, feature_set, day).name}"
 
 
@@ -324,7 +329,7 @@ def require_valid(root: StoragePath | str, feature_set: str, day: dt.date, spec:
     violations = validate_partition(root, feature_set, day, spec)
     if violations:
         raise ContractViolationError(
-            f"partition {_where(root, feature_set, day)} breaks its contract: {summarize(violations)}",
+            f"partition {_where(root, feature_set, day, spec)} breaks its contract: {summarize(violations)}",
             list(violations),
         )
 

@@ -18,6 +18,10 @@ partition, never a mix), its files deleted, the new files written, ``_SUCCESS`` 
 fails or dies leaves a partition without ``_SUCCESS``, which readers refuse; replacing a partition there is
 therefore not seamless (readers see it missing while it is rewritten, or until a failed rewrite is redone).
 
+A feature set with a ``path`` (``FeatureSetSpec.path``: partitions in an existing lake) is read where the template
+says, e.g. ``s3://lake/customers/ds=2026-01-31/``; its dates are the names in the template's parent that parse
+with ``date_format``, and completeness follows ``success_marker``. prescore never writes there.
+
 Reads use pyarrow only (no Dask). Every reader raises ``PartitionNotFoundError`` naming the missing path.
 """
 
@@ -38,6 +42,7 @@ import pyarrow.parquet as pq
 from warehouse.datasets import storage
 from warehouse.datasets.storage import ObjectPath, StoragePath
 from warehouse.errors import PartitionNotFoundError, UserError
+from warehouse.model_config import FeatureSetSpec
 
 SUCCESS_MARKER = "_SUCCESS"
 LABEL_COLUMN = "label"
@@ -65,8 +70,12 @@ def _partition_name(day: dt.date) -> str:
     return f"dt={day:%Y-%m-%d}"
 
 
-def partition_dir(root: StoragePath | str, feature_set: str, day: dt.date) -> StoragePath:
-    """``root/features/<feature_set>/dt=YYYY-MM-DD`` (pure: touches nothing)."""
+def partition_dir(
+    root: StoragePath | str, feature_set: str, day: dt.date, spec: FeatureSetSpec | None = None
+) -> StoragePath:
+    """``root/features/<feature_set>/dt=YYYY-MM-DD``, or the lake path of ``spec`` (pure: touches nothing)."""
+    if spec is not None and spec.path:
+        return storage.as_path(spec.path.replace("{date}", day.strftime(spec.date_format)).rstrip("/"))
     return storage.as_path(root) / "features" / feature_set / _partition_name(day)
 
 
@@ -75,31 +84,39 @@ def label_partition_dir(root: StoragePath | str, feature_set: str, day: dt.date)
     return storage.as_path(root) / "labels" / feature_set / _partition_name(day)
 
 
-def is_complete(directory: StoragePath) -> bool:
-    """True when ``directory`` is a partition whose writer finished (it holds ``_SUCCESS``)."""
-    return (directory / SUCCESS_MARKER).is_file()
+def is_complete(directory: StoragePath, marker: bool = True) -> bool:
+    """True when ``directory`` is a partition whose writer finished: it holds ``_SUCCESS`` (or, ``marker`` False,
+    a Parquet file)."""
+    if marker:
+        return (directory / SUCCESS_MARKER).is_file()
+    return directory.is_dir() and any(True for _ in directory.glob("*.parquet"))
 
 
-def _complete_files(directory: StoragePath, what: str) -> list[StoragePath]:
+def _complete_files(directory: StoragePath, what: str, marker: bool = True) -> list[StoragePath]:
     if not directory.is_dir():
         raise PartitionNotFoundError(
             f"{what} partition {directory} does not exist; create it with `prescore synth` "
-            "(or check PRESCORE_HOME and the date)"
+            "(or check PRESCORE_HOME, the feature set's path and the date)"
         )
-    if not is_complete(directory):
+    if not is_complete(directory, marker):
         raise PartitionNotFoundError(
             f"{what} partition {directory} is incomplete (no {SUCCESS_MARKER} marker): its writer did not "
             "finish; rewrite it with `prescore synth`"
+            if marker
+            else f"{what} partition {directory} holds no Parquet file yet"
         )
     return sorted(directory.glob("*.parquet"))
 
 
-def partition_files(root: StoragePath | str, feature_set: str, day: dt.date) -> list[StoragePath]:
-    """Sorted ``*.parquet`` files of a complete feature partition.
+def partition_files(
+    root: StoragePath | str, feature_set: str, day: dt.date, spec: FeatureSetSpec | None = None
+) -> list[StoragePath]:
+    """Sorted ``*.parquet`` files of a complete feature partition (in the lake when ``spec`` has a path).
 
     Raises ``PartitionNotFoundError`` (naming the path) when the partition is missing or incomplete.
     """
-    return _complete_files(partition_dir(root, feature_set, day), "feature")
+    marker = spec.success_marker if spec is not None else True
+    return _complete_files(partition_dir(root, feature_set, day, spec), "feature", marker)
 
 
 def label_files(root: StoragePath | str, feature_set: str, day: dt.date) -> list[StoragePath]:
@@ -119,9 +136,34 @@ def _dates_under(base: StoragePath) -> list[dt.date]:
     return sorted(days)
 
 
-def available_dates(root: StoragePath | str, feature_set: str) -> list[dt.date]:
+def available_dates(root: StoragePath | str, feature_set: str, spec: FeatureSetSpec | None = None) -> list[dt.date]:
     """Dates of the complete feature partitions of ``feature_set``, oldest first ([] when none)."""
+    if spec is not None and spec.path:
+        return _lake_dates(spec)
     return _dates_under(storage.as_path(root) / "features" / feature_set)
+
+
+def _lake_dates(spec: FeatureSetSpec) -> list[dt.date]:
+    assert spec.path is not None
+    head, tail = spec.path.split("{date}", 1)
+    parent, _, prefix = head.rpartition("/")
+    suffix = tail.rstrip("/")
+    base = storage.as_path(parent)
+    if not base.is_dir():
+        return []
+    days = []
+    for child in base.iterdir():
+        name = child.name
+        if not (name.startswith(prefix) and name.endswith(suffix)) or len(name) <= len(prefix) + len(suffix):
+            continue
+        text = name[len(prefix) : len(name) - len(suffix)] if suffix else name[len(prefix) :]
+        try:
+            day = dt.datetime.strptime(text, spec.date_format).date()
+        except ValueError:
+            continue
+        if day.strftime(spec.date_format) == text and is_complete(child, spec.success_marker):
+            days.append(day)
+    return sorted(days)
 
 
 def available_label_dates(root: StoragePath | str, feature_set: str) -> list[dt.date]:
@@ -147,23 +189,31 @@ def _read_files(files: list[StoragePath], columns: list[str] | None) -> pa.Table
 
 
 def read_partition(
-    root: StoragePath | str, feature_set: str, day: dt.date, columns: list[str] | None = None
+    root: StoragePath | str,
+    feature_set: str,
+    day: dt.date,
+    columns: list[str] | None = None,
+    spec: FeatureSetSpec | None = None,
 ) -> pa.Table:
     """The whole feature partition as one table (only ``columns`` when given), rows in file order."""
-    files = partition_files(root, feature_set, day)
+    files = partition_files(root, feature_set, day, spec)
     if not files:
         raise PartitionNotFoundError(
-            f"feature partition {partition_dir(root, feature_set, day)} holds no parquet files; "
+            f"feature partition {partition_dir(root, feature_set, day, spec)} holds no parquet files; "
             "rewrite it with `prescore synth`"
         )
     return _read_files(files, columns)
 
 
 def iter_partition(
-    root: StoragePath | str, feature_set: str, day: dt.date, columns: list[str] | None = None
+    root: StoragePath | str,
+    feature_set: str,
+    day: dt.date,
+    columns: list[str] | None = None,
+    spec: FeatureSetSpec | None = None,
 ) -> Iterator[pa.Table]:
     """The feature partition one row group at a time (bounded memory), in file and row-group order."""
-    for path in partition_files(root, feature_set, day):
+    for path in partition_files(root, feature_set, day, spec):
         with parquet_file(path) as handle:
             for group in range(handle.num_row_groups):
                 yield handle.read_row_group(group, columns=columns)
