@@ -135,3 +135,15 @@ def test_a_tracking_server_that_is_down_is_one_clear_error(rt: Runtime, tracking
         assert time.monotonic() - started < 120  # a few quick retries, not minutes of backoff
     finally:
         mlflow.set_tracking_uri(tracking)
+
+
+def test_an_alias_and_a_runs_uri_resolve_to_the_same_booster(rt: Runtime, logged: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias("prescore-ext", "champion", "1")
+    x, _ = _training_data(rt, rt.config.model_features(MODEL), rows=50)
+    for uri in ("models:/prescore-ext@champion", f"runs:/{logged['run_id']}/model"):
+        report = register_model(rt, MODEL, "primary", from_mlflow=uri)
+        loaded = rt.registry.load(MODEL, "primary", rt.config.model_features(MODEL), version=report.version)
+        np.testing.assert_array_equal(loaded.booster.inplace_predict(x), logged["booster"].inplace_predict(x))
+        assert report.lineage["source"] == uri
