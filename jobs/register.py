@@ -95,9 +95,10 @@ def read_model(path: Path) -> xgb.Booster:
     return booster
 
 
-def objective_of(booster: xgb.Booster) -> str:
-    config = json.loads(booster.save_config())
-    return str(config["learner"]["objective"]["name"])
+def learner_of(booster: xgb.Booster) -> tuple[str, str]:
+    """``(objective, booster type)`` from the booster's own configuration, e.g. ``("binary:logistic", "gbtree")``."""
+    learner = json.loads(booster.save_config())["learner"]
+    return str(learner["objective"]["name"]), str(learner["gradient_booster"]["name"])
 
 
 def check_objective(objective: str, path: Path) -> None:
@@ -114,9 +115,8 @@ def check_objective(objective: str, path: Path) -> None:
     )
 
 
-def check_fallback_booster(booster: xgb.Booster, objective: str, path: Path) -> None:
+def check_fallback_booster(objective: str, name: str, path: Path) -> None:
     """The online API compiles the fallback model to Python (``online.fallback``): binary:logistic gbtree only."""
-    name = json.loads(booster.save_config())["learner"]["gradient_booster"]["name"]
     if objective != "binary:logistic" or name != "gbtree":
         raise RegistryError(
             f"{path} is a {name} {objective} model: the online fallback runs binary:logistic gbtree models only "
@@ -128,6 +128,13 @@ def model_feature_names(booster: xgb.Booster, given: list[str] | None, path: Pat
     """The model's features in column order: the names it stores, or ``given`` for a model without names."""
     stored = list(booster.feature_names) if booster.feature_names else None
     count = booster.num_features()
+    categorical = [i for i, t in enumerate(booster.feature_types or []) if t == "c"]
+    if categorical:
+        named = [stored[i] for i in categorical] if stored else [f"column {i}" for i in categorical]
+        raise RegistryError(
+            f"{path} uses categorical features {named}: the feature contracts hold numbers and booleans only; "
+            "encode them as numbers and retrain"
+        )
     if stored is None:
         if given is None:
             raise RegistryError(
@@ -139,13 +146,6 @@ def model_feature_names(booster: xgb.Booster, given: list[str] | None, path: Pat
         return list(given)
     if given is not None and list(given) != stored:
         raise RegistryError(f"--features {given} disagrees with the names stored in {path} ({stored}); drop --features")
-    types = list(booster.feature_types or [])
-    categorical = [n for n, t in zip(stored, types, strict=False) if t == "c"]
-    if categorical:
-        raise RegistryError(
-            f"{path} uses categorical features {categorical}: the feature contracts hold numeric columns only "
-            "(int, float); encode them as numbers and retrain"
-        )
     return stored
 
 
@@ -182,8 +182,13 @@ def probe(rt: Runtime, model: str, booster: xgb.Booster, names: list[str]) -> di
         return None
     day = dates[-1]
     files = fstore.partition_files(rt.home, spec.feature_set, day, fs)
-    batches = fstore.parquet_file(files[0]).iter_batches(batch_size=PROBE_ROWS, columns=names)
-    sample = pa.Table.from_batches([next(batches)])  # the first rows only: a probe, not a scoring run
+    first = next((b for f in files for b in fstore.parquet_file(f).iter_batches(batch_size=PROBE_ROWS, columns=names)
+                  if b.num_rows), None)  # fmt: skip  # the first rows only: a probe, not a scoring run
+    if first is None:
+        log.info("the newest %s partition (%s) has no rows: registering %s without a probe", spec.feature_set, day,
+                 model)  # fmt: skip
+        return None
+    sample = pa.Table.from_batches([first])
     values = np.asarray(booster.inplace_predict(to_matrix(sample, names)), dtype=np.float64)
     bad = int(np.count_nonzero(~np.isfinite(values)))
     if bad:
@@ -234,10 +239,10 @@ def _register(
     spec = rt.config.model(model)
     expected = rt.config.model_features(model) if role == "primary" else list(spec.fallback_features)
     booster = read_model(path)
-    objective = objective_of(booster)
+    objective, booster_type = learner_of(booster)
     check_objective(objective, path)
     if role == "fallback":
-        check_fallback_booster(booster, objective, path)
+        check_fallback_booster(objective, booster_type, path)
     names = model_feature_names(booster, features, path)
     check_features(names, expected, model, role, path)
     probed = probe(rt, model, booster, names)
@@ -252,14 +257,7 @@ def _register(
     booster.feature_names, booster.feature_types = None, None  # artifacts are positional: the manifest names them
     before = rt.registry.production_version(model, role)
     manifest = rt.registry.register(model, role, booster, names, {}, {}, lineage=lineage)
-    rt.catalog.record_model_version(
-        model=model, kind=role, version=manifest.version, sha256=manifest.sha256,
-        artifact_path=str(rt.registry.kind_dir(model, role) / manifest.version), features=names, metrics={},
-        training_window={}, created_at=dt.datetime.fromisoformat(manifest.created_at),
-    )  # fmt: skip
-    if promote:
-        rt.registry.promote(model, role, manifest.version)
-        rt.catalog.mark_promoted(model, role, manifest.version)
+    rt.add_model_version(manifest, promote=promote)
     log.info("registered %s %s %s from %s (promoted: %s)", model, role, manifest.version, lineage["source"], promote)
     return RegisterReport(model=model, role=role, version=manifest.version, objective=objective, features=names,
                           promoted=promote, previous_production=before, lineage=lineage, probe=probed)  # fmt: skip

@@ -6,6 +6,7 @@ lazily on first use and close in ``close()``. Nothing here runs at import time.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from warehouse.settings import Settings
 from warehouse.store import ensure_local_redis
 
 if TYPE_CHECKING:
-    from warehouse.registry import Registry
+    from warehouse.registry import Manifest, Registry
 
 
 @dataclass
@@ -70,6 +71,19 @@ class Runtime:
     def prediction_log_url(self) -> str:
         """``PRESCORE_PREDICTION_LOG_URL``, or the score store's Redis (``redis_url``)."""
         return self.settings.prediction_log_url or self.redis_url
+
+    def add_model_version(self, manifest: Manifest, *, promote: bool) -> None:
+        """Record a version just registered in the registry in the catalog, and with ``promote`` make it
+        production in both (what ``prescore train`` and ``prescore register`` do after ``Registry.register``)."""
+        self.catalog.record_model_version(
+            model=manifest.name, kind=manifest.kind, version=manifest.version, sha256=manifest.sha256,
+            artifact_path=str(self.registry.kind_dir(manifest.name, manifest.kind) / manifest.version),
+            features=list(manifest.features), metrics=dict(manifest.metrics),
+            training_window=dict(manifest.training_window), created_at=dt.datetime.fromisoformat(manifest.created_at),
+        )  # fmt: skip
+        if promote:
+            self.registry.promote(manifest.name, manifest.kind, manifest.version)
+            self.catalog.mark_promoted(manifest.name, manifest.kind, manifest.version)
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -152,15 +152,7 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
         manifest = rt.registry.register(model, kind, booster, cols, metrics, window)
         prod = _production_metrics(rt.registry, model, kind, cols, x_test, y_test)
         promote = prod is None or metrics["auc"] >= prod["auc"] - tspec.promote_margin
-        rt.catalog.record_model_version(
-            model=model, kind=kind, version=manifest.version, sha256=manifest.sha256,
-            artifact_path=str(rt.registry.kind_dir(model, kind) / manifest.version),
-            features=cols, metrics=metrics, training_window=window,
-            created_at=dt.datetime.fromisoformat(manifest.created_at),
-        )  # fmt: skip
-        if promote:
-            rt.registry.promote(model, kind, manifest.version)
-            rt.catalog.mark_promoted(model, kind, manifest.version)
+        rt.add_model_version(manifest, promote=promote)
         log.info("%s %s %s auc=%.4f promoted=%s", model, kind, manifest.version, metrics["auc"], promote)
         results.append(
             KindResult(kind, manifest.version, cols, metrics, promote, prod, round(time.perf_counter() - start, 2))

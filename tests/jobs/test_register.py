@@ -191,6 +191,10 @@ def test_categorical_features_are_refused(rt: Runtime, tmp_path: Path) -> None:
     xgb.train({"objective": "binary:logistic", "tree_method": "hist"}, dtrain, 3).save_model(tmp_path / "c.ubj")
     with pytest.raises(RegistryError, match=f"uses categorical features \\['{cols[0]}'\\]"):
         register_model(rt, MODEL, "primary", tmp_path / "c.ubj")
+    nameless = xgb.DMatrix(x, y, feature_types=types, enable_categorical=True)  # matched by position: still refused
+    xgb.train({"objective": "binary:logistic", "tree_method": "hist"}, nameless, 3).save_model(tmp_path / "n.ubj")
+    with pytest.raises(RegistryError, match=r"uses categorical features \['column 0'\]"):
+        register_model(rt, MODEL, "primary", tmp_path / "n.ubj", features=cols)
 
 
 def test_broken_files_are_refused_in_one_line(rt: Runtime, external: Callable[..., Path], tmp_path: Path) -> None:
