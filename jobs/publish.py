@@ -110,14 +110,15 @@ def write_parts(rt: Runtime, run: RunRecord, client: Any = None) -> int:
     return written
 
 
-def load_run(rt: Runtime, store: ScoreStore, run: RunRecord, client: Any = None) -> RunInfo:
-    """Load a committed run into Redis from its Parquet parts, in parallel on Dask workers, and verify counts."""
-    parts = _parts(run)
+def load_run(rt: Runtime, store: ScoreStore, run: RunRecord, client: Any = None, as_of: float | None = None) -> RunInfo:
+    """Load a committed run into Redis from its Parquet parts, in parallel on Dask workers, and verify counts.
+    ``as_of``: the run's newest score time (epoch s), when the caller already read it from the parts."""
+    as_of = _as_of(_parts(run)) if as_of is None else as_of  # first: a run without committed parts changes nothing
     existing = store.get_run(run.model, run.run_id)
     if existing is not None and existing.state is RunState.LOADING:
         log.warning("run %s has a half-finished load in Redis; removing it and loading again", run.run_id)
         store.abort_run(run.model, run.run_id)
-    store.create_run(run.model, run.run_id, run.model_version, _as_of(parts), run.rows_out or 0)
+    store.create_run(run.model, run.run_id, run.model_version, as_of, run.rows_out or 0)
     write_parts(rt, run, client)
     return store.finalize_run(run.model, run.run_id)
 
@@ -217,13 +218,13 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
         info = store.get_run(model, run_id)
         loaded = info is None or info.state is RunState.LOADING
         current = store.current_run(model)
+        as_of = _as_of(_parts(run)) if loaded else info.as_of.timestamp()  # type: ignore[union-attr]
         if not force:  # decided before anything is loaded; the store applies the same rule inside its flip
-            as_of = datetime.fromtimestamp(_as_of(_parts(run)), UTC) if loaded else info.as_of  # type: ignore[union-attr]
-            declined = older_than_live(run_id, as_of, current)
+            declined = older_than_live(run_id, datetime.fromtimestamp(as_of, UTC), current)
             if declined:
                 return _declined(run, current.run_id if current else None, declined)
         if loaded:
-            load_run(rt, store, run)
+            load_run(rt, store, run, as_of=as_of)
         current = store.current_run(model)
         if loaded or current is None or current.run_id != run_id:
             verify_sample(store, run)  # the gate: the pointer has not moved to this run yet
