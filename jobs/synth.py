@@ -498,6 +498,11 @@ def synth(
         raise UserError(f"end_date: {exc} (e.g. --end-date 2026-11-20)") from None
     if spec is None:
         spec = (config or load_config(DEFAULT_MODELS_FILE)).feature_set(feature_set)
+    if spec.path:  # its partitions are read from the lake, where prescore never writes
+        raise UserError(
+            f"feature set {feature_set!r} is read from {spec.path}: prescore never writes there, and synthetic "
+            "partitions under PRESCORE_HOME would not be read; synthesise a feature set without a path"
+        )
 
     started = time.perf_counter()
     world = _World(spec, seed, entities)

@@ -146,3 +146,13 @@ def test_the_dag_tasks_wait_for_and_validate_the_lake_partition(
     assert not orchestration.feature_partition_ready(MODEL, (END + dt.timedelta(days=1)).isoformat())
     checked = orchestration.validate_features(MODEL, END.isoformat())
     assert checked["partition"] == f"{base}/ds={END:%Y%m%d}" and checked["files"] == 1
+
+
+def test_synth_refuses_a_lake_feature_set(lake: tuple[Runtime, Path]) -> None:
+    from jobs.synth import synth
+
+    rt, base = lake
+    fs_name = rt.config.model(MODEL).feature_set
+    with pytest.raises(UserError, match=f"is read from {base}/ds={{date}}/: prescore never writes there"):
+        synth(rt.home, entities=10, days=1, end_date=END, feature_set=fs_name, spec=rt.config.feature_set(fs_name))
+    assert not (rt.home / "features").exists()
