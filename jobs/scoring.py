@@ -88,8 +88,7 @@ def merge_summaries(parts: list[tuple[int, list[float]]]) -> list[float]:
 def psi_of_summaries(reference: list[float], actual: list[float]) -> float:
     """PSI of ``actual`` against ``reference`` over the reference's deciles (bins of equal reference mass; fewer
     and wider when ties in the reference would leave a bin under half a decile), plus one bin each below and above
-    the reference's range. 0 for the same distribution; above
-    ~0.25 is read as a significant shift."""
+    the reference's range. 0 for the same distribution; above ~0.25 is read as a significant shift."""
     if not reference or not actual:
         raise ValueError("cannot compare an empty score distribution")
     ref = np.asarray(reference)
