@@ -318,7 +318,8 @@ def train(model: str, end_day: str | None = None) -> dict[str, Any]:
         report = train_model(rt, model, end_date=partition_date(end_day) if end_day else None)
     results = [
         {"kind": r.kind, "version": r.version, "auc": r.metrics.get("auc"), "promoted": r.promoted,
-         "production_auc": (r.production_metrics or {}).get("auc")}
+         "production_auc": (r.production_metrics or {}).get("auc"), "metrics": r.metrics,
+         "production_metrics": r.production_metrics}
         for r in report.results
     ]  # fmt: skip
     return {

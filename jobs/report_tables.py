@@ -13,12 +13,14 @@ from rich.table import Table
 def training_table(model: str, report: Any) -> Table:
     """``prescore train``: one row per trained kind (``jobs.train.TrainReport``)."""
     table = Table(title=f"{model}: trained on {', '.join(report.train_dates)}; hold-out {report.holdout_date}")
-    for col in ("kind", "version", "features", "AUC", "logloss", "production AUC", "promoted"):
+    names = list(dict.fromkeys(k for r in report.results for k in r.metrics))  # auc, logloss | rmse, mae
+    head = names[0] if names else "auc"
+    for col in ("kind", "version", "features", *names, f"production {head}", "promoted"):
         table.add_column(col)
     for r in report.results:
-        prod = f"{r.production_metrics['auc']:.4f}" if r.production_metrics else "-"
-        table.add_row(r.kind, r.version, str(len(r.features)), f"{r.metrics['auc']:.4f}",
-                      f"{r.metrics['logloss']:.4f}", prod, "yes" if r.promoted else "no")  # fmt: skip
+        prod = f"{r.production_metrics[head]:.4f}" if r.production_metrics and head in r.production_metrics else "-"
+        values = (f"{r.metrics[n]:.4f}" if n in r.metrics else "-" for n in names)
+        table.add_row(r.kind, r.version, str(len(r.features)), *values, prod, "yes" if r.promoted else "no")
     return table
 
 

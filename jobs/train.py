@@ -1,9 +1,22 @@
 """Training: the primary and fallback models of one model, evaluated on a hold-out day, registered, promoted.
 
 ``train_model`` picks the newest complete feature partitions: the last one is the hold-out day, the
-``train_days`` before it the training window. A new version is promoted when there is no production
-version yet, or when its hold-out AUC is not worse than the production model's (evaluated on the same
-hold-out rows) by more than ``training.promote_margin``.
+``train_days`` before it the training window. Both kinds are trained with ``training.objective`` (one of
+``warehouse.objectives.TRAINABLE_OBJECTIVES``, ``binary:logistic`` by default). Before training, the labels are
+checked against the objective (``warehouse.objectives.check_labels``: 0/1 for ``binary:logistic``, [0, 1] for
+``reg:logistic``, >= 0 for ``count:poisson`` and ``reg:tweedie``, > 0 for ``reg:gamma``, finite for all); a
+label the objective cannot learn from is a ``UserError`` naming the model, the objective and the values.
+
+Hold-out metrics and promotion, by objective (``holdout_metrics``, ``should_promote``). The production model is
+evaluated on the same hold-out rows, with the same metrics; a new version is promoted when there is no
+production version yet (or it cannot be loaded), or when:
+
+- ``binary:logistic``: metrics ``auc`` and ``logloss``; promoted when ``auc >= production auc - promote_margin``
+  (an absolute margin: AUC is already on a [0, 1] scale).
+- every other objective: metrics ``rmse`` and ``mae`` (and ``logloss`` for ``reg:logistic``), in the label's
+  units; promoted when ``rmse <= production rmse * (1 + promote_margin)``: a relative margin, so one
+  ``promote_margin`` means the same whatever the labels' scale (the default 0.005 accepts an RMSE up to 0.5 %
+  worse).
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xgboost as xgb
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -23,6 +37,7 @@ from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
 from warehouse.datasets import features as fstore
 from warehouse.errors import RegistryError, UserError
+from warehouse.objectives import check_labels
 from warehouse.registry import KINDS, Registry
 
 log = logging.getLogger(__name__)
@@ -53,11 +68,19 @@ class TrainReport:
 
 
 def _labelled(rt: Runtime, feature_set: str, day: dt.date, columns: list[str]) -> pa.Table:
+    """The day's feature rows that have a label, in feature-file order, with a ``label`` column.
+
+    Matched by entity id with ``index_in`` rather than a hash join: the order (hence the sample, hence the model)
+    is the same on every run over the same data."""
     fs = rt.config.feature_set(feature_set)
     entity = fs.entity_column
     feats = fstore.read_partition(rt.home, feature_set, day, columns=[entity, *columns], spec=fs)
     labels = fstore.read_labels(rt.home, feature_set, day)
-    return feats.join(labels, keys=entity, join_type="inner")
+    where = pc.index_in(feats.column(entity), value_set=labels.column(entity).combine_chunks())
+    found = pc.is_valid(where)
+    return feats.filter(found).append_column(
+        fstore.LABEL_COLUMN, labels.column(fstore.LABEL_COLUMN).take(where.filter(found))
+    )
 
 
 def _sample(table: pa.Table, max_rows: int, seed: int) -> pa.Table:
@@ -67,23 +90,53 @@ def _sample(table: pa.Table, max_rows: int, seed: int) -> pa.Table:
     return table.take(pa.array(idx))
 
 
-def evaluate(booster: xgb.Booster, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    p = booster.inplace_predict(x)
-    return {"auc": float(roc_auc_score(y, p)), "logloss": float(log_loss(y, p, labels=[0, 1]))}
+BINARY = "binary:logistic"
 
 
-def _params(depth: int, eta: float, seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def holdout_metrics(objective: str, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """``auc`` and ``logloss`` for ``binary:logistic``; ``rmse`` and ``mae`` (plus ``logloss`` for ``reg:logistic``)
+    for every other objective."""
+    if objective == BINARY:
+        return {"auc": float(roc_auc_score(y, p)), "logloss": float(log_loss(y, p, labels=[0, 1]))}
+    y64, p64 = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    err = p64 - y64
+    metrics = {"rmse": float(np.sqrt(np.mean(err * err))), "mae": float(np.mean(np.abs(err)))}
+    if objective == "reg:logistic":  # labels in [0, 1], not only 0/1: the cross-entropy by hand
+        q = np.clip(p64, 1e-15, 1 - 1e-15)
+        metrics["logloss"] = float(-np.mean(y64 * np.log(q) + (1 - y64) * np.log1p(-q)))
+    return metrics
+
+
+def should_promote(
+    objective: str, metrics: dict[str, float], production: dict[str, float] | None, margin: float
+) -> bool:
+    """The promotion rule of the module docstring: AUC within ``margin`` (absolute) for ``binary:logistic``, RMSE
+    within ``margin`` (relative) for every other objective; always when there is no production model."""
+    if production is None:
+        return True
+    if objective == BINARY:
+        return metrics["auc"] >= production["auc"] - margin
+    return metrics["rmse"] <= production["rmse"] * (1.0 + margin)
+
+
+def evaluate(booster: xgb.Booster, x: np.ndarray, y: np.ndarray, objective: str = BINARY) -> dict[str, float]:
+    return holdout_metrics(objective, y, booster.inplace_predict(x))
+
+
+def _params(
+    depth: int, eta: float, seed: int, extra: dict[str, Any] | None = None, objective: str = BINARY
+) -> dict[str, Any]:
     return {
-        "objective": "binary:logistic",
+        "objective": objective,
         "tree_method": "hist",
         "max_depth": depth,
         "eta": eta,
         "subsample": 0.8,
         "min_child_weight": 5,
-        "eval_metric": "auc",
+        "eval_metric": "auc" if objective == BINARY else "rmse",
         "seed": seed,
         "nthread": 0,
-        **(extra or {}),  # training.params of the models file (validated there)
+        **(extra or {}),  # training.params of the models file (validated there; never the objective)
     }
 
 
@@ -99,7 +152,7 @@ def choose_window(dates: list[dt.date], train_days: int, end: dt.date | None) ->
 
 
 def _production_metrics(
-    registry: Registry, model: str, kind: str, features: list[str], x: np.ndarray, y: np.ndarray
+    registry: Registry, model: str, kind: str, features: list[str], test: pa.Table, y: np.ndarray, objective: str
 ) -> dict[str, float] | None:
     if registry.production_version(model, kind) is None:
         return None
@@ -108,7 +161,37 @@ def _production_metrics(
     except RegistryError as exc:
         log.warning("production %s model of %s cannot be loaded (%s); the new one replaces it", kind, model, exc)
         return None
-    return evaluate(current.booster, x, y)
+    return evaluate(current.booster, to_matrix(test, features, current.manifest.categories), y, objective)
+
+
+def category_orders(rt: Runtime, model: str, columns: list[str]) -> dict[str, list[str]]:
+    """The code order of each category feature among ``columns``: its contract's ``categories`` (required)."""
+    fs_name = rt.config.model(model).feature_set
+    orders = {}
+    for name, feature in rt.config.feature_set(fs_name).features.items():
+        if name in columns and feature.dtype == "category":
+            if feature.categories is None:
+                raise UserError(
+                    f"prescore train needs feature_sets.{fs_name}.features.{name}.categories: a category feature is "
+                    "trained on codes in that order (or register a model trained elsewhere with prescore register)"
+                )
+            orders[name] = list(feature.categories)
+    return orders
+
+
+def _labels(table: pa.Table) -> np.ndarray:
+    """The label column as float32 (a null becomes NaN, which ``check_labels`` refuses)."""
+    column = table.column(fstore.LABEL_COLUMN)
+    if column.null_count:
+        column = column.cast(pa.float64()).fill_null(float("nan"))
+    return column.to_numpy().astype(np.float32)
+
+
+def _check_labels(model: str, feature_set: str, objective: str, y: np.ndarray, days: list[dt.date]) -> None:
+    where = days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    problem = check_labels(y, objective, what=f"labels for {model} ({where})")
+    if problem:
+        raise UserError(f"{problem}; fix labels/{feature_set} or choose models.{model}.training.objective to fit them")
 
 
 def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> TrainReport:
@@ -130,9 +213,11 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
         _sample(_labelled(rt, fs, d, all_cols), per_day, rt.settings.seed + i) for i, d in enumerate(train_dates)
     )
     test = _sample(_labelled(rt, fs, holdout, all_cols), 200_000, rt.settings.seed)
-    y_train = train.column("label").to_numpy().astype(np.float32)
-    y_test = test.column("label").to_numpy().astype(np.float32)
-    if len(np.unique(y_train)) < 2:
+    objective = tspec.objective
+    y_train, y_test = _labels(train), _labels(test)
+    _check_labels(model, fs, objective, y_train, train_dates)
+    _check_labels(model, fs, objective, y_test, [holdout])
+    if objective == BINARY and len(np.unique(y_train)) < 2:
         raise UserError(f"training labels for {model} have a single class; check labels/{fs}")
     window: dict[str, Any] = {"train": [d.isoformat() for d in train_dates], "holdout": holdout.isoformat()}
     shapes = {
@@ -144,16 +229,21 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
         start = time.perf_counter()
         cols = kinds[kind]
         depth, trees, eta = shapes[kind]
-        dtrain = xgb.DMatrix(to_matrix(train, cols), label=y_train, feature_names=cols)
-        booster = xgb.train(_params(depth, eta, rt.settings.seed, tspec.params), dtrain, num_boost_round=trees)
-        booster.feature_names = None  # artifacts are positional; the manifest holds the ordered names
-        x_test = to_matrix(test, cols)
-        metrics = evaluate(booster, x_test, y_test)
-        manifest = rt.registry.register(model, kind, booster, cols, metrics, window)
-        prod = _production_metrics(rt.registry, model, kind, cols, x_test, y_test)
-        promote = prod is None or metrics["auc"] >= prod["auc"] - tspec.promote_margin
+        orders = category_orders(rt, model, cols)
+        types = ["c" if c in orders else "q" for c in cols]
+        dtrain = xgb.DMatrix(to_matrix(train, cols, orders), label=y_train, feature_names=cols, feature_types=types,
+                             enable_categorical=bool(orders))  # fmt: skip
+        params = _params(depth, eta, rt.settings.seed, tspec.params, objective)
+        booster = xgb.train(params, dtrain, num_boost_round=trees)
+        booster.feature_names, booster.feature_types = None, None  # positional: the manifest holds names and orders
+        x_test = to_matrix(test, cols, orders)
+        metrics = evaluate(booster, x_test, y_test, objective)
+        manifest = rt.registry.register(model, kind, booster, cols, metrics, window, categories=orders)
+        prod = _production_metrics(rt.registry, model, kind, cols, test, y_test, objective)
+        promote = should_promote(objective, metrics, prod, tspec.promote_margin)
         rt.add_model_version(manifest, promote=promote)
-        log.info("%s %s %s auc=%.4f promoted=%s", model, kind, manifest.version, metrics["auc"], promote)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        log.info("%s %s %s %s %s promoted=%s", model, kind, manifest.version, objective, shown, promote)
         results.append(
             KindResult(kind, manifest.version, cols, metrics, promote, prod, round(time.perf_counter() - start, 2))
         )

@@ -15,7 +15,7 @@ Format (YAML)::
         fallback_features: [f00, f01]
         staleness: {max_age_s: 129600, hard_max_age_s: 604800}
         default_score: 0.05
-        training: {train_days: 3, params: {eta: 0.1}}   # or: training: external (registered, never trained)
+        training: {objective: binary:logistic, train_days: 3, params: {eta: 0.1}}   # or: training: external
 
 Errors name the offending field, e.g. ``models.churn.staleness.max_age_s: must be > 0``.
 """
@@ -31,8 +31,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from warehouse.errors import ConfigError, UnknownFeatureSetError, UnknownModelError
+from warehouse.objectives import TRAINABLE_OBJECTIVES, check_thresholds
 
-FeatureDtype = Literal["float32", "float64", "int8", "int16", "int32", "int64", "bool"]
+FeatureDtype = Literal["float32", "float64", "int8", "int16", "int32", "int64", "bool", "category"]
+UnknownCategory = Literal["missing", "reject"]
+MAX_CATEGORIES = 10_000
 
 
 class _Strict(BaseModel):
@@ -40,17 +43,33 @@ class _Strict(BaseModel):
 
 
 class FeatureSpec(_Strict):
-    """One feature column of a contract: its dtype, allowed range and null policy."""
+    """One feature column of a contract: its dtype, allowed range and null policy.
+
+    A ``category`` feature is a string column (``string``, ``large_string`` or a dictionary of strings) fed to
+    XGBoost's native categorical support. ``categories`` lists the allowed values (optional; at most
+    ``MAX_CATEGORIES``); ``unknown`` says what a value outside them is: ``missing`` (scored as a null, and counted
+    with the nulls against ``max_null_fraction``) or ``reject`` (a contract violation, a 422 online).
+    """
 
     dtype: FeatureDtype = "float32"
     min: float | None = None
     max: float | None = None
     max_null_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    categories: list[str] | None = Field(default=None, min_length=1, max_length=MAX_CATEGORIES)
+    unknown: UnknownCategory = "missing"
 
     @model_validator(mode="after")
     def _range_ordered(self) -> FeatureSpec:
-        if self.dtype == "bool" and (self.min is not None or self.max is not None):
-            raise ValueError("a bool feature takes no min or max")
+        if self.dtype in ("bool", "category") and (self.min is not None or self.max is not None):
+            raise ValueError(f"a {self.dtype} feature takes no min or max")
+        if self.dtype != "category" and (self.categories is not None or self.unknown != "missing"):
+            raise ValueError(f"categories and unknown apply to dtype category only, not {self.dtype}")
+        if self.categories is not None:
+            if len(set(self.categories)) != len(self.categories):
+                twice = sorted({c for c in self.categories if self.categories.count(c) > 1})
+                raise ValueError(f"categories lists {twice} more than once")
+            if any(not c for c in self.categories):
+                raise ValueError("categories holds an empty string; list non-empty values")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
@@ -125,22 +144,34 @@ class StalenessPolicy(_Strict):
 
 
 class Thresholds(_Strict):
-    """Optional decision thresholds: score >= value → label (checked from the highest value down)."""
+    """Optional decision thresholds: score >= value → label (checked from the highest value down).
+
+    Each value must lie in the range of the model's scores (``warehouse.objectives.output_range`` of
+    ``training.objective``: [0, 1] for a probability); ``ModelSpec`` checks it."""
 
     labels: dict[str, float] = Field(default_factory=dict)
 
 
-# XGBoost parameters ``training.params`` may set for ``prescore train`` (the objective stays binary:logistic: other
-# objectives come in through ``prescore register``). Depth and tree counts have their own fields.
+# XGBoost parameters ``training.params`` may set for ``prescore train``. The objective is not one of them: it is
+# ``training.objective`` (one of ``warehouse.objectives.TRAINABLE_OBJECTIVES``; any other objective comes in through
+# ``prescore register``). Depth and tree counts have their own fields. ``OBJECTIVE_PARAMS`` apply to one objective
+# each and are refused with any other.
+OBJECTIVE_PARAMS = {"huber_slope": "reg:pseudohubererror", "tweedie_variance_power": "reg:tweedie"}
 TRAINING_PARAMS = frozenset({
     "eta", "subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode", "min_child_weight", "gamma",
     "lambda", "alpha", "max_bin", "max_delta_step", "scale_pos_weight", "grow_policy", "max_leaves",
+    *OBJECTIVE_PARAMS,
 })  # fmt: skip
 
 
 class TrainingSpec(_Strict):
-    """How ``prescore train`` trains the model (``training: external`` instead: only registered, never trained)."""
+    """How ``prescore train`` trains the model (``training: external`` instead: only registered, never trained).
 
+    ``objective``: the XGBoost objective of both the primary and the fallback model, one of ``TRAINABLE_OBJECTIVES``
+    (``binary:logistic`` by default); it decides the hold-out metrics and the promotion rule (``jobs.train``) and
+    the range thresholds must lie in (``warehouse.objectives``)."""
+
+    objective: str = "binary:logistic"
     params: dict[str, float | int | str] = Field(default_factory=dict)
     train_days: int = Field(default=3, ge=1)
     holdout_days: int = Field(default=1, ge=1)
@@ -153,9 +184,22 @@ class TrainingSpec(_Strict):
 
     @model_validator(mode="after")
     def _known_params(self) -> TrainingSpec:
+        if self.objective not in TRAINABLE_OBJECTIVES:
+            raise ValueError(
+                f"objective {self.objective!r} cannot be trained by prescore train; trainable: "
+                f"{', '.join(sorted(TRAINABLE_OBJECTIVES))} (a model with another objective: training: external, "
+                "then prescore register)"
+            )
+        if "objective" in self.params:
+            raise ValueError(
+                f"params: objective {self.params['objective']!r} does not belong in params; set training.objective"
+            )
         unknown = sorted(set(self.params) - TRAINING_PARAMS)
         if unknown:
             raise ValueError(f"params: unknown XGBoost parameters {unknown}; allowed: {sorted(TRAINING_PARAMS)}")
+        for param, objective in OBJECTIVE_PARAMS.items():
+            if param in self.params and self.objective != objective:
+                raise ValueError(f"params: {param} applies to objective {objective} only, not {self.objective}")
         return self
 
 
@@ -180,6 +224,15 @@ class ModelSpec(_Strict):
     max_psi: float = Field(default=0.25, gt=0)
     restore_fallback_to_older_run: bool = False
     training: TrainingSpec | Literal["external"] = Field(default_factory=TrainingSpec)
+
+    @model_validator(mode="after")
+    def _thresholds_in_range(self) -> ModelSpec:
+        # training: external: the objective is known only when a version is registered (checked there)
+        if isinstance(self.training, TrainingSpec) and self.thresholds is not None and self.thresholds.labels:
+            problem = check_thresholds(self.thresholds.labels, self.training.objective)
+            if problem:
+                raise ValueError(problem)
+        return self
 
     @property
     def trained_here(self) -> bool:

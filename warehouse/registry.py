@@ -59,6 +59,8 @@ class Manifest:
     library_versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     lineage: dict[str, Any] = field(default_factory=dict)  # where a registered (not trained) model came from
+    # category feature → its values in code order (code i is categories[i]); jobs.feature_matrix encodes with it
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,27 @@ class Registry:
         metrics: dict[str, float],
         training_window: dict[str, Any],
         lineage: dict[str, Any] | None = None,
+        categories: dict[str, list[str]] | None = None,
     ) -> Manifest:
-        """Save the booster and its manifest as a new version (staged, then renamed into place)."""
+        """Save the booster and its manifest as a new version (staged, then renamed into place).
+
+        ``categories``: the code order of each category feature (``Manifest.categories``)."""
         if booster.num_features() != len(features):
             raise RegistryError(
                 f"{model}/{kind}: booster has {booster.num_features()} features but {len(features)} names given"
             )
+        unknown = sorted(set(categories or {}) - set(features))
+        if unknown:
+            raise RegistryError(f"{model}/{kind}: categories given for {unknown}, which are not among its features")
         kdir = self.kind_dir(model, kind)
+        about = {"lineage": dict(lineage or {}), "categories": {k: list(v) for k, v in (categories or {}).items()}}
         if isinstance(kdir, ObjectPath):
             with tempfile.TemporaryDirectory(prefix="prescore-register-") as local:
-                return self._register(model, kind, booster, features, metrics, training_window, lineage, Path(local),
+                return self._register(model, kind, booster, features, metrics, training_window, about, Path(local),
                                       kdir)  # fmt: skip
         kdir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=kdir, prefix=STAGING_PREFIX))
-        return self._register(model, kind, booster, features, metrics, training_window, lineage, staging, kdir)
+        return self._register(model, kind, booster, features, metrics, training_window, about, staging, kdir)
 
     def _register(
         self,
@@ -128,7 +137,7 @@ class Registry:
         features: list[str],
         metrics: dict[str, float],
         training_window: dict[str, Any],
-        lineage: dict[str, Any] | None,
+        about: dict[str, Any],
         staging: Path,
         kdir: StoragePath,
     ) -> Manifest:
@@ -147,7 +156,8 @@ class Registry:
             training_window=training_window,
             library_versions={"xgboost": xgb.__version__, "python": platform.python_version()},
             created_at=created.isoformat(),
-            lineage=dict(lineage or {}),
+            lineage=about["lineage"],
+            categories=about["categories"],
         )
         text = json.dumps(asdict(manifest), indent=2, sort_keys=True)
         if isinstance(kdir, ObjectPath):

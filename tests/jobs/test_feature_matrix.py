@@ -29,3 +29,17 @@ def test_every_dtype_with_nulls_becomes_float32_in_the_given_order() -> None:
         dtype=np.float32,
     )
     np.testing.assert_array_equal(m, expected)  # NaN equals NaN in assert_array_equal
+
+
+def test_category_features_become_their_code_in_the_model_order_and_unknowns_nan() -> None:
+    import pytest
+
+    colours = pa.array(["red", "teal", None, "blue", "purple"])
+    table = pa.table({"c": colours, "d": colours.dictionary_encode(), "x": pa.array([1.0, 2, 3, 4, 5])})
+    order = ["blue", "red", "teal"]  # the manifest's code order, not alphabetical by accident
+    m = to_matrix(table, ["x", "c", "d"], {"c": order, "d": ["teal", "red", "blue"]})
+    np.testing.assert_array_equal(m[:, 0], [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(m[:, 1], [1, 2, np.nan, 0, np.nan])  # purple is unknown: missing
+    np.testing.assert_array_equal(m[:, 2], [1, 0, np.nan, 2, np.nan])
+    with pytest.raises(ValueError, match="feature 'c' is a string column: only category features"):
+        to_matrix(table, ["c"])

@@ -120,3 +120,81 @@ def test_training_external_and_params(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(raw))
     spec = load_config(path).model("churn")
     assert spec.trained_here and spec.training != "external" and spec.training.params["grow_policy"] == "lossguide"
+
+
+@pytest.mark.parametrize(
+    ("training", "expected"),
+    [
+        (
+            {"objective": "rank:pairwise"},
+            r"models\.churn\.training.*objective 'rank:pairwise' cannot be trained by prescore train; trainable: "
+            r"binary:logistic, count:poisson, reg:absoluteerror, reg:gamma, reg:logistic, reg:pseudohubererror, "
+            r"reg:squarederror, reg:tweedie \(a model with another objective: training: external",
+        ),
+        ({"objective": "multi:softprob"}, r"objective 'multi:softprob' cannot be trained"),
+        (
+            {"params": {"objective": "reg:squarederror"}},
+            r"models\.churn\.training.*params: objective 'reg:squarederror' does not belong in params; set "
+            r"training\.objective",
+        ),
+        (
+            {"objective": "reg:squarederror", "params": {"tweedie_variance_power": 1.2}},
+            r"params: tweedie_variance_power applies to objective reg:tweedie only, not reg:squarederror",
+        ),
+    ],
+)
+def test_the_training_objective_is_validated(tmp_path: Path, training: dict, expected: str) -> None:
+    def mutate(raw: dict) -> None:
+        raw["models"]["churn"]["training"].update(training)
+        raw["models"]["churn"].pop("thresholds")
+
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, mutate))
+
+
+def test_the_training_objective_defaults_to_binary_and_takes_its_params(tmp_path: Path) -> None:
+    assert load_config(DEFAULT_MODELS_FILE).model("churn").training.objective == "binary:logistic"
+
+    def tweedie(raw: dict) -> None:
+        raw["models"]["churn"]["training"].update(objective="reg:tweedie", params={"tweedie_variance_power": 1.3})
+
+    training = load_config(_write(tmp_path, tweedie)).model("churn").training
+    assert training.objective == "reg:tweedie" and training.params == {"tweedie_variance_power": 1.3}
+
+
+@pytest.mark.parametrize(
+    ("objective", "labels", "expected"),
+    [
+        (None, {"high_risk": 3.5}, r"high_risk = 3\.5 is outside the range of binary:logistic scores \[0, 1\]"),
+        ("binary:logistic", {"ok": 0.4, "neg": -0.1}, r"neg = -0\.1 is outside the range of binary:logistic"),
+        ("reg:logistic", {"high": 1.2}, r"high = 1\.2 is outside the range of reg:logistic scores \[0, 1\]"),
+        ("count:poisson", {"none": -1.0}, r"none = -1\.0 is outside the range of count:poisson scores \[0, inf\)"),
+    ],
+)
+def test_thresholds_outside_the_objectives_range_are_refused(
+    tmp_path: Path, objective: str | None, labels: dict[str, float], expected: str
+) -> None:
+    def mutate(raw: dict) -> None:
+        raw["models"]["churn"]["thresholds"] = {"labels": labels}
+        if objective is not None:
+            raw["models"]["churn"]["training"]["objective"] = objective
+
+    with pytest.raises(ConfigError, match=r"models\.churn: thresholds\.labels: " + expected):
+        load_config(_write(tmp_path, mutate))
+
+
+def test_thresholds_of_real_valued_scores_are_accepted(tmp_path: Path) -> None:
+    """3.5 is a fine threshold for a regression model, and for an external model (objective unknown here)."""
+
+    def regression(raw: dict) -> None:
+        raw["models"]["churn"].update(thresholds={"labels": {"big": 3.5, "small": -2.0}}, default_score=1.5)
+        raw["models"]["churn"]["training"]["objective"] = "reg:squarederror"
+
+    spec = load_config(_write(tmp_path, regression)).model("churn")
+    assert spec.thresholds is not None and spec.thresholds.labels == {"big": 3.5, "small": -2.0}
+    assert spec.training != "external" and spec.training.objective == "reg:squarederror"
+
+    def external(raw: dict) -> None:
+        raw["models"]["churn"].update(thresholds={"labels": {"big": 3.5}}, training="external")
+
+    assert load_config(_write(tmp_path, external)).model("churn").thresholds.labels == {"big": 3.5}
