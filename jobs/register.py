@@ -6,14 +6,19 @@ registers it as a new version of the model's primary or fallback role; ``promote
 each a ``RegistryError`` naming the problem and the fix, before anything is written:
 
 1. the file exists, is an XGBoost model this xgboost can read (not truncated, not another format; the legacy
-   binary format is not readable by xgboost 3: re-save it as ``.ubj`` with xgboost 2.x);
+   binary format is not readable by xgboost 3: re-save it as ``.ubj`` with xgboost 2.x), and was not saved by a
+   newer xgboost (major.minor) than the installed one — xgboost itself would load that without a word;
 2. its objective is one prescore can serve (``SERVABLE_OBJECTIVES``, ``rank:*``); multiclass models are refused
    (the store holds one score per entity: register one binary model per class instead); a fallback model must be
-   ``binary:logistic`` on ``gbtree`` (the online API compiles it);
+   one the online API compiles (``online.fallback``: single-output ``gbtree``, ``FALLBACK_OBJECTIVES``);
 3. its features: the names stored in the model (or, for a model without names, an explicit ``features`` list
    matched by position) equal the model's features in the models file — primary: ``models.<m>.features`` or every
-   feature of its feature set; fallback: ``fallback_features`` — same names, same order; categorical features are
-   refused (the contracts hold numeric columns);
+   feature of its feature set; fallback: ``fallback_features`` — same names, same order;
+   their types: a feature the model treats as categorical must be ``dtype: category`` in the contract and the
+   other way round, and the categories must agree — the ones the model stores (xgboost >= 3.1 keeps a pandas or
+   Arrow column's categories) equal the contract's ``categories`` as a set; a model trained on category codes
+   stores none, and then the contract's ``categories`` list is the code order (code ``i`` is ``categories[i]``).
+   The version's manifest records each category feature's code order (``Manifest.categories``);
 4. a probe: the model predicts on up to ``PROBE_ROWS`` rows of the newest feature partition, and every value is
    finite (skipped, and said so, when the feature set has no partition yet).
 
@@ -42,6 +47,7 @@ from jobs.runtime import Runtime
 from warehouse.datasets import features as fstore
 from warehouse.datasets.storage import sha256_file
 from warehouse.errors import RegistryError
+from warehouse.objectives import check_thresholds
 from warehouse.registry import KINDS
 
 log = logging.getLogger(__name__)
@@ -69,10 +75,64 @@ class RegisterReport:
         return asdict(self)
 
 
+_UBJ_INTS = {b"i": (1, True), b"U": (1, False), b"I": (2, True), b"l": (4, True), b"L": (8, True)}
+
+
+def saved_version(path: Path) -> tuple[int, ...] | None:
+    """The xgboost version a JSON or UBJSON model file says it was saved by (its top-level ``version``), or None
+    when the file does not say (or is not one of those formats)."""
+    data = path.read_bytes()
+    if data[:1] == b"{" and b'"version"' in data:
+        try:
+            version = json.loads(data).get("version")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return tuple(int(v) for v in version) if isinstance(version, list) else None
+    at = data.rfind(b"\x07version[")  # UBJSON: the key (length 7), then an array of integers
+    if at < 0:
+        return None
+    try:
+        return _ubj_int_array(data, at + len(b"\x07version["))
+    except (IndexError, KeyError, ValueError):
+        return None
+
+
+def _ubj_int_array(data: bytes, i: int) -> tuple[int, ...]:
+    def integer(kind: bytes, at: int) -> tuple[int, int]:
+        size, signed = _UBJ_INTS[kind]
+        return int.from_bytes(data[at : at + size], "big", signed=signed), at + size
+
+    typed = None
+    if data[i : i + 1] == b"$":
+        typed, i = data[i + 1 : i + 2], i + 2
+    if data[i : i + 1] != b"#":
+        raise ValueError("not a counted array")
+    count, i = integer(data[i + 1 : i + 2], i + 2)
+    values = []
+    for _ in range(min(count, 8)):
+        kind = typed
+        if kind is None:
+            kind, i = data[i : i + 1], i + 1
+        value, i = integer(kind, i)
+        values.append(value)
+    return tuple(values)
+
+
+def _installed_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in xgb.__version__.split(".")[:3] if part.isdigit())
+
+
 def read_model(path: Path) -> xgb.Booster:
     """The booster in ``path``, or ``RegistryError`` saying why it cannot be one."""
     if not path.is_file():
         raise RegistryError(f"model file {path} does not exist (or is not a file); give the path of a saved model")
+    saved = saved_version(path)
+    if saved is not None and saved[:2] > _installed_version()[:2]:
+        shown = ".".join(map(str, saved))
+        raise RegistryError(
+            f"{path} was saved by xgboost {shown}, newer than the installed {xgb.__version__}: models may use what "
+            f"this version does not know; save it with xgboost <= {xgb.__version__} or upgrade prescore's xgboost"
+        )
     booster = xgb.Booster()
     try:
         booster.load_model(str(path))
@@ -115,26 +175,90 @@ def check_objective(objective: str, path: Path) -> None:
     )
 
 
-def check_fallback_booster(objective: str, name: str, path: Path) -> None:
-    """The online API compiles the fallback model to Python (``online.fallback``): binary:logistic gbtree only."""
-    if objective != "binary:logistic" or name != "gbtree":
+def check_fallback_runs(booster: xgb.Booster, names: list[str], path: Path) -> None:
+    """The online API compiles the fallback model (``online.fallback``): it must be one that runtime accepts."""
+    from online.fallback import FALLBACK_OBJECTIVES, FallbackModel
+
+    candidate = booster.copy()
+    candidate.feature_names, candidate.feature_types = None, None  # as the registry stores it
+    try:
+        FallbackModel(candidate, names, str(path))
+    except ValueError as exc:
         raise RegistryError(
-            f"{path} is a {name} {objective} model: the online fallback runs binary:logistic gbtree models only "
-            "(compiled for microsecond lookups); register it as the primary, or retrain the fallback that way"
-        )
+            f"{path} cannot be the online fallback ({exc}); the fallback runs single-output gbtree models with "
+            f"{', '.join(sorted(FALLBACK_OBJECTIVES))}: register it as the primary, or retrain the fallback that way"
+        ) from None
+
+
+def categorical_columns(booster: xgb.Booster) -> dict[int, list[str] | None]:
+    """Column index → the categories the model stores for it (None: trained on codes), for every column the model
+    treats as categorical (its feature types, or a categorical split in a tree)."""
+    columns = {i for i, t in enumerate(booster.feature_types or []) if t == "c"}
+    model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"].get("model", {})
+    for tree in model.get("trees", []):
+        columns.update(tree["split_indices"][n] for n in tree.get("categories_nodes", []))
+    if not columns:
+        return {}
+    stored: dict[int, list[str] | None] = dict.fromkeys(columns)
+    try:
+        exported = booster.get_categories(export_to_arrow=True).to_arrow() or []
+    except (AttributeError, ValueError, xgb.core.XGBoostError):  # a model without a category container
+        exported = []
+    for i, (_, values) in enumerate(exported):
+        if i in stored and values is not None:
+            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                raise RegistryError(
+                    f"column {i} of the model holds {values.type} categories: category features hold strings; "
+                    "retrain on a string (or pandas category of strings) column"
+                )
+            stored[i] = [str(v) for v in values.to_pylist()]
+    return stored
+
+
+def category_orders(
+    rt: Runtime, model: str, booster: xgb.Booster, names: list[str], path: Path
+) -> dict[str, list[str]]:
+    """Each category feature's code order, after checking the model's feature types against the contract."""
+    fs_name = rt.config.model(model).feature_set
+    contract = rt.config.feature_set(fs_name).features
+    columns = categorical_columns(booster)
+    orders: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        spec = contract[name]
+        where = f"feature_sets.{fs_name}.features.{name}"
+        if i not in columns:
+            if spec.dtype == "category":
+                raise RegistryError(
+                    f"{path} treats {name} as a number but {where} is dtype: category; train on a categorical "
+                    "column (xgb.DMatrix(..., enable_categorical=True)) or change the contract"
+                )
+            continue
+        if spec.dtype != "category":
+            raise RegistryError(
+                f"{path} treats {name} as categorical but {where} is dtype: {spec.dtype}; declare it dtype: "
+                "category (with its categories) or retrain with it numeric"
+            )
+        stored, declared = columns[i], spec.categories
+        if stored is not None and declared is not None and set(stored) != set(declared):
+            only_model = sorted(set(stored) - set(declared))
+            only_contract = sorted(set(declared) - set(stored))
+            raise RegistryError(
+                f"the categories of {name} differ: the model knows {only_model} that {where}.categories lacks, and "
+                f"the contract allows {only_contract} that the model never saw; make them the same set"
+            )
+        if stored is None and declared is None:
+            raise RegistryError(
+                f"{path} stores no categories for {name} (trained on category codes): list them in {where}."
+                "categories in code order (code i is the i-th value)"
+            )
+        orders[name] = list(stored if stored is not None else declared)  # type: ignore[arg-type]
+    return orders
 
 
 def model_feature_names(booster: xgb.Booster, given: list[str] | None, path: Path) -> list[str]:
     """The model's features in column order: the names it stores, or ``given`` for a model without names."""
     stored = list(booster.feature_names) if booster.feature_names else None
     count = booster.num_features()
-    categorical = [i for i, t in enumerate(booster.feature_types or []) if t == "c"]
-    if categorical:
-        named = [stored[i] for i in categorical] if stored else [f"column {i}" for i in categorical]
-        raise RegistryError(
-            f"{path} uses categorical features {named}: the feature contracts hold numbers and booleans only; "
-            "encode them as numbers and retrain"
-        )
     if stored is None:
         if given is None:
             raise RegistryError(
@@ -172,7 +296,9 @@ def check_features(names: list[str], expected: list[str], model: str, role: str,
     )
 
 
-def probe(rt: Runtime, model: str, booster: xgb.Booster, names: list[str]) -> dict[str, Any] | None:
+def probe(
+    rt: Runtime, model: str, booster: xgb.Booster, names: list[str], categories: dict[str, list[str]]
+) -> dict[str, Any] | None:
     """Predict on up to ``PROBE_ROWS`` rows of the newest feature partition; ``RegistryError`` on non-finite values."""
     spec = rt.config.model(model)
     fs = rt.config.feature_set(spec.feature_set)
@@ -189,7 +315,7 @@ def probe(rt: Runtime, model: str, booster: xgb.Booster, names: list[str]) -> di
                  model)  # fmt: skip
         return None
     sample = pa.Table.from_batches([first])
-    values = np.asarray(booster.inplace_predict(to_matrix(sample, names)), dtype=np.float64)
+    values = np.asarray(booster.inplace_predict(to_matrix(sample, names, categories)), dtype=np.float64)
     bad = int(np.count_nonzero(~np.isfinite(values)))
     if bad:
         raise RegistryError(
@@ -239,13 +365,18 @@ def _register(
     spec = rt.config.model(model)
     expected = rt.config.model_features(model) if role == "primary" else list(spec.fallback_features)
     booster = read_model(path)
-    objective, booster_type = learner_of(booster)
+    objective, _ = learner_of(booster)
     check_objective(objective, path)
-    if role == "fallback":
-        check_fallback_booster(objective, booster_type, path)
+    if spec.thresholds is not None and spec.thresholds.labels:
+        problem = check_thresholds(spec.thresholds.labels, objective)
+        if problem:
+            raise RegistryError(f"{path} is a {objective} model, but models.{model}.{problem}")
     names = model_feature_names(booster, features, path)
     check_features(names, expected, model, role, path)
-    probed = probe(rt, model, booster, names)
+    if role == "fallback":
+        check_fallback_runs(booster, names, path)
+    categories = category_orders(rt, model, booster, names, path)
+    probed = probe(rt, model, booster, names, categories)
     lineage = {
         "source": origin.get("mlflow_uri") or str(path.resolve()),
         "source_sha256": sha256_file(path),
@@ -256,7 +387,7 @@ def _register(
     }
     booster.feature_names, booster.feature_types = None, None  # artifacts are positional: the manifest names them
     before = rt.registry.production_version(model, role)
-    manifest = rt.registry.register(model, role, booster, names, {}, {}, lineage=lineage)
+    manifest = rt.registry.register(model, role, booster, names, {}, {}, lineage=lineage, categories=categories)
     rt.add_model_version(manifest, promote=promote)
     log.info("registered %s %s %s from %s (promoted: %s)", model, role, manifest.version, lineage["source"], promote)
     return RegisterReport(model=model, role=role, version=manifest.version, objective=objective, features=names,

@@ -72,6 +72,7 @@ class ModelRef:
     sha256: str
     version: str
     features: tuple[str, ...]
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()  # category feature → code order (the manifest's)
 
 
 @dataclass
@@ -154,7 +155,7 @@ def score_chunk(
     table = fstore.parquet_file(storage.as_path(chunk.path)).read_row_groups(
         list(chunk.row_groups), columns=[entity_col, ts_col, *ref.features]
     )
-    x = to_matrix(table, list(ref.features))
+    x = to_matrix(table, list(ref.features), {name: list(order) for name, order in ref.categories})
     t1 = time.perf_counter()
     scores = scoring.predict(_booster(ref, device, threads), _to_device(x, device))
     t2 = time.perf_counter()
@@ -288,7 +289,9 @@ def score_partition(
     features = rt.config.model_features(model)
     dev = resolve_device(device)
     loaded = rt.registry.load(model, "primary", features)  # hash + contract check before any work
-    ref = ModelRef(str(loaded.path), loaded.manifest.sha256, loaded.manifest.version, tuple(features))
+    manifest = loaded.manifest
+    order = tuple((name, tuple(values)) for name, values in sorted(manifest.categories.items()))
+    ref = ModelRef(str(loaded.path), manifest.sha256, manifest.version, tuple(features), order)
     files = fstore.partition_files(rt.home, spec.feature_set, day, fs)
     fp = fingerprint(files)
 

@@ -503,6 +503,12 @@ def synth(
             f"feature set {feature_set!r} is read from {spec.path}: prescore never writes there, and synthetic "
             "partitions under PRESCORE_HOME would not be read; synthesise a feature set without a path"
         )
+    categorical = [name for name, f in spec.features.items() if f.dtype == "category"]
+    if categorical:
+        raise UserError(
+            f"feature set {feature_set!r} has category features {categorical}: synth writes numbers and booleans "
+            "only; point the feature set at your own partitions with path: (see README, feature tables in a lake)"
+        )
 
     started = time.perf_counter()
     world = _World(spec, seed, entities)

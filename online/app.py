@@ -67,13 +67,14 @@ TAGS = [
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entity_id: str
-    features: dict[str, float] | None = None
+    # a number per fallback feature; true/false for a bool feature, a string for a category feature
+    features: dict[str, float | bool | str] | None = None
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entity_ids: list[str]
-    features: dict[str, dict[str, float]] | None = None
+    features: dict[str, dict[str, float | bool | str]] | None = None
 
 
 class ScoreAnswer(BaseModel):

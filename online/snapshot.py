@@ -33,6 +33,9 @@ class ModelRuntime:
     bounds: dict[str, tuple[float, float]]  # fallback feature → contract range
     cuts: tuple[tuple[str, float], ...]  # threshold labels, highest first; () → no ``decision`` field
     flags: frozenset[str] = frozenset()  # bool fallback features: JSON true/false (or 0/1) accepted
+    # category fallback features: value → code (the fallback version's order); ``reject``: unknown values are a 422
+    codes: dict[str, dict[str, float]] = field(default_factory=dict)
+    reject: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
         for f in spec.fallback_features:
             lo, hi = (0.0, 1.0) if f in flags else (fs.features[f].min, fs.features[f].max)
             bounds[f] = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
-        fallback, note = None, ""
+        fallback, note, codes = None, "", {}
         try:
             validate_name("model", name)  # the store would refuse every lookup of this model
             if registry.production_version(name, "fallback") is None:
@@ -67,6 +70,7 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
             else:
                 fallback = load_fallback(settings.models_dir, name, list(spec.fallback_features))
                 fallback.warm()
+                codes = _category_codes(registry, name, fallback.version)
                 note = f"fallback {fallback.version} loaded and warmed"
         except StoreError:
             note = f"model name {name!r} is not valid in the score store: rename it in the models file"
@@ -77,5 +81,14 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
             note = f"production fallback model of {name!r} {kind}; restore or retrain it, then POST /v1/admin/reload"
             problems.append(note)
         cuts = threshold_cuts(spec)
-        models[name] = ModelRuntime(name, spec, policy_version(spec), fallback, note, bounds, cuts, flags)
+        reject = frozenset(f for f in codes if fs.features[f].unknown == "reject")
+        models[name] = ModelRuntime(
+            name, spec, policy_version(spec), fallback, note, bounds, cuts, flags, codes, reject
+        )
     return Snapshot(models, problems)
+
+
+def _category_codes(registry: Registry, model: str, version: str) -> dict[str, dict[str, float]]:
+    """Each category fallback feature's value → code map, from the fallback version's manifest."""
+    manifest = registry.manifest(model, "fallback", version)
+    return {f: {v: float(i) for i, v in enumerate(order)} for f, order in manifest.categories.items()}

@@ -29,15 +29,23 @@ def check_entity_id(value: Any, where: str = "entity_id") -> str:
 
 
 def check_features(m: ModelRuntime, raw: Any, where: str = "features") -> list[float] | None:
-    """Feature values in the fallback model's order, or None when not given; 422 naming the bad feature."""
+    """Feature values in the fallback model's order, or None when not given; 422 naming the bad feature.
+
+    A category feature takes a string: its code in the fallback version (``ModelRuntime.codes``); an unknown one
+    is missing (NaN), or a 422 naming the allowed values when its contract says ``unknown: reject``."""
     if raw is None:
         return None
     if type(raw) is not dict:
         raise InvalidInput(where, f"must be an object of feature name → number, or null; got {_json_type(raw)}")
+    coded: dict[str, float] = {}
     for name, value in raw.items():
         bounds = m.bounds.get(name)
         if bounds is None:
             raise InvalidInput(f"{where}.{name}", f"unknown feature; model {m.name} takes {sorted(m.bounds)}")
+        codes = m.codes.get(name)
+        if codes is not None:
+            coded[name] = _category_code(m, name, codes, value, f"{where}.{name}")
+            continue
         if type(value) is not float and type(value) is not int:
             if type(value) is bool and name in m.flags:  # a bool feature: true is 1, false is 0
                 continue
@@ -48,7 +56,22 @@ def check_features(m: ModelRuntime, raw: Any, where: str = "features") -> list[f
     missing = [name for name in m.spec.fallback_features if name not in raw]
     if missing:
         raise InvalidInput(f"{where}.{missing[0]}", f"missing; model {m.name} needs {list(m.spec.fallback_features)}")
+    if coded:
+        return [coded[name] if name in coded else float(raw[name]) for name in m.spec.fallback_features]
     return [float(raw[name]) for name in m.spec.fallback_features]
+
+
+def _category_code(m: ModelRuntime, name: str, codes: dict[str, float], value: Any, where: str) -> float:
+    if type(value) is not str:
+        raise InvalidInput(where, f"must be a string (a category), got {_json_type(value)}")
+    code = codes.get(value)
+    if code is not None:
+        return code
+    if name in m.reject:
+        shown = sorted(codes)
+        more = f" and {len(shown) - 20} more" if len(shown) > 20 else ""
+        raise InvalidInput(where, f"{value[:100]!r} is not an allowed category; allowed: {shown[:20]}{more}")
+    return float("nan")  # unknown: missing — the fallback model takes its default branch
 
 
 def _json_type(value: Any) -> str:

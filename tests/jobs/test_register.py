@@ -143,9 +143,9 @@ def test_a_fallback_using_features_outside_fallback_features_is_refused(
     path = external(cols=[*fallback, outside], role="fallback")
     with pytest.raises(RegistryError, match=f"uses features outside models.churn.fallback_features: \\['{outside}'\\]"):
         register_model(rt, MODEL, "fallback", path)
-    with pytest.raises(RegistryError, match="online fallback runs binary:logistic gbtree models only"):
-        register_model(rt, MODEL, "fallback", external("fb-reg.ubj", role="fallback",
-                                                       params={"objective": "reg:squarederror"}))  # fmt: skip
+    with pytest.raises(RegistryError, match=r"cannot be the online fallback .*'binary:hinge' is not supported"):
+        register_model(rt, MODEL, "fallback", external("fb-hinge.ubj", role="fallback",
+                                                       params={"objective": "binary:hinge"}))  # fmt: skip
     source = external("fb.ubj", role="fallback")
     ok = register_model(rt, MODEL, "fallback", source, promote=True)
     assert rt.registry.production_version(MODEL, "fallback") == ok.version
@@ -182,19 +182,22 @@ def test_regression_and_ranking_objectives_are_accepted(rt: Runtime, external: C
         assert report.objective == objective and report.probe is not None
 
 
-def test_categorical_features_are_refused(rt: Runtime, tmp_path: Path) -> None:
+def test_a_categorical_feature_against_a_numeric_contract_is_refused(rt: Runtime, tmp_path: Path) -> None:
     cols = rt.config.model_features(MODEL)
     x, y = _training_data(rt, cols)
     x[:, 0] = np.floor(np.abs(x[:, 0])) % 4
     types = ["c", *(["q"] * (len(cols) - 1))]
     dtrain = xgb.DMatrix(x, y, feature_names=cols, feature_types=types, enable_categorical=True)
     xgb.train({"objective": "binary:logistic", "tree_method": "hist"}, dtrain, 3).save_model(tmp_path / "c.ubj")
-    with pytest.raises(RegistryError, match=f"uses categorical features \\['{cols[0]}'\\]"):
+    fs = rt.config.model(MODEL).feature_set
+    wrong = f"treats {cols[0]} as categorical but feature_sets.{fs}.features.{cols[0]} is dtype: float32"
+    with pytest.raises(RegistryError, match=wrong):
         register_model(rt, MODEL, "primary", tmp_path / "c.ubj")
-    nameless = xgb.DMatrix(x, y, feature_types=types, enable_categorical=True)  # matched by position: still refused
+    nameless = xgb.DMatrix(x, y, feature_types=types, enable_categorical=True)  # matched by position: same check
     xgb.train({"objective": "binary:logistic", "tree_method": "hist"}, nameless, 3).save_model(tmp_path / "n.ubj")
-    with pytest.raises(RegistryError, match=r"uses categorical features \['column 0'\]"):
+    with pytest.raises(RegistryError, match=wrong):
         register_model(rt, MODEL, "primary", tmp_path / "n.ubj", features=cols)
+    assert rt.registry.versions(MODEL, "primary") == [rt.registry.production_version(MODEL, "primary")]
 
 
 def test_broken_files_are_refused_in_one_line(rt: Runtime, external: Callable[..., Path], tmp_path: Path) -> None:
@@ -289,3 +292,57 @@ def test_a_registered_regression_model_is_scored_gated_and_published(
     publish_run(rt, MODEL, first.run_id)
     published = publish_run(rt, MODEL, second.run_id)
     assert published.psi == pytest.approx(second.psi, abs=1e-6) and published.declined is None
+
+
+def test_thresholds_outside_the_registered_objective_range_are_refused(
+    rt: Runtime, external: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``training: external``: the objective is known only at registration, so register checks the thresholds."""
+    import yaml
+
+    from warehouse.settings import Settings
+
+    raw = yaml.safe_load(rt.settings.models_file.read_text())
+    raw["models"][MODEL].update(training="external", thresholds={"labels": {"big_spender": 250.0}})
+    edited = tmp_path / "thresholds.yaml"
+    edited.write_text(yaml.safe_dump(raw))
+    other = Runtime.from_settings(Settings(home=rt.home, models_file=edited, redis_url=rt.redis_url))
+    try:
+        before = other.registry.versions(MODEL, "primary")
+        with pytest.raises(RegistryError, match=r"is a binary:logistic model, but models.churn.thresholds.labels: "
+                                                r"big_spender = 250.0 is outside the range"):  # fmt: skip
+            register_model(other, MODEL, "primary", external("binary.ubj"))
+        assert other.registry.versions(MODEL, "primary") == before
+        regression = external("regression.ubj", params={"objective": "reg:squarederror"})
+        assert register_model(other, MODEL, "primary", regression).objective == "reg:squarederror"
+    finally:
+        other.close()
+
+
+def test_a_model_saved_by_a_newer_xgboost_is_refused(
+    rt: Runtime, external: Callable[..., Path], tmp_path: Path
+) -> None:
+    """xgboost itself loads such a file without a word: register reads the version the file says (JSON, UBJSON)."""
+    from jobs.register import saved_version
+
+    installed = tuple(int(p) for p in xgb.__version__.split(".")[:3])
+    for suffix in ("json", "ubj"):
+        good = external(f"good.{suffix}")
+        assert saved_version(good) == installed
+    raw = json.loads(external("m.json").read_text())
+    raw["version"] = [installed[0] + 1, 0, 0]
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps(raw))
+    booster = xgb.Booster()
+    booster.load_model(newer)  # what it would have been without the check: loaded as if nothing were odd
+    with pytest.raises(RegistryError, match=rf"saved by xgboost {installed[0] + 1}\.0\.0, newer than the installed"):
+        register_model(rt, MODEL, "primary", newer)
+    booster.save_model(tmp_path / "resaved.ubj")  # re-saved by this xgboost: it says so, and registers
+    data = (tmp_path / "resaved.ubj").read_bytes()
+    at = data.rfind(b"\x07version[") + len(b"\x07version[")
+    assert saved_version(tmp_path / "resaved.ubj") == installed
+    bumped = tmp_path / "bumped.ubj"
+    count_end = at + 2 + 8  # '#', 'L' and an 8-byte count
+    bumped.write_bytes(data[:count_end] + b"i" + bytes([installed[0] + 1]) + data[count_end + 2 :])
+    with pytest.raises(RegistryError, match="newer than the installed"):
+        register_model(rt, MODEL, "primary", bumped)

@@ -10,7 +10,11 @@ What a partition must satisfy (every problem is reported, each with its column a
 - ``out_of_range``: feature values outside ``[min, max]`` (a missing bound is open). NaN and ±inf are
   always out of range, even when the contract sets no bounds. Nulls are not range violations.
 - ``too_many_nulls``: null fraction of a feature above its ``max_null_fraction``; the timestamp column
-  allows no nulls.
+  allows no nulls. For a ``category`` feature with ``unknown: missing``, values outside its ``categories`` are
+  scored as missing and count with the nulls.
+- ``unknown_category``: a ``category`` feature with ``unknown: reject`` holds values outside its ``categories``
+  (the detail names up to five of them). A ``category`` feature is a string column: ``string``,
+  ``large_string`` or a dictionary of either.
 - ``null_entity`` / ``duplicate_entity``: the entity column has no nulls and no repeated ids (``count`` =
   rows beyond the first occurrence).
 
@@ -39,8 +43,9 @@ from warehouse.errors import ContractViolationError, PartitionUnreadableError
 from warehouse.model_config import FeatureSetSpec, FeatureSpec
 
 ViolationKind = Literal[
-    "missing_column", "wrong_dtype", "out_of_range", "too_many_nulls", "null_entity", "duplicate_entity"
-]
+    "missing_column", "wrong_dtype", "out_of_range", "too_many_nulls", "unknown_category", "null_entity",
+    "duplicate_entity",
+]  # fmt: skip
 
 _SCHEMA_KINDS = ("missing_column", "wrong_dtype")
 _UTC_NAMES = {"utc", "etc/utc", "+00:00", "z", "zulu", "gmt", "etc/gmt"}
@@ -83,6 +88,18 @@ def _is_numeric(dtype: pa.DataType) -> bool:
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
 
 
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+def is_category_type(dtype: pa.DataType) -> bool:
+    """What a ``category`` feature may be stored as: a string column or a dictionary of strings."""
+    return _is_text(dtype) or (pa.types.is_dictionary(dtype) and _is_text(dtype.value_type))
+
+
+UNKNOWN_SHOWN = 5
+
+
 def _fmt(value: float) -> str:
     return f"{value:g}"
 
@@ -105,6 +122,8 @@ class _Accumulator:
     current_issues: list[tuple[str, ViolationKind]] = field(default_factory=list)
     nulls: dict[str, int] = field(default_factory=dict)
     ranges: dict[str, _RangeStats] = field(default_factory=dict)
+    unknown: dict[str, int] = field(default_factory=dict)
+    unknown_seen: dict[str, set[str]] = field(default_factory=dict)
     entity_nulls: int = 0
     entity_chunks: list[pa.Array] = field(default_factory=list)
 
@@ -146,7 +165,11 @@ class _Accumulator:
                 self._schema_issue(name, "missing_column", f"feature {name!r} ({feature.dtype}) is absent")
                 continue
             dtype = schema.field(name).type
-            if dtype != _ARROW_DTYPES[feature.dtype]:
+            if feature.dtype == "category":
+                if not is_category_type(dtype):
+                    self._schema_issue(name, "wrong_dtype", f"{name} is {dtype}, contract says category (strings)")
+                    continue
+            elif dtype != _ARROW_DTYPES[feature.dtype]:
                 self._schema_issue(name, "wrong_dtype", f"{name} is {dtype}, contract says {feature.dtype}")
             readable.append(name)
         return readable
@@ -177,6 +200,23 @@ class _Accumulator:
                 stats = self.ranges.setdefault(name, _RangeStats())
                 for chunk in chunks:
                     _count_out_of_range(chunk, feature, stats)
+            elif feature.dtype == "category" and feature.categories is not None:
+                self._count_unknown(name, column, feature.categories)
+
+    def _count_unknown(self, name: str, column: pa.ChunkedArray | pa.Array, categories: list[str]) -> None:
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        allowed = pa.array(categories, pa.string())
+        for chunk in chunks:
+            text = chunk.cast(pa.string()) if pa.types.is_dictionary(chunk.type) else chunk
+            outside = pc.and_(pc.is_valid(text), pc.invert(pc.is_in(text, value_set=allowed)))
+            count = pc.sum(outside).as_py() or 0
+            if not count:
+                continue
+            self.unknown[name] = self.unknown.get(name, 0) + count
+            seen = self.unknown_seen.setdefault(name, set())
+            if len(seen) < UNKNOWN_SHOWN:
+                values = pc.unique(text.filter(outside)).to_pylist()
+                seen.update(sorted(values)[: UNKNOWN_SHOWN - len(seen)])
 
     def violations(self) -> list[Violation]:
         spec = self.spec
@@ -236,20 +276,39 @@ class _Accumulator:
                 found.append(
                     Violation(name, "out_of_range", stats.bad, f"{stats.bad} values outside {bounds}{nan}{seen}")
                 )
+            unknown = self.unknown.get(name, 0)
+            shown = ", ".join(repr(v) for v in sorted(self.unknown_seen.get(name, ())))
+            if unknown and feature.unknown == "reject":
+                found.append(
+                    Violation(
+                        name,
+                        "unknown_category",
+                        unknown,
+                        f"{unknown} values outside the contract's categories (e.g. {shown}); allowed: "
+                        f"{_allowed(feature.categories or [])}; add them to categories or set unknown: missing",
+                    )
+                )
             nulls = self.nulls.get(name, 0)
-            if nulls and self.rows:
-                fraction = nulls / self.rows
+            missing = nulls + (unknown if feature.unknown == "missing" else 0)
+            if missing and self.rows:
+                fraction = missing / self.rows
                 if fraction > feature.max_null_fraction:
+                    why = f"; {unknown} unknown categories ({shown}) count as missing" if missing != nulls else ""
                     found.append(
                         Violation(
                             name,
                             "too_many_nulls",
-                            nulls,
-                            f"{fraction:.2%} of rows are null ({nulls}/{self.rows}); "
+                            missing,
+                            f"{fraction:.2%} of rows are null ({missing}/{self.rows}{why}); "
                             f"allowed {feature.max_null_fraction:.2%}",
                         )
                     )
         return found
+
+
+def _allowed(categories: list[str]) -> str:
+    head = ", ".join(repr(c) for c in categories[:10])
+    return f"[{head}{f', … {len(categories) - 10} more' if len(categories) > 10 else ''}]"
 
 
 def _count_out_of_range(array: pa.Array, feature: FeatureSpec, stats: _RangeStats) -> None:

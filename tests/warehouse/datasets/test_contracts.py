@@ -234,3 +234,67 @@ def test_a_bool_feature_takes_no_range(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="a bool feature takes no min or max"):
         FeatureSpec(dtype="bool", max=1)
+
+
+CATEGORY_SPEC = FeatureSetSpec(
+    features={
+        "colour": FeatureSpec(dtype="category", categories=["red", "green", "blue"], unknown="reject"),
+        "shape": FeatureSpec(dtype="category", categories=["round", "square"], max_null_fraction=0.2),
+        "free": FeatureSpec(dtype="category", max_null_fraction=0.5),  # no list: any string
+    }
+)
+
+
+def _category_table(colour: list[str | None], shape: list[str | None], free: pa.Array | None = None) -> pa.Table:
+    rows = len(colour)
+    return pa.table({
+        "entity_id": pa.array([f"{i:010d}" for i in range(rows)]),
+        "as_of": pa.array([dt.datetime(2026, 11, 20, tzinfo=dt.UTC)] * rows, pa.timestamp("us", tz="UTC")),
+        "colour": pa.array(colour).dictionary_encode(),
+        "shape": pa.array(shape, pa.large_string()),
+        "free": free if free is not None else pa.array(["anything"] * rows),
+    })  # fmt: skip
+
+
+def test_category_columns_conform_as_strings_or_dictionaries() -> None:
+    table = _category_table(["red", "blue", "green", "red", "red"], ["round", "square", None, "round", "round"])
+    assert validate(table, CATEGORY_SPEC) == []
+
+
+def test_unknown_categories_are_violations_under_reject_and_missing_values_under_missing() -> None:
+    colour = ["red", "mauve", "blue", "mauve", "ochre", None, "red", "red", "red", "red"]
+    shape = ["round", "oval", "oval", "square", "round", "round", "round", "round", "round", "round"]
+    found = validate(_category_table(colour, shape), CATEGORY_SPEC)
+    assert _kinds(found) == {("colour", "unknown_category", 3), ("colour", "too_many_nulls", 1)}
+    unknown = next(v for v in found if v.kind == "unknown_category")
+    assert "'mauve', 'ochre'" in unknown.detail and "allowed: ['red', 'green', 'blue']" in unknown.detail
+    # shape: 2 unknown ("oval") under unknown: missing count as nulls: 2/10 = 20% is allowed, 3/10 is not
+    shape[4] = None
+    too_many = next(v for v in validate(_category_table(colour, shape), CATEGORY_SPEC) if v.column == "shape")
+    assert (too_many.kind, too_many.count) == ("too_many_nulls", 3)
+    assert "2 unknown categories ('oval') count as missing" in too_many.detail
+
+
+def test_a_category_feature_stored_as_numbers_is_a_wrong_dtype() -> None:
+    table = _category_table(["red"] * 4, ["round"] * 4, free=pa.array([1, 2, 3, 4]))
+    found = validate(table, CATEGORY_SPEC)
+    assert _kinds(found) == {("free", "wrong_dtype", 4)}
+    assert found[0].detail == "free is int64, contract says category (strings)"
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ({"dtype": "category", "min": 0}, "a category feature takes no min or max"),
+        ({"dtype": "float32", "categories": ["a"]}, "categories and unknown apply to dtype category only"),
+        ({"dtype": "int32", "unknown": "reject"}, "categories and unknown apply to dtype category only"),
+        ({"dtype": "category", "categories": ["a", "b", "a"]}, r"categories lists \['a'\] more than once"),
+        ({"dtype": "category", "categories": ["a", ""]}, "categories holds an empty string"),
+        ({"dtype": "category", "unknown": "ignore"}, "unknown"),
+    ],
+)
+def test_category_contract_mistakes_are_refused(feature: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        FeatureSpec.model_validate(feature)
