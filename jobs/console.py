@@ -42,8 +42,8 @@ def _setup_logging() -> None:
 
 def user_errors(fn: F) -> F:
     """Turn a ``UserError`` into one line on stderr and exit code 1, Redis being unavailable into one line and exit
-    code 3 (retryable: a wrong password is a ``StoreAuthError``, a user error), a full or read-only volume into one
-    line and exit 1; bugs keep their traceback."""
+    code 3 (retryable: a wrong password is a ``StoreAuthError``, a user error), a full or read-only volume or a
+    permission error into one line (path, uid, what to do) and exit 1; bugs keep their traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -57,6 +57,10 @@ def user_errors(fn: F) -> F:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_UNAVAILABLE) from None
         except OSError as exc:
+            denied = storage.permission_problem(exc)
+            if denied:
+                err.print(f"[red]error:[/red] {denied}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
             no_room = storage.no_room(exc)
             if not no_room:
                 raise

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 from online.fallback import FallbackModel, load_fallback
 from online.policy import policy_version, threshold_cuts
 from online.settings import OnlineSettings
+from warehouse.datasets import storage
 from warehouse.errors import RegistryError, StoreError
 from warehouse.model_config import ModelSpec, load_config
 from warehouse.registry import Registry
@@ -74,6 +76,11 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
                 note = f"fallback {fallback.version} loaded and warmed"
         except StoreError:
             note = f"model name {name!r} is not valid in the score store: rename it in the models file"
+            problems.append(note)
+        except PermissionError as exc:  # a home written by another uid with a umask that shuts this one out
+            log.error("fallback model of %s cannot be read: %s", name, storage.permission_problem(exc))
+            note = (f"production fallback model of {name!r} is not readable by uid {os.getuid()}; give it access "
+                    "to PRESCORE_HOME (README: a home shared by two images), then POST /v1/admin/reload")  # fmt: skip
             problems.append(note)
         except (RegistryError, ValueError, KeyError) as exc:
             log.error("fallback model of %s cannot be used: %s", name, exc)

@@ -76,6 +76,7 @@ def _atomic_write_text(path: StoragePath, text: str) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    storage.honour_umask(fd)  # mkstemp makes 0600: another uid (the online image) must read production.json
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()
@@ -127,6 +128,7 @@ class Registry:
                                       kdir)  # fmt: skip
         kdir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=kdir, prefix=STAGING_PREFIX))
+        storage.honour_umask(staging, directory=True)  # mkdtemp makes 0700: it becomes the version directory
         return self._register(model, kind, booster, features, metrics, training_window, about, staging, kdir)
 
     def _register(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,3 +115,26 @@ def test_score_and_status_json(trained_template: tuple[Path, Path], tmp_path: Pa
     (model,) = json.loads(status.stdout)
     assert model["recent_runs"][0]["run_id"] == run["run_id"]
     assert model["production"]["primary"]["sha256"]
+
+
+def test_a_home_the_user_cannot_write_is_one_line_naming_the_path_and_uid(tmp_path: Path) -> None:
+    """E.g. a root-owned bind mount: synth stops with the path, the uid and what to do, exit 1, no traceback."""
+    from tests.support.other_user import as_other_user, shared_dir
+
+    args = ["synth", "--entities", "1000", "--days", "1"]
+    assert runner.invoke(app, args, env=_env(tmp_path / "warm")).exit_code == 0  # imports done before the switch
+    with shared_dir() as base:
+        home = base / "home"
+        home.mkdir(mode=0o555)
+
+        def run() -> tuple[int, str, int]:
+            result = runner.invoke(app, args, env=_env(home))
+            return result.exit_code, result.output, os.getuid()
+
+        try:
+            code, output, uid = as_other_user(run)
+        finally:
+            home.chmod(0o755)
+    assert code == 1, output
+    assert f"permission denied: {home}" in output and f"is not accessible to uid {uid}" in output
+    assert "chown -R" in output and "Traceback" not in output

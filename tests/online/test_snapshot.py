@@ -52,3 +52,28 @@ async def test_snapshot_holds_each_model_with_its_warmed_fallback(make_settings)
     assert m.fallback_note == f"fallback {m.fallback.version} loaded and warmed"
     assert list(m.bounds) == list(m.spec.fallback_features) and all(lo <= hi for lo, hi in m.bounds.values())
     assert m.policy_version.startswith("p-") and m.cuts == threshold_cuts(m.spec)
+
+
+async def test_a_fallback_another_uid_cannot_read_keeps_the_app_unready_saying_so(make_settings) -> None:
+    """production.json written 0600 by another user (as tempfile made it before): not ready, one reason naming the
+    uid (the path goes to the log only)."""
+    import os
+    import shutil
+
+    from tests.support.other_user import as_other_user, shared_dir
+
+    settings = make_settings()
+    load_snapshot(settings)  # imports done before the switch
+    with shared_dir() as base:
+        shutil.copytree(settings.home, base / "home")
+        os.chmod(Registry(base / "home" / "models").kind_dir(MODEL, "fallback") / "production.json", 0o600)
+        for path in [base / "home", *(base / "home").rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
+        shared = make_settings(home=base / "home")
+
+        def problems() -> list[str]:
+            return load_snapshot(shared).problems
+
+        found = as_other_user(problems)
+    assert len(found) == 1 and "is not readable by uid" in found[0] and str(base) not in found[0]

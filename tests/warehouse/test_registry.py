@@ -72,3 +72,52 @@ def test_register_refuses_wrong_feature_count(tmp_path: Path) -> None:
 def test_unknown_kind(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="unknown model kind"):
         Registry(tmp_path).versions("churn", "secondary")
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [(0o002, 0o664, 0o775), (0o022, 0o644, 0o755)])
+def test_registry_files_take_the_umask_not_tempfile_modes(
+    tmp_path: Path, mask: int, file_mode: int, dir_mode: int
+) -> None:
+    """``tempfile`` makes 0600 files and 0700 directories whatever the umask; the registry's must not."""
+    import os
+
+    old = os.umask(mask)
+    try:
+        reg = Registry(tmp_path / "models")
+        manifest = reg.register("churn", "fallback", _booster(), FEATURES, {}, {})
+        reg.promote("churn", "fallback", manifest.version)
+    finally:
+        os.umask(old)
+    modes = _modes(tmp_path / "models")
+    assert modes["churn/fallback/production.json"] == file_mode
+    assert modes[f"churn/fallback/{manifest.version}"] == dir_mode
+    assert {m for p, m in modes.items() if p.endswith((".json", ".ubj"))} == {file_mode}
+    assert {m for p, m in modes.items() if "." not in p.rsplit("/", 1)[-1]} == {dir_mode}
+
+
+def test_a_registry_written_by_one_uid_is_read_by_another() -> None:
+    """The batch image registers as one user; the online image (another uid, umask 022 here) reads the model."""
+    import os
+
+    from tests.support.other_user import as_other_user, shared_dir
+    from warehouse.datasets.storage import sha256_file
+
+    with shared_dir() as base:
+        old = os.umask(0o022)
+        try:
+            reg = Registry(base / "models")
+            manifest = reg.register("churn", "fallback", _booster(), FEATURES, {}, {})
+            reg.promote("churn", "fallback", manifest.version)
+        finally:
+            os.umask(old)
+
+        def read() -> bool:  # what loading the fallback reads; no xgboost after the fork
+            read = reg.manifest("churn", "fallback", str(reg.production_version("churn", "fallback")))
+            return sha256_file(base / "models" / "churn" / "fallback" / read.version / "model.ubj") == read.sha256
+
+        read()
+        assert as_other_user(read) is True

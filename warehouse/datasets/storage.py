@@ -56,6 +56,45 @@ def no_room(exc: BaseException) -> str | None:
     return None
 
 
+def umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: Path | str | int, directory: bool = False) -> None:
+    """Give a file (or directory) made by ``tempfile`` (0600/0700 whatever the umask) the mode a plain ``open`` or
+    ``mkdir`` would: 0666 (0777) less the umask, so a home shared by the batch and online images (another uid in
+    the same group, with umask 002) stays readable. ``path`` may be an open file descriptor."""
+    mode = (0o777 if directory else 0o666) & ~umask()
+    if isinstance(path, int):
+        os.fchmod(path, mode)
+    else:
+        os.chmod(path, mode)
+
+
+def permission_problem(exc: BaseException) -> str | None:
+    """One line for a permission error under ``PRESCORE_HOME`` (the path, this process's uid and gid, what to
+    do); ``None`` for any other exception."""
+    if not isinstance(exc, PermissionError):
+        return None
+    where = exc.filename or "a file under PRESCORE_HOME"
+    uid, gid = os.getuid(), os.getgid()
+    return (
+        f"permission denied: {where} is not accessible to uid {uid} (gid {gid}); give that user access (e.g. "
+        f"chown -R {uid}:{gid} the directory, or share a group and chmod -R g+rwX it with umask 002), or run as "
+        "the user that owns PRESCORE_HOME"
+    )
+
+
 def sha256_file(path: Path) -> str:
     """sha256 hex of a local file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
