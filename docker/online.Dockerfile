@@ -14,16 +14,16 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 WORKDIR /src
-# Dependencies first (a layer that changes only with the lock file), then the project itself. xgboost's Linux
-# wheel pulls in NCCL (about 200 MB), which it loads only for multi-GPU training: the CPU reader leaves it out.
+# Dependencies first (a layer that changes only with the lock file), then the project itself. The online extra
+# carries no xgboost, SciPy or scikit-learn: the reader runs its fallback model from the registry's UBJSON.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-install-project --extra online --no-install-package nvidia-nccl-cu12
+    uv sync --locked --no-dev --no-install-project --extra online
 COPY warehouse/ warehouse/
 COPY online/ online/
 COPY jobs/ jobs/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --extra online --no-install-package nvidia-nccl-cu12
+    uv sync --locked --no-dev --no-editable --extra online
 
 # ---- runtime ---------------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm

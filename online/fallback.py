@@ -3,7 +3,10 @@
 The online reader scores one request's features with the fallback model when the precomputed score is missing
 or too stale. xgboost's ``inplace_predict`` costs hundreds of microseconds for one row (thread start-up, data
 adapters), so ``FallbackModel`` compiles the trees once into plain Python (nested ``if``/``else`` per tree) and
-runs that per request.
+runs that per request. It is built from the model's document (what ``booster.save_raw("json")`` holds; the
+registry decodes the stored UBJSON without xgboost: ``Registry.load_document``), so serving needs no xgboost,
+SciPy or scikit-learn. Batches beyond ``SMALL_BATCH`` rows use the vectorised walk (or, for trees too deep or
+category tables too large for it, ``predict_row`` row by row).
 
 Contract:
 - Accepted: ``gbtree`` boosters with one output whose objective is in ``FALLBACK_OBJECTIVES``: output
@@ -39,11 +42,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 from warehouse.datasets.storage import StoragePath
 from warehouse.registry import Registry
@@ -63,8 +68,8 @@ MAX_DEPTH = 64
 MAX_WALK_DEPTH = 10
 # The walk's category table has (categorical nodes + 1) * (largest code + 2) cells; beyond this, no walk.
 MAX_WALK_CATEGORY_CELLS = 1 << 22
-# predict_many: up to SMALL_BATCH rows loop over predict_row, up to WALK_MAX_ROWS use the numpy walk, beyond
-# that xgboost's multi-row C++ predictor is faster (bench/bench_fallback.py --sweep measures the crossovers).
+# predict_many: up to SMALL_BATCH rows loop over predict_row, beyond that the numpy walk, WALK_MAX_ROWS rows
+# at a time (bench/bench_fallback.py --sweep measures the crossover); no xgboost on the serving path.
 SMALL_BATCH = 32
 WALK_MAX_ROWS = 256
 
@@ -181,10 +186,9 @@ def _tree_categories(raw: dict[str, Any], k: int) -> dict[int, frozenset[float]]
     return sets
 
 
-def _parse_model(booster: xgb.Booster) -> _Model:
-    """The objective's transform, base margin, trees and feature count from the booster's JSON, refusing what we
+def _parse_model(doc: dict[str, Any]) -> _Model:
+    """The objective's transform, base margin, trees and feature count from the model document, refusing what we
     cannot run."""
-    doc = json.loads(booster.save_raw("json"))
     learner = doc["learner"]
     objective = learner["objective"]["name"]
     if objective not in _TRANSFORMS:
@@ -397,18 +401,19 @@ class FallbackModel:
 
     predict_row: Callable[[Sequence[float]], float]
 
-    def __init__(self, booster: xgb.Booster, features: list[str], version: str) -> None:
-        if booster.num_features() != len(features):
-            raise ValueError(f"fallback model {version} has {booster.num_features()} features, {len(features)} named")
-        if booster.feature_names is not None and list(booster.feature_names) != list(features):
-            raise ValueError(f"fallback model {version} feature names {booster.feature_names} != {features}")
-        model = _parse_model(booster)
+    def __init__(self, model_doc: dict[str, Any] | xgb.Booster, features: list[str], version: str) -> None:
+        doc = model_doc if isinstance(model_doc, dict) else json.loads(model_doc.save_raw("json"))
+        learner = doc["learner"]
+        count = int(learner["learner_model_param"]["num_feature"])
+        if count != len(features):
+            raise ValueError(f"fallback model {version} has {count} features, {len(features)} named")
+        stored = list(learner.get("feature_names") or [])
+        if stored and stored != list(features):
+            raise ValueError(f"fallback model {version} feature names {stored} != {features}")
+        model = _parse_model(doc)
         self.objective = model.objective
         self.features = list(features)
         self.version = version
-        # The batch path beyond WALK_MAX_ROWS; one thread: an online worker must not fight its neighbours.
-        self._booster = booster.copy()
-        self._booster.set_param({"nthread": 1})
         depth = max(t.depth() for t in model.trees)
         walkable = depth <= MAX_WALK_DEPTH and _Walk.cells(model) <= MAX_WALK_CATEGORY_CELLS
         self._walk = _Walk(model, depth) if walkable else None
@@ -425,7 +430,7 @@ class FallbackModel:
 
     @classmethod
     def from_booster(cls, booster: xgb.Booster, features: list[str], version: str) -> FallbackModel:
-        return cls(booster, features, version)
+        return cls(json.loads(booster.save_raw("json")), features, version)
 
     def predict_dict(self, features: Mapping[str, float]) -> float:
         """Score features given by name (extra names are ignored); ``ValueError`` names a missing feature."""
@@ -446,9 +451,12 @@ class FallbackModel:
         n = data.shape[0]
         if n <= SMALL_BATCH:
             return np.array([self.predict_row(row) for row in data.tolist()], dtype=np.float64)
-        if n <= WALK_MAX_ROWS and self._walk is not None:
-            return self._walk(np.ascontiguousarray(data))
-        return np.asarray(self._booster.inplace_predict(data), dtype=np.float64)
+        if self._walk is None:
+            return np.array([self.predict_row(row) for row in data.tolist()], dtype=np.float64)
+        out = np.empty(n, dtype=np.float64)
+        for start in range(0, n, WALK_MAX_ROWS):  # bounded temporaries: (rows × trees) per step
+            out[start : start + WALK_MAX_ROWS] = self._walk(np.ascontiguousarray(data[start : start + WALK_MAX_ROWS]))
+        return out
 
     def warm(self) -> None:
         """Run every prediction path once so that the first requests do not pay first-call costs."""
@@ -466,5 +474,5 @@ def load_fallback(registry_root: StoragePath, model: str, features: list[str]) -
     Raises ``warehouse.errors.RegistryError`` for a missing, tampered or mismatched artifact, ``ValueError`` for
     a model this runtime cannot run.
     """
-    loaded = Registry(registry_root).load(model, "fallback", features)
-    return FallbackModel.from_booster(loaded.booster, loaded.manifest.features, loaded.manifest.version)
+    manifest, doc = Registry(registry_root).load_document(model, "fallback", features)
+    return FallbackModel(doc, manifest.features, manifest.version)

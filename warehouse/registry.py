@@ -15,6 +15,10 @@ writes the manifest last (a version without a manifest is not listed), ``product
 PUT, and ``load`` hash-checks and loads a local copy of the artifact (``storage.local_copy``): xgboost only ever
 reads a local file whose sha256 equals the manifest's.
 
+``load_document`` makes the same checks and returns the artifact decoded as a document (``warehouse.ubjson``, what
+``booster.save_raw("json")`` holds) without importing xgboost: the online reader runs its fallback model from it.
+xgboost is imported only by the calls that need a booster.
+
 Removal (``remove_version``, what retention calls) never touches the production version. A version leaves the
 listing first — locally one rename of its directory to ``.removing-<version>``, on object storage its manifest is
 deleted first — and its files go after; a crash in between leaves an entry of ``leftovers``, never a listed version
@@ -30,13 +34,14 @@ import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import xgboost as xgb
+from typing import TYPE_CHECKING, Any, Literal
 
 from warehouse.datasets import storage
 from warehouse.datasets.storage import ObjectPath, StoragePath, sha256_file
 from warehouse.errors import RegistryError
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 Kind = Literal["primary", "fallback"]
 KINDS: tuple[Kind, ...] = ("primary", "fallback")
@@ -148,6 +153,8 @@ class Registry:
         digest = sha256_file(artifact)
         created = dt.datetime.now(dt.UTC)
         version = f"{created:%Y%m%dT%H%M%S%f}-{digest[:8]}"
+        import xgboost as xgb
+
         manifest = Manifest(
             name=model,
             kind=kind,  # type: ignore[arg-type]  # checked by kind_dir above
@@ -238,8 +245,10 @@ class Registry:
         prefixes = (STAGING_PREFIX, REMOVING_PREFIX, f".{PRODUCTION}.")  # the last: a temp file of ``promote``
         return sorted(p for p in kdir.iterdir() if p.name.startswith(prefixes))
 
-    def load(self, model: str, kind: str, expected_features: list[str], version: str | None = None) -> LoadedModel:
-        """Load a version (default: production), verifying its sha256 and its features against the contract."""
+    def _verified(
+        self, model: str, kind: str, expected_features: list[str], version: str | None
+    ) -> tuple[Manifest, StoragePath, Path]:
+        """(manifest, artifact path, local copy) of a version whose sha256 and features check out."""
         version = version or self.require_production(model, kind)
         manifest = self.manifest(model, kind, version)
         path = self.kind_dir(model, kind) / version / ARTIFACT
@@ -259,6 +268,26 @@ class Registry:
                 f"{kind} model {model!r} {version} was trained on features that do not match the models "
                 f"file (missing {missing}, unexpected {extra}, or a different order); retrain the model"
             )
+        return manifest, path, Path(local)
+
+    def load_document(
+        self, model: str, kind: str, expected_features: list[str], version: str | None = None
+    ) -> tuple[Manifest, dict[str, Any]]:
+        """A version (default: production) checked as ``load`` checks it, decoded without xgboost."""
+        from warehouse import ubjson
+
+        manifest, path, local = self._verified(model, kind, expected_features, version)
+        try:
+            doc = ubjson.loads(local.read_bytes())
+        except ValueError as exc:
+            raise RegistryError(f"artifact {path} is not a readable model: {exc}; retrain or restore it") from None
+        return manifest, doc
+
+    def load(self, model: str, kind: str, expected_features: list[str], version: str | None = None) -> LoadedModel:
+        """Load a version (default: production), verifying its sha256 and its features against the contract."""
+        import xgboost as xgb
+
+        manifest, path, local = self._verified(model, kind, expected_features, version)
         booster = xgb.Booster()
         try:
             booster.load_model(local)
