@@ -20,6 +20,7 @@ BENCHES: dict[str, list[str]] = {
     "fallback": ["bench_fallback.py"],
     "score": ["bench_score.py", "--sizes", "1000000", "5000000", "10000000"],
     "online": ["bench_online.py"],
+    "online_start": ["bench_online_start.py"],
 }
 
 
