@@ -279,10 +279,12 @@ def rollback_model(rt: Runtime, model: str, to_run: str | None = None) -> dict[s
     return {"model": model, "run_id": pub.run_id, "previous_run_id": pub.previous_run_id, "at": pub.at.isoformat()}
 
 
-def store_status(rt: Runtime, model: str) -> dict[str, Any]:
-    """The model's runs in Redis: current run, its as_of and age, retained runs."""
-    import time
+def store_status(rt: Runtime, model: str, now: datetime | None = None) -> dict[str, Any]:
+    """The model's runs in Redis: current run, its as_of and age, retained runs, and the freshness contract
+    (``warehouse.schedule.contract``: promise, late, next run) at ``now`` (default: the current time)."""
+    from warehouse import schedule
 
+    now = now or datetime.now(UTC)
     store = ScoreStore.from_url(rt.redis_url)
     try:
         current = store.current_run(model)
@@ -292,8 +294,10 @@ def store_status(rt: Runtime, model: str) -> dict[str, Any]:
     spec = rt.config.model(model)
     out: dict[str, Any] = {"current": None, "runs": [{"run_id": r.run_id, "state": r.state.value,
                                                     "rows": r.loaded_rows} for r in runs]}  # fmt: skip
+    promise = schedule.contract(spec.schedule, spec.staleness.max_age_s, current.as_of if current else None, now)
+    out["freshness"] = {k: promise[k] for k in ("promise_s", "late", "next_run_at")}
     if current is not None:
-        age = max(0.0, time.time() - current.as_of.timestamp())
+        age = max(0.0, (now - current.as_of).total_seconds())
         state = spec.staleness.freshness(age)
         out["current"] = {
             "run_id": current.run_id, "model_version": current.model_version, "as_of": current.as_of.isoformat(),

@@ -59,6 +59,11 @@ def status_table(item: dict[str, Any]) -> Table:
         table.add_row("retained runs", ", ".join(retained) or "none")
     elif item["store"].get("health", {}).get("state") != "lost":
         table.add_row("published run", "none (prescore publish)")
+    promise = item["store"].get("freshness")
+    if promise:
+        late = {True: "[red]LATE[/red]: older than promised", False: "on time", None: "no live run"}[promise["late"]]
+        upcoming = promise["next_run_at"].isoformat() if promise["next_run_at"] else "not a cron schedule"
+        table.add_row("freshness", f"{late} (promise {promise['promise_s']:.0f}s); next run {upcoming}")
     health = item["store"].get("health")
     if health and health["state"] == "lost":
         table.add_row("[red]scores LOST[/red]", f"{health['reason']}; restore them: prescore restore --model "

@@ -10,7 +10,8 @@ in metrics and queued for the prediction log (never awaited). The service degrad
 Answers: ``as_of``/``age_s`` describe the served score (fallback: scored now, age 0; default: null).
 ``model_version`` is the precomputed run's model version, the fallback model's version, or null (default);
 ``run_id`` is set for precomputed answers only. ``/v1/models`` states each model's current run and its freshness
-(``StalenessPolicy.freshness``), or ``no_run``, ``lost`` or ``redis_unavailable``.
+(``StalenessPolicy.freshness``), or ``no_run``, ``lost`` or ``redis_unavailable``, and its freshness contract
+(``warehouse.schedule.contract``): the promise ``promise_s`` (``max_age_s``), ``late``, ``next_run_at``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from online.settings import OnlineSettings
 from online.snapshot import ModelRuntime, Snapshot, load_snapshot
 from online.store_watch import StoreWatch
 from online.validation import check_entity_id, check_features, json_object
+from warehouse import schedule
 from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
 from warehouse.prediction_stream import Record
 from warehouse.store import AsyncScoreReader, StoredScore, connect_async, ensure_local_redis, store_error
@@ -306,6 +308,7 @@ class ScoringService:
                                      "fallback_version": m.fallback.version if m.fallback else None,
                                      "fallback": m.fallback_note, "run_id": None, "model_version": None,
                                      "as_of": None, "age_s": None, "state": "redis_unavailable"}  # fmt: skip
+            as_of = None
             if self.store is not None and self.breaker.allow():
                 try:
                     async with asyncio.timeout(self.timeout_s):
@@ -321,6 +324,10 @@ class ScoringService:
                         age = max(0.0, now - run.as_of.timestamp())
                         entry.update(run_id=run.run_id, model_version=run.model_version, as_of=run.as_of,
                                      age_s=round(age, 3), state=m.spec.staleness.freshness(age))  # fmt: skip
+                        as_of = run.as_of
+            promise = schedule.contract(m.spec.schedule, m.spec.staleness.max_age_s, as_of,
+                                        datetime.fromtimestamp(now, UTC))  # fmt: skip
+            entry.update(promise_s=promise["promise_s"], late=promise["late"], next_run_at=promise["next_run_at"])
             health = self.watch.health.get(name)
             entry["store"] = health.state.value if health else None
             if health is not None and health.lost:

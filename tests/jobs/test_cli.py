@@ -115,6 +115,10 @@ def test_score_and_status_json(trained_template: tuple[Path, Path], tmp_path: Pa
     (model,) = json.loads(status.stdout)
     assert model["recent_runs"][0]["run_id"] == run["run_id"]
     assert model["production"]["primary"]["sha256"]
+    promise = model["store"]["freshness"]  # nothing published yet: not late, no age; the nightly 02:00 run next
+    assert (promise["promise_s"], promise["late"]) == (129_600, None) and promise["next_run_at"].endswith(
+        "T02:00:00+00:00"
+    )
 
 
 def test_a_home_the_user_cannot_write_is_one_line_naming_the_path_and_uid(tmp_path: Path) -> None:

@@ -44,6 +44,15 @@ def test_publish_serves_exactly_the_parquet_scores(rt: Runtime) -> None:
     assert pub["action"] == "publish" and pub["run_id"] == run.run_id
     status = store_status(rt, "churn")
     assert status["current"]["run_id"] == run.run_id and status["current"]["rows"] == run.rows_out
+    # the freshness contract, by the injected clock: on time until the run's as_of is 36 h old, late after
+    import datetime as dt
+
+    as_of = hits[0].as_of
+    promise = 129_600
+    on_time = store_status(rt, "churn", now=as_of + dt.timedelta(seconds=promise))["freshness"]
+    late = store_status(rt, "churn", now=as_of + dt.timedelta(seconds=promise + 1))["freshness"]
+    assert (on_time["late"], late["late"], on_time["promise_s"]) == (False, True, promise)
+    assert late["next_run_at"] > as_of + dt.timedelta(seconds=promise)
 
 
 def test_republish_is_idempotent(rt: Runtime) -> None:

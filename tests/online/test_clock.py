@@ -38,3 +38,15 @@ async def test_answers_age_by_the_injected_clock(
     [entry] = [m for m in models if m["model"] == MODEL]
     assert entry["state"] == state
     assert entry["age_s"] == pytest.approx(3600 + ahead_s, abs=60)
+    # the freshness contract: late once older than the promise (max_age_s 36 h), the next run by the same clock
+    assert entry["promise_s"] == 129_600 and entry["late"] is (state != "fresh")
+    from datetime import UTC, datetime
+
+    from warehouse.schedule import next_run
+
+    clock_now = datetime.fromtimestamp(time.time() + offset, UTC)
+    next_at = datetime.fromisoformat(entry["next_run_at"].replace("Z", "+00:00"))
+    assert next_at == next_run("0 2 * * *", clock_now) or next_at == next_run(
+        "0 2 * * *", clock_now - timedelta(minutes=1)
+    )
+    assert timedelta(0) < next_at - clock_now <= timedelta(days=1)
