@@ -6,12 +6,13 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install demo test test-clock test-integration check audit bench reliability clean
+.PHONY: help install demo test test-clock test-integration test-online-image check audit bench reliability clean
 
 help:
 	@echo "make demo   - run prescore end to end on embedded defaults"
 	@echo "make test   - run the test suite (starts its own Redis; uses local PostgreSQL when present)"
 	@echo "make test-clock - the test suite with the clock moved ahead (faketime, SHIFT=$(SHIFT)): no test may depend on the date"
+	@echo "make test-online-image - build the online image and serve from it (needs Docker with BuildKit; DOCKER=...)"
 	@echo "make check  - format check, lint, types, import-layer contracts, tests, dependency audit"
 	@echo "make audit  - known vulnerabilities in every package of uv.lock (pip-audit; fails closed)"
 	@echo "make bench  - benchmarks; figures go to BENCHMARKS.md by hand with the printed command"
@@ -42,6 +43,12 @@ test: install
 # out: they time threads whose timed waits (threading.Event.wait) libfaketime never wakes.
 SHIFT ?= +365d
 TEST_ARGS ?=
+# The online image built (base-image stand-ins first where no registry answers) and served for real; needs a Docker
+# engine that builds with BuildKit (DOCKER=/usr/bin/docker for Debian's docker.io client). Not part of make test.
+DOCKER ?= docker
+test-online-image: install
+	PRESCORE_TEST_DOCKER=1 PRESCORE_DOCKER=$(DOCKER) $(PY) -m pytest tests/deploy/test_online_image_live.py -p no:cacheprovider
+
 test-clock: install
 	@command -v faketime >/dev/null || { echo "faketime is not installed: apt-get install faketime"; exit 2; }
 	@shims=$$(mktemp -d) && trap 'rm -rf "$$shims"' EXIT && \

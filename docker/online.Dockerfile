@@ -1,4 +1,4 @@
-# The online lookup API (`prescore serve`): the `online` extra only — no Dask, no Airflow.
+# The online lookup API (`prescore serve`): the `online` extra only — no Dask, no Airflow, no xgboost.
 #
 # Build from the repository root:
 #   docker build -f docker/online.Dockerfile -t prescore/online:0.1.0 .
@@ -27,11 +27,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # ---- runtime ---------------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm
-# libgomp1: xgboost's OpenMP runtime (the fallback model predicts in process).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 prescore \
+# No apt packages: the reader needs no native library beyond the wheels (no xgboost, hence no OpenMP runtime).
+RUN groupadd --system --gid 10001 prescore \
     && useradd --system --uid 10001 --gid prescore --create-home --home-dir /home/prescore prescore \
     && mkdir -p /data/prescore \
     && chown prescore:prescore /data/prescore
