@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,6 +75,20 @@ def test_unknown_kind(tmp_path: Path) -> None:
         Registry(tmp_path).versions("churn", "secondary")
 
 
+def _promoted_under_umask(root: Path, mask: int) -> tuple[Registry, Any]:
+    """A promoted fallback version registered by this process with umask ``mask``."""
+    import os
+
+    old = os.umask(mask)
+    try:
+        reg = Registry(root)
+        manifest = reg.register("churn", "fallback", _booster(), FEATURES, {}, {})
+        reg.promote("churn", "fallback", manifest.version)
+    finally:
+        os.umask(old)
+    return reg, manifest
+
+
 def _modes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in sorted(root.rglob("*"))}
 
@@ -83,15 +98,8 @@ def test_registry_files_take_the_umask_not_tempfile_modes(
     tmp_path: Path, mask: int, file_mode: int, dir_mode: int
 ) -> None:
     """``tempfile`` makes 0600 files and 0700 directories whatever the umask; the registry's must not."""
-    import os
 
-    old = os.umask(mask)
-    try:
-        reg = Registry(tmp_path / "models")
-        manifest = reg.register("churn", "fallback", _booster(), FEATURES, {}, {})
-        reg.promote("churn", "fallback", manifest.version)
-    finally:
-        os.umask(old)
+    _, manifest = _promoted_under_umask(tmp_path / "models", mask)
     modes = _modes(tmp_path / "models")
     assert modes["churn/fallback/production.json"] == file_mode
     assert modes[f"churn/fallback/{manifest.version}"] == dir_mode
@@ -101,19 +109,12 @@ def test_registry_files_take_the_umask_not_tempfile_modes(
 
 def test_a_registry_written_by_one_uid_is_read_by_another() -> None:
     """The batch image registers as one user; the online image (another uid, umask 022 here) reads the model."""
-    import os
 
     from tests.support.other_user import as_other_user, shared_dir
     from warehouse.datasets.storage import sha256_file
 
     with shared_dir() as base:
-        old = os.umask(0o022)
-        try:
-            reg = Registry(base / "models")
-            manifest = reg.register("churn", "fallback", _booster(), FEATURES, {}, {})
-            reg.promote("churn", "fallback", manifest.version)
-        finally:
-            os.umask(old)
+        reg, _ = _promoted_under_umask(base / "models", 0o022)
 
         def read() -> bool:  # what loading the fallback reads; no xgboost after the fork
             read = reg.manifest("churn", "fallback", str(reg.production_version("churn", "fallback")))
