@@ -295,7 +295,9 @@ def store_status(rt: Runtime, model: str, now: datetime | None = None) -> dict[s
     out: dict[str, Any] = {"current": None, "runs": [{"run_id": r.run_id, "state": r.state.value,
                                                     "rows": r.loaded_rows} for r in runs]}  # fmt: skip
     promise = schedule.contract(spec.schedule, spec.staleness.max_age_s, current.as_of if current else None, now)
-    out["freshness"] = {k: promise[k] for k in ("promise_s", "late", "next_run_at")}
+    upcoming = promise["next_run_at"]  # as text, like as_of: the status goes to JSON and Airflow's XCom
+    out["freshness"] = {"promise_s": promise["promise_s"], "late": promise["late"],
+                        "next_run_at": upcoming.isoformat() if upcoming else None}  # fmt: skip
     if current is not None:
         age = max(0.0, (now - current.as_of).total_seconds())
         state = spec.staleness.freshness(age)

@@ -62,7 +62,7 @@ def status_table(item: dict[str, Any]) -> Table:
     promise = item["store"].get("freshness")
     if promise:
         late = {True: "[red]LATE[/red]: older than promised", False: "on time", None: "no live run"}[promise["late"]]
-        upcoming = promise["next_run_at"].isoformat() if promise["next_run_at"] else "not a cron schedule"
+        upcoming = promise["next_run_at"] or "not a cron schedule"
         table.add_row("freshness", f"{late} (promise {promise['promise_s']:.0f}s); next run {upcoming}")
     health = item["store"].get("health")
     if health and health["state"] == "lost":

@@ -52,7 +52,7 @@ def test_publish_serves_exactly_the_parquet_scores(rt: Runtime) -> None:
     on_time = store_status(rt, "churn", now=as_of + dt.timedelta(seconds=promise))["freshness"]
     late = store_status(rt, "churn", now=as_of + dt.timedelta(seconds=promise + 1))["freshness"]
     assert (on_time["late"], late["late"], on_time["promise_s"]) == (False, True, promise)
-    assert late["next_run_at"] > as_of + dt.timedelta(seconds=promise)
+    assert dt.datetime.fromisoformat(late["next_run_at"]) > as_of + dt.timedelta(seconds=promise)
 
 
 def test_republish_is_idempotent(rt: Runtime) -> None:
