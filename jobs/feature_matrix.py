@@ -14,13 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from warehouse.datasets.contracts import is_category_type
+
 
 def category_codes(column: pa.ChunkedArray | pa.Array, categories: Sequence[str]) -> pa.ChunkedArray | pa.Array:
     """Each value's index in ``categories`` as float64; nulls and values outside ``categories`` become NaN."""
+    if not is_category_type(column.type):
+        raise ValueError(f"a category feature must be a string column, not {column.type}")
     if pa.types.is_dictionary(column.type):
         column = column.cast(pa.string())
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise ValueError(f"a category feature must be a string column, not {column.type}")
     codes = pc.index_in(column, value_set=pa.array(list(categories), column.type)).cast(pa.float64())
     return codes.fill_null(float("nan"))
 

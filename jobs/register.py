@@ -44,6 +44,7 @@ import xgboost as xgb
 
 from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
+from warehouse import ubjson
 from warehouse.datasets import features as fstore
 from warehouse.datasets.storage import sha256_file
 from warehouse.errors import RegistryError
@@ -75,47 +76,21 @@ class RegisterReport:
         return asdict(self)
 
 
-_UBJ_INTS = {b"i": (1, True), b"U": (1, False), b"I": (2, True), b"l": (4, True), b"L": (8, True)}
-
-
 def saved_version(path: Path) -> tuple[int, ...] | None:
     """The xgboost version a JSON or UBJSON model file says it was saved by (its top-level ``version``), or None
     when the file does not say (or is not one of those formats)."""
     data = path.read_bytes()
-    if data[:1] == b"{" and b'"version"' in data:
-        try:
-            version = json.loads(data).get("version")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return tuple(int(v) for v in version) if isinstance(version, list) else None
-    at = data.rfind(b"\x07version[")  # UBJSON: the key (length 7), then an array of integers
-    if at < 0:
-        return None
     try:
-        return _ubj_int_array(data, at + len(b"\x07version["))
-    except (IndexError, KeyError, ValueError):
+        if data[:1] == b"{" and b'"version"' in data:
+            version = json.loads(data).get("version")
+        else:
+            at = data.rfind(b"\x07version[")  # UBJSON: the key (length 7), then its array of integers
+            version = ubjson.value_at(data, at + len(b"\x07version")) if at >= 0 else None
+    except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _ubj_int_array(data: bytes, i: int) -> tuple[int, ...]:
-    def integer(kind: bytes, at: int) -> tuple[int, int]:
-        size, signed = _UBJ_INTS[kind]
-        return int.from_bytes(data[at : at + size], "big", signed=signed), at + size
-
-    typed = None
-    if data[i : i + 1] == b"$":
-        typed, i = data[i + 1 : i + 2], i + 2
-    if data[i : i + 1] != b"#":
-        raise ValueError("not a counted array")
-    count, i = integer(data[i + 1 : i + 2], i + 2)
-    values = []
-    for _ in range(min(count, 8)):
-        kind = typed
-        if kind is None:
-            kind, i = data[i : i + 1], i + 1
-        value, i = integer(kind, i)
-        values.append(value)
-    return tuple(values)
+    if not isinstance(version, list) or not all(isinstance(v, int) for v in version):
+        return None
+    return tuple(version)
 
 
 def _installed_version() -> tuple[int, ...]:
@@ -155,10 +130,9 @@ def read_model(path: Path) -> xgb.Booster:
     return booster
 
 
-def learner_of(booster: xgb.Booster) -> tuple[str, str]:
-    """``(objective, booster type)`` from the booster's own configuration, e.g. ``("binary:logistic", "gbtree")``."""
-    learner = json.loads(booster.save_config())["learner"]
-    return str(learner["objective"]["name"]), str(learner["gradient_booster"]["name"])
+def objective_of(booster: xgb.Booster) -> str:
+    """The objective from the booster's own configuration, e.g. ``binary:logistic``."""
+    return str(json.loads(booster.save_config())["learner"]["objective"]["name"])
 
 
 def check_objective(objective: str, path: Path) -> None:
@@ -179,10 +153,8 @@ def check_fallback_runs(booster: xgb.Booster, names: list[str], path: Path) -> N
     """The online API compiles the fallback model (``online.fallback``): it must be one that runtime accepts."""
     from online.fallback import FALLBACK_OBJECTIVES, FallbackModel
 
-    candidate = booster.copy()
-    candidate.feature_names, candidate.feature_types = None, None  # as the registry stores it
     try:
-        FallbackModel(candidate, names, str(path))
+        FallbackModel.from_booster(booster, names, str(path))
     except ValueError as exc:
         raise RegistryError(
             f"{path} cannot be the online fallback ({exc}); the fallback runs single-output gbtree models with "
@@ -365,7 +337,7 @@ def _register(
     spec = rt.config.model(model)
     expected = rt.config.model_features(model) if role == "primary" else list(spec.fallback_features)
     booster = read_model(path)
-    objective, _ = learner_of(booster)
+    objective = objective_of(booster)
     check_objective(objective, path)
     if spec.thresholds is not None and spec.thresholds.labels:
         problem = check_thresholds(spec.thresholds.labels, objective)

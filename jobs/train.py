@@ -152,8 +152,17 @@ def choose_window(dates: list[dt.date], train_days: int, end: dt.date | None) ->
 
 
 def _production_metrics(
-    registry: Registry, model: str, kind: str, features: list[str], test: pa.Table, y: np.ndarray, objective: str
+    registry: Registry,
+    model: str,
+    kind: str,
+    features: list[str],
+    test: pa.Table,
+    coded: tuple[dict[str, list[str]], np.ndarray],
+    y: np.ndarray,
+    objective: str,
 ) -> dict[str, float] | None:
+    """The production version's hold-out metrics; ``coded`` is (category orders, the hold-out matrix in them),
+    reused when the production version codes its categories the same way."""
     if registry.production_version(model, kind) is None:
         return None
     try:
@@ -161,7 +170,10 @@ def _production_metrics(
     except RegistryError as exc:
         log.warning("production %s model of %s cannot be loaded (%s); the new one replaces it", kind, model, exc)
         return None
-    return evaluate(current.booster, to_matrix(test, features, current.manifest.categories), y, objective)
+    orders, x = coded
+    if current.manifest.categories != orders:
+        x = to_matrix(test, features, current.manifest.categories)
+    return evaluate(current.booster, x, y, objective)
 
 
 def category_orders(rt: Runtime, model: str, columns: list[str]) -> dict[str, list[str]]:
@@ -239,7 +251,7 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
         x_test = to_matrix(test, cols, orders)
         metrics = evaluate(booster, x_test, y_test, objective)
         manifest = rt.registry.register(model, kind, booster, cols, metrics, window, categories=orders)
-        prod = _production_metrics(rt.registry, model, kind, cols, test, y_test, objective)
+        prod = _production_metrics(rt.registry, model, kind, cols, test, (orders, x_test), y_test, objective)
         promote = should_promote(objective, metrics, prod, tspec.promote_margin)
         rt.add_model_version(manifest, promote=promote)
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())

@@ -401,8 +401,9 @@ class FallbackModel:
 
     predict_row: Callable[[Sequence[float]], float]
 
-    def __init__(self, model_doc: dict[str, Any] | xgb.Booster, features: list[str], version: str) -> None:
-        doc = model_doc if isinstance(model_doc, dict) else json.loads(model_doc.save_raw("json"))
+    def __init__(
+        self, doc: dict[str, Any], features: list[str], version: str, categories: dict[str, list[str]] | None = None
+    ) -> None:
         learner = doc["learner"]
         count = int(learner["learner_model_param"]["num_feature"])
         if count != len(features):
@@ -414,6 +415,7 @@ class FallbackModel:
         self.objective = model.objective
         self.features = list(features)
         self.version = version
+        self.categories = dict(categories or {})  # category feature → its values in code order (the manifest's)
         depth = max(t.depth() for t in model.trees)
         walkable = depth <= MAX_WALK_DEPTH and _Walk.cells(model) <= MAX_WALK_CATEGORY_CELLS
         self._walk = _Walk(model, depth) if walkable else None
@@ -449,9 +451,7 @@ class FallbackModel:
                 f"fallback model {self.version}: expected an (n, {len(self.features)}) matrix, got shape {data.shape}"
             )
         n = data.shape[0]
-        if n <= SMALL_BATCH:
-            return np.array([self.predict_row(row) for row in data.tolist()], dtype=np.float64)
-        if self._walk is None:
+        if n <= SMALL_BATCH or self._walk is None:
             return np.array([self.predict_row(row) for row in data.tolist()], dtype=np.float64)
         out = np.empty(n, dtype=np.float64)
         for start in range(0, n, WALK_MAX_ROWS):  # bounded temporaries: (rows × trees) per step
@@ -475,4 +475,4 @@ def load_fallback(registry_root: StoragePath, model: str, features: list[str]) -
     a model this runtime cannot run.
     """
     manifest, doc = Registry(registry_root).load_document(model, "fallback", features)
-    return FallbackModel(doc, manifest.features, manifest.version)
+    return FallbackModel(doc, manifest.features, manifest.version, manifest.categories)

@@ -72,7 +72,7 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
             else:
                 fallback = load_fallback(settings.models_dir, name, list(spec.fallback_features))
                 fallback.warm()
-                codes = _category_codes(registry, name, fallback.version)
+                codes = {f: {v: float(i) for i, v in enumerate(order)} for f, order in fallback.categories.items()}
                 note = f"fallback {fallback.version} loaded and warmed"
         except StoreError:
             note = f"model name {name!r} is not valid in the score store: rename it in the models file"
@@ -93,9 +93,3 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
             name, spec, policy_version(spec), fallback, note, bounds, cuts, flags, codes, reject
         )
     return Snapshot(models, problems)
-
-
-def _category_codes(registry: Registry, model: str, version: str) -> dict[str, dict[str, float]]:
-    """Each category fallback feature's value → code map, from the fallback version's manifest."""
-    manifest = registry.manifest(model, "fallback", version)
-    return {f: {v: float(i) for i, v in enumerate(order)} for f, order in manifest.categories.items()}

@@ -131,6 +131,17 @@ class _Reader:
         return out
 
 
+def value_at(data: bytes, offset: int) -> Any:
+    """Decode the one value that starts at byte ``offset`` of ``data`` (the marker included), e.g. a field found
+    by searching for its key, without decoding the rest; ``ValueError`` when it is not one."""
+    reader = _Reader(data)
+    reader.at = offset
+    try:
+        return reader.value(reader.marker(), 0)
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise reader.fail(f"malformed ({exc})") from None
+
+
 def loads(data: bytes) -> Any:
     """Decode one UBJSON document (see the module docstring); ``ValueError`` when it is not one."""
     reader = _Reader(data)

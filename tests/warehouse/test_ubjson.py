@@ -62,3 +62,11 @@ def test_untyped_containers_strings_and_constants() -> None:
 def test_malformed_input_names_the_offset(data: bytes, what: str) -> None:
     with pytest.raises(ValueError, match=f"not a UBJSON model: {what} at byte \\d+"):
         ubjson.loads(data)
+
+
+def test_value_at_decodes_one_field_in_place() -> None:
+    data = bytes(_models()[0].save_raw("ubj"))
+    at = data.rfind(b"\x07version") + len(b"\x07version")
+    assert ubjson.value_at(data, at) == [int(p) for p in xgb.__version__.split(".")[:3]]
+    with pytest.raises(ValueError, match="not a UBJSON model"):
+        ubjson.value_at(data, len(data))
