@@ -97,9 +97,16 @@ def prescore_env(
     shutil.copytree(home, tmp_path / "home")
     local_models = tmp_path / "models.yaml"
     shutil.copyfile(models_file, local_models)
+    set_prescore_env(monkeypatch, tmp_path / "home", local_models, redis_url)
+    return {"home": tmp_path / "home", "models_file": local_models, "redis_url": redis_url}
+
+
+def set_prescore_env(monkeypatch: pytest.MonkeyPatch, home: Path, models_file: Path, redis_url: str) -> dict[str, str]:
+    """``PRESCORE_*`` as the task processes read it: this home and models file, the test Redis, the SQLite catalog
+    in the home, a local Dask cluster of two workers. Returns the variables set."""
     env = {
-        "PRESCORE_HOME": str(tmp_path / "home"),
-        "PRESCORE_MODELS_FILE": str(local_models),
+        "PRESCORE_HOME": str(home),
+        "PRESCORE_MODELS_FILE": str(models_file),
         "PRESCORE_REDIS_URL": redis_url,
         "PRESCORE_CATALOG_URL": "",
         "PRESCORE_DASK_ADDRESS": "",
@@ -107,7 +114,7 @@ def prescore_env(
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return {"home": tmp_path / "home", "models_file": local_models, "redis_url": redis_url}
+    return env
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from jobs.cli import app
 from jobs.runtime import Runtime
 from online.app import create_app
 from online.settings import OnlineSettings
+from tests.dags.conftest import set_prescore_env
 from tests.support import penguins
 from tests.support.clock import END
 from warehouse.store import ScoreReader
@@ -32,17 +33,8 @@ LOGICAL = dt.datetime.combine(END + dt.timedelta(days=1), dt.time(2, 0), tzinfo=
 @pytest.fixture
 def env(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     lake = penguins.write_lake(tmp_path / "lake")
-    values = {
-        "PRESCORE_HOME": str(tmp_path / "home"),
-        "PRESCORE_MODELS_FILE": str(penguins.models_file(tmp_path / "models.yaml", lake)),
-        "PRESCORE_REDIS_URL": redis_url,
-        "PRESCORE_CATALOG_URL": "",
-        "PRESCORE_DASK_ADDRESS": "",
-        "PRESCORE_DASK_WORKERS": "2",
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
+    models_file = penguins.models_file(tmp_path / "models.yaml", lake)
+    return set_prescore_env(monkeypatch, tmp_path / "home", models_file, redis_url)
 
 
 def _register(env: dict[str, str], path: Path, role: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from jobs.feature_matrix import to_matrix
 from jobs.publish import publish_run
 from jobs.runtime import Runtime
 from jobs.score import score_partition
-from tests.jobs.conftest import END
+from tests.jobs.conftest import END, runtime_on_copy
 from tests.jobs.test_train import relabel, spend_labels
 from warehouse.datasets import features as fstore
 from warehouse.datasets.score_files import read_run
@@ -102,12 +101,7 @@ def regression_home(tmp_path_factory: pytest.TempPathFactory, redis_server: Redi
 
 @pytest.fixture
 def rt(regression_home: tuple[Path, Path], tmp_path: Path, redis_url: str) -> Iterator[Runtime]:
-    home, models_file = regression_home
-    shutil.copytree(home, tmp_path / "home")
-    settings = Settings(home=tmp_path / "home", models_file=models_file, redis_url=redis_url, dask_local="threads")
-    runtime = Runtime.from_settings(settings)
-    yield runtime
-    runtime.close()
+    yield from runtime_on_copy(regression_home, tmp_path, redis_url)
 
 
 def _expected(rt: Runtime, day: dt.date, ids: pa.ChunkedArray, kind: str = "primary") -> np.ndarray:
