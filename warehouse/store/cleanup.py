@@ -1,9 +1,10 @@
 """Retention of the score store: which runs ``cleanup`` removes, and removing keys by pattern.
 
-``Cleanup.cleanup`` keeps a model's current run, its rollback targets, verified runs never published and live
-loaders, and removes the rest: the metadata in one WATCH/MULTI transaction on the node of the ``{model}`` hash tag
-(``warehouse.store.transaction``), then the bucket keys by SCAN MATCH + UNLINK over every primary, including leftovers
-of runs whose metadata is gone (an interrupted cleanup or abort). ``purge_run_keys`` removes such leftovers of one run.
+``Cleanup.cleanup`` keeps a model's current run, its rollback targets, each challenger's run, verified runs never
+published and live loaders, and removes the rest: the metadata in one WATCH/MULTI transaction on the node of the
+``{model}`` hash tag (``warehouse.store.transaction``), then the bucket keys by SCAN MATCH + UNLINK over every
+primary, including leftovers of runs whose metadata is gone (an interrupted cleanup or abort). ``purge_run_keys``
+removes such leftovers of one run.
 """
 
 from __future__ import annotations
@@ -81,8 +82,13 @@ class Cleanup:
         def remove(pipe: Any) -> tuple[set[str | None], dict[str, str]]:
             pipe.watch(current_key, history_key, runs_key)
             now = self.clock()
+            pipe.watch(store_key(model, "challengers"))
             current = _text(pipe.get(current_key))
             keep = {current, *(_text(r) for r in pipe.lrange(history_key, 0, keep_runs))}
+            for version in pipe.smembers(store_key(model, "challengers")):  # each challenger's run stays
+                slot_key = store_key(model, "challenger", str(_text(version)))
+                pipe.watch(slot_key)
+                keep.add(_text(pipe.get(slot_key)))
             victims: dict[str, str] = {}
             for raw in pipe.zrange(runs_key, 0, -1):
                 run_id = str(_text(raw))

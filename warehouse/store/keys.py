@@ -7,6 +7,9 @@ No I/O. Layout of one model ``m`` (names built only by ``store_key``):
 - ``ps:{m}:runs``      sorted set of every known run id (score = created_at)
 - ``ps:{m}:run:<id>``  hash, the run's metadata (see ``RunInfo``)
 - ``ps:{m}:lock:<name>`` string, a lock with a TTL (``ScoreStore.lock``: one restore of a model at a time)
+- ``ps:{m}:challenger:<v>`` string, the run of challenger version ``<v>`` (shadow-scored; never the live pointer)
+- ``ps:{m}:challengers`` set of the versions that have a challenger pointer
+- ``ps:{m}:rollout``   hash, a rollout override the readers obey (``percent`` "0" after ``prescore rollout abort``)
 - ``ps:s:<m>:<id>:<b>`` hash bucket ``b`` of run ``<id>``: field = entity id (UTF-8), value = float32 little-endian
 
 The per-model keys share the hash tag ``{m}`` (one cluster slot, so create, publish, rollback and cleanup can each
@@ -54,14 +57,17 @@ def validate_name(kind: str, value: str) -> str:
 
 def store_key(model: str, kind: str, run_id: str = "", bucket: int | str = "") -> str:
     """The one place key names are built. ``kind``: current, history, runs, meta, bucket (``bucket="*"`` → pattern),
-    lock (``run_id`` is the lock's name)."""
+    lock (``run_id`` is the lock's name), challenger (``run_id`` is the challenger's model version), challengers,
+    rollout."""
     if kind == "bucket":
         return f"ps:s:{model}:{run_id}:{bucket}"
     if kind == "meta":
         return f"ps:{{{model}}}:run:{run_id}"
     if kind == "lock":
         return f"ps:{{{model}}}:lock:{run_id}"
-    if kind in ("current", "history", "runs"):
+    if kind == "challenger":
+        return f"ps:{{{model}}}:challenger:{run_id}"
+    if kind in ("current", "history", "runs", "challengers", "rollout"):
         return f"ps:{{{model}}}:{kind}"
     raise ValueError(f"unknown key kind {kind!r}")
 

@@ -131,15 +131,45 @@ class ScoreStore:
 
     # ------------------------------------------------------------ publish / rollback
 
-    def publish(self, model: str, run_id: str, *, force: bool = False) -> Publication:
+    def publish(self, model: str, run_id: str, *, force: bool = False, challenger: str | None = None) -> Publication:
         """Make a verified run current with one atomic pointer change and push it on the published history.
+        ``challenger``: promotion of that challenger version, whose pointer must still name ``run_id`` (else
+        ``PointerMovedError``); the challenger pointer is removed in the same transaction.
 
         Refuses unknown runs and runs not verified (state must be loaded, or retired and still retained). A run whose
         ``as_of`` is older than the current run's changes nothing unless ``force``: the result's ``declined`` says
         why (``older_than_live``). Republishing the current run is a no-op that returns ``already_current=True`` (a
         retry after a lost reply is safe).
         """
-        return self._publisher.publish(model, run_id, force=force)
+        return self._publisher.publish(model, run_id, force=force, challenger=challenger)
+
+    # ------------------------------------------------------------ challengers (warehouse.rollout)
+
+    def publish_challenger(self, model: str, version: str, run_id: str, *, force: bool = False) -> Publication:
+        """Point challenger ``version``'s pointer at a verified run of that version (state loaded): one WATCH/MULTI
+        transaction; readers of the canary see the old run or the new one. The live pointer never moves. The run the
+        pointer named before is retired (cleanup removes it after its grace). A run older than the challenger's
+        current one changes nothing unless ``force`` (``declined``); publishing the same run again is a no-op."""
+        return self._publisher.publish_challenger(model, version, run_id, force=force)
+
+    def drop_challenger(self, model: str, version: str) -> str | None:
+        """Remove challenger ``version``'s pointer (its run is retired); returns the run it named."""
+        return self._publisher.drop_challenger(model, version)
+
+    def challengers(self, model: str) -> dict[str, str]:
+        """Challenger version → run id of every challenger pointer of ``model``."""
+        return self._publisher.challengers(model)
+
+    def set_rollout_override(self, model: str, percent: float) -> None:
+        """Override the canary percent for every reader (``prescore rollout abort``: 0) until cleared."""
+        self._publisher.set_rollout_override(model, percent)
+
+    def clear_rollout_override(self, model: str) -> None:
+        self._publisher.clear_rollout_override(model)
+
+    def rollout_override(self, model: str) -> float | None:
+        """The canary percent override, or None."""
+        return self._publisher.rollout_override(model)
 
     def rollback(self, model: str, to_run: str | None = None) -> Publication:
         """Point ``model`` back at the run published before the current one (or at ``to_run``, which must be a
