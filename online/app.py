@@ -5,8 +5,11 @@ Routes (``/v1/*`` need an API or admin key when API keys are configured; ``/v1/a
 - ``GET /v1/scores/{model}/{entity_id}``: the score of one entity (precomputed, stale-flagged or the default);
 - ``POST /v1/scores/{model}``: the same, with ``features`` for the fallback model;
 - ``POST /v1/scores/{model}/batch``: many entities in one Redis round trip;
-- ``GET /v1/models``: each served model's current run, age, freshness and fallback;
-- ``POST /v1/admin/reload``: reload the models file and fallbacks (refused, 409, when the new ones are unusable);
+- ``GET /v1/models``: each served model's current run, age, freshness, fallback and rollout;
+- ``POST /v1/admin/reload``: reload the models file and fallbacks (refused, 409, when the new ones are unusable,
+  e.g. a rollout naming a version that is no registered challenger);
+- ``POST /v1/admin/rollout/{model}/abort``: stop the model's canary (and shadow reads) on every replica: the rollout
+  override 0 in Redis, applied to this process at once (409 without a rollout, 503 when Redis was not written);
 - ``GET /healthz`` (liveness), ``GET /readyz`` (readiness: 503 until models are loaded and Redis answered),
   ``GET /metrics`` (Prometheus), ``GET /docs`` and ``GET /openapi.json`` (the API documentation).
 
@@ -27,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Path, Request
@@ -58,7 +61,7 @@ OPEN_PATHS = frozenset(
 TAGS = [
     {"name": "scores", "description": "Scores of entities: precomputed, from the fallback model, or the default."},
     {"name": "models", "description": "The served models: current run, age, staleness, fallback."},
-    {"name": "operations", "description": "Liveness, readiness, metrics and the admin reload."},
+    {"name": "operations", "description": "Liveness, readiness, metrics, the admin reload and the rollout abort."},
 ]
 
 # ---------------------------------------------------------------- documentation models (never on the hot path)
@@ -87,6 +90,7 @@ class ScoreAnswer(BaseModel):
     as_of: datetime | None
     model_version: str | None
     run_id: str | None
+    variant: Literal["champion", "challenger"]  # the rollout variant that answered
     policy_version: str
     fallback_used: bool
     request_id: str
@@ -220,5 +224,11 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
               summary="Reload the models file and fallbacks")  # fmt: skip
     async def reload() -> Response:
         return Response(orjson.dumps(await service.reload()), media_type=JSON)
+
+    @app.post("/v1/admin/rollout/{model}/abort", responses=_errors(401, 404, 409, 503), tags=["operations"],
+              summary="Abort a model's canary on every replica (rollout override 0)")  # fmt: skip
+    async def abort_rollout(model: str = Path(description="model name")) -> Response:
+        body = await service.abort_rollout(model)
+        return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type=JSON)
 
     return app

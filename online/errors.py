@@ -82,6 +82,19 @@ class ReloadFailed(ApiError):
     status, code = 409, "reload_failed"
 
 
+class NoRollout(ApiError):
+    """409: a rollout operation on a model whose models-file entry has no ``rollout``."""
+
+    status, code = 409, "no_rollout"
+
+
+class StoreUnavailable(ApiError):
+    """503: an admin operation that must write to Redis could not (the message says what was done anyway)."""
+
+    status, code = 503, "store_unavailable"
+    headers = (("Retry-After", "1"),)
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

@@ -48,7 +48,7 @@ async def _lookup(
             if entity_id not in ids:
                 raise UserError(f"--features names {entity_id!r}, which is not one of the entity ids looked up")
             features[entity_id] = check_features(m, raw, f"features of {entity_id}")
-        _, answers = await service.answer_many(m, ids, features, service.new_request_id())
+        _, answers, _ = await service.answer_many(m, ids, features, service.new_request_id())
         return answers
     except ApiError as exc:
         raise UserError(exc.message) from None

@@ -6,8 +6,11 @@ nanoseconds per answer instead of microseconds. Gauges (breaker state, readiness
 log, age of each model's current run, lost scores per model) are read at scrape from ``values()``.
 
 Series: ``prescore_request_seconds{route,source}`` and ``prescore_redis_seconds{op}`` (histograms),
-``prescore_answers_total{model,rung,source,lookup}`` (sum by the label you need: rung, source, or lookup =
-hit/stale/miss/unavailable), ``prescore_shed_total``, ``prescore_errors_total{status,code}``, the gauges below.
+``prescore_answers_total{model,rung,source,lookup,variant}`` (sum by the label you need: rung, source, lookup =
+hit/stale/miss/unavailable, or variant = champion/challenger of a rollout), ``prescore_shadow_reads_total{model,
+lookup}`` (a shadow's challenger scores read: hit/miss), ``prescore_shed_total``, ``prescore_errors_total{status,
+code}``, the gauges below (among them ``prescore_rollout_percent{model,challenger}``, the canary's effective
+percent, and ``prescore_rollout_challenger_loaded{model,challenger}``).
 """
 
 from __future__ import annotations
@@ -53,16 +56,22 @@ class Metrics:
     def __init__(self, values: Callable[[], dict[str, Any]]) -> None:
         self.requests: dict[tuple[str, str], _Histogram] = {}
         self.redis: dict[str, _Histogram] = {}
-        self.answers: dict[tuple[str, str, str, str], int] = {}
+        self.answers: dict[tuple[str, str, str, str, str], int] = {}
+        self.shadow_reads: dict[tuple[str, str], int] = {}
         self.errors: dict[tuple[str, str], int] = {}
         self.shed = 0
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self, values))
 
-    def answered(self, model: str, rung: str, source: str, lookup: str) -> None:
-        """Count one answer: its ladder rung, its source and what the precomputed lookup found."""
-        key = (model, rung, source, lookup)
+    def answered(self, model: str, rung: str, source: str, lookup: str, variant: str) -> None:
+        """Count one answer: its ladder rung, its source, what the precomputed lookup found, and the variant."""
+        key = (model, rung, source, lookup, variant)
         self.answers[key] = self.answers.get(key, 0) + 1
+
+    def shadow_read(self, model: str, found: bool) -> None:
+        """Count one challenger score read in shadow."""
+        key = (model, "hit" if found else "miss")
+        self.shadow_reads[key] = self.shadow_reads.get(key, 0) + 1
 
     def request_done(self, route: str, source: str, seconds: float) -> None:
         series = self.requests.get((route, source))
@@ -90,7 +99,8 @@ class _Collector(Collector):
     """Folds ``Metrics``' plain counts into Prometheus families, and reads the gauges from ``values()``:
     ``breaker`` (0 closed, 1 half-open, 2 open), ``ready`` (0/1), ``in_flight``, ``run_as_of`` (model → epoch of
     the current run's as_of, or None), ``store_lost`` (model → 0/1), ``catalog_available`` (0/1, None: no catalog
-    compared), ``log_dropped``, ``log_written``, ``log_pending``."""
+    compared), ``log_dropped``, ``log_written``, ``log_pending``, ``rollouts`` (model → (challenger version,
+    effective percent, challenger run loaded 0/1))."""
 
     def __init__(self, metrics: Metrics, values: Callable[[], dict[str, Any]]) -> None:
         self.metrics, self.values = metrics, values
@@ -116,13 +126,33 @@ class _Collector(Collector):
         answers = CounterMetricFamily(
             "prescore_answers",
             "Answers per model, ladder rung (fresh, stale, fallback_miss, fallback_stale, default_miss, "
-            "default_expired), source (precomputed, fallback, default) and precomputed lookup result (hit, stale, "
-            "miss, unavailable)",
-            labels=["model", "rung", "source", "lookup"],
+            "default_expired), source (precomputed, fallback, default), precomputed lookup result (hit, stale, "
+            "miss, unavailable) and rollout variant (champion, challenger)",
+            labels=["model", "rung", "source", "lookup", "variant"],
         )
         for answer, count in sorted(m.answers.items()):
             answers.add_metric(list(answer), count)
         yield answers
+        shadow = CounterMetricFamily(
+            "prescore_shadow_reads", "Challenger scores read in shadow (logged, never served), per model and lookup "
+            "result (hit, miss)", labels=["model", "lookup"],
+        )  # fmt: skip
+        for labels, count in sorted(m.shadow_reads.items()):
+            shadow.add_metric(list(labels), count)
+        yield shadow
+        percent = GaugeMetricFamily(
+            "prescore_rollout_percent", "Effective canary percent of each model with a rollout (the override when "
+            "set; 0 in shadow, aborted, or while the challenger has no run in Redis)", labels=["model", "challenger"],
+        )  # fmt: skip
+        loaded = GaugeMetricFamily(
+            "prescore_rollout_challenger_loaded", "1 while the rollout's challenger has a run in Redis",
+            labels=["model", "challenger"],
+        )  # fmt: skip
+        for model, (challenger, effective, has_run) in sorted(v.get("rollouts", {}).items()):
+            percent.add_metric([model, challenger], effective)
+            loaded.add_metric([model, challenger], has_run)
+        yield percent
+        yield loaded
         errors = CounterMetricFamily(
             "prescore_errors", "Error answers per HTTP status and code", labels=["status", "code"]
         )

@@ -10,6 +10,10 @@ request brought features that the fallback model can use:
 
 A miss skips rungs 1 and 3. A score whose ``as_of`` lies in the future (clock skew) counts as age 0. Rung 1 takes a
 ``fresh`` score and rung 3 a ``stale`` one, as ``warehouse.model_config.freshness`` labels the score's age.
+
+During a rollout the ladder runs on the score of the variant that answers the entity (``warehouse.rollout``): a
+challenger's miss or stale score goes down the same rungs as the champion's would, to the same fallback model and
+default.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@
   ``SHARE_OF_MAXMEMORY`` of that server's ``maxmemory``.
 - When Redis is unreachable the records stay buffered (still bounded) and are retried on the next tick.
 - ``stop`` flushes what is left (best effort, bounded by the client timeout).
+
+``record`` builds an answer's record: every answer carries its rollout variant; an answer of a model whose
+challenger is read in shadow also carries the challenger's score (null: a miss) and the run it was read from
+(``warehouse.prediction_stream`` format 2).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -29,11 +34,27 @@ from warehouse.prediction_stream import (
     encode_entry,
     side_keys,
 )
-from warehouse.store import AsyncClient
+from warehouse.store import AsyncClient, RunInfo, StoredScore
 
 log = logging.getLogger("prescore.online.prediction_log")
 
 SHARE_OF_MAXMEMORY = 0.1
+
+
+def record(
+    body: dict[str, Any],
+    latency_us: int,
+    ts: float,
+    shadow: StoredScore | None = None,
+    shadow_run: RunInfo | None = None,
+) -> Record:
+    """The log record of one answer ``body`` (as the score routes build it); ``shadow_run``: the challenger's run
+    read in shadow for it, ``shadow`` its score there (None: a miss)."""
+    base = (body["request_id"], body["model"], body["entity_id"], body["model_version"], body["run_id"],
+            body["source"], body["score"], latency_us, ts, body["variant"])  # fmt: skip
+    if shadow_run is None:
+        return base
+    return (*base, None if shadow is None else shadow.score, shadow_run.model_version, shadow_run.run_id)
 
 
 def effective_budget(budget_bytes: int, maxmemory: int | None, shared: bool) -> int:

@@ -1,4 +1,5 @@
-"""The scoring service behind the HTTP routes: the score ladder, ``/v1/models``, ``/readyz``, reload and scrape.
+"""The scoring service behind the HTTP routes: the score ladder, ``/v1/models``, ``/readyz``, reload, the rollout
+abort and scrape.
 
 ``ScoringService`` holds per-app state (settings, circuit breaker, metrics, admission stats, the loaded models, the
 async store reader, the prediction log). Request path of a score: entity id + features validated
@@ -7,11 +8,20 @@ is open) → ``online.policy.decide`` → precomputed | fallback | default → o
 in metrics and queued for the prediction log (never awaited). The service degrades only on
 ``StoreUnavailableError``.
 
-Answers: ``as_of``/``age_s`` describe the served score (fallback: scored now, age 0; default: null).
-``model_version`` is the precomputed run's model version, the fallback model's version, or null (default);
-``run_id`` is set for precomputed answers only. ``/v1/models`` states each model's current run and its freshness
-(``StalenessPolicy.freshness``), or ``no_run``, ``lost`` or ``redis_unavailable``, and its freshness contract
-(``warehouse.schedule.contract``): the promise ``promise_s`` (``max_age_s``), ``late``, ``next_run_at``.
+Rollouts (``online.rollout``): the reader routes every lookup (``AsyncScoreReader.get_routed``): a canary answers the
+entities ``warehouse.rollout.in_canary`` picks at the effective percent from the challenger's run, the rest from the
+champion's; a shadow answers everyone from the champion and logs the challenger's score read in the same round
+trip. The ladder applies to the score of the variant that answers, as it would to the champion's: a challenger's
+miss or stale score falls to the fallback model or the default alike. While Redis cannot be asked, each entity keeps
+the variant the last pointers read give it (its answer is the fallback's or the default, as for the champion).
+
+Answers: ``variant`` is the rollout variant that answered (``champion`` for a model without a rollout);
+``as_of``/``age_s`` describe the served score (fallback: scored now, age 0; default: null). ``model_version`` is
+the precomputed run's model version (the challenger's for its answers), the fallback model's version, or null
+(default); ``run_id`` is set for precomputed answers only. ``/v1/models`` states each model's current run and its
+freshness (``StalenessPolicy.freshness``), or ``no_run``, ``lost`` or ``redis_unavailable``, its freshness contract
+(``warehouse.schedule.contract``): the promise ``promise_s`` (``max_age_s``), ``late``, ``next_run_at``, and its
+``rollout`` (``online.rollout.describe``).
 """
 
 from __future__ import annotations
@@ -31,12 +41,13 @@ from fastapi import Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from online import rollout
 from online.admission import AdmissionStats
 from online.breaker import STATE_VALUE, BreakerState, CircuitBreaker
 from online.errors import InvalidInput, NotFound, NotReady, PayloadTooLarge, ReloadFailed
 from online.metrics import Metrics
 from online.policy import Rung, Source, decide, label_for
-from online.prediction_log import PredictionLog, effective_budget, server_maxmemory
+from online.prediction_log import PredictionLog, effective_budget, record, server_maxmemory
 from online.responses import JsonResponse
 from online.settings import OnlineSettings
 from online.snapshot import ModelRuntime, Snapshot, load_snapshot
@@ -44,8 +55,8 @@ from online.store_watch import StoreWatch
 from online.validation import check_entity_id, check_features, json_object
 from warehouse import schedule
 from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
-from warehouse.prediction_stream import Record
-from warehouse.store import AsyncScoreReader, StoredScore, connect_async, ensure_local_redis, store_error
+from warehouse.rollout import CHAMPION
+from warehouse.store import AsyncScoreReader, Routed, StoredScore, connect_async, ensure_local_redis, store_error
 
 log = logging.getLogger("prescore.online")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -62,6 +73,7 @@ class ScoringService:
         self.stats = AdmissionStats()
         self.snapshot: Snapshot | None = None
         self.store: AsyncScoreReader | None = None
+        self.redis_url: str | None = None
         self.plog: PredictionLog | None = None
         self.redis_seen = False
         self.store_refused: str | None = None  # why Redis refused us (password, TLS trust), from the last PING
@@ -82,6 +94,8 @@ class ScoringService:
         url = s.redis_url or (await asyncio.to_thread(ensure_local_redis, s.embedded_redis_dir)).url
         # Every Redis command on the request path is bounded by the socket timeout (and one immediate retry).
         self.store = AsyncScoreReader.from_url(url, socket_timeout=self.timeout_s)
+        self.redis_url = url
+        rollout.follow(self.store, None, self.snapshot)
         if s.prediction_log:
             log_url = s.prediction_log_url or url
             client = connect_async(log_url, socket_timeout=1.0, connect_timeout=1.0)  # single node or Redis Cluster
@@ -156,27 +170,35 @@ class ScoringService:
 
     # -------------------------------------------------- lookups (one round trip; degrade on unavailability only)
 
-    async def lookup(self, model: str, ids: list[str]) -> tuple[list[StoredScore | None], bool]:
-        """Stored scores of ``ids`` (one ``get``/``get_many``), and whether Redis answered."""
+    def unanswered(self, model: str, ids: list[str]) -> Routed:
+        """What a lookup that could not ask Redis gives: every id a miss, in the variant last read for it."""
+        store = self.store
+        variants = store.variants(model, ids) if store is not None else [CHAMPION] * len(ids)
+        return Routed(variants, [None] * len(ids))
+
+    async def lookup(self, model: str, ids: list[str]) -> tuple[Routed, bool]:
+        """Each id's variant and that variant's stored score (one routed ``get``/``get_many``), and whether Redis
+        answered."""
         store = self.store
         if store is None or not self.breaker.allow():
-            return [None] * len(ids), False
+            return self.unanswered(model, ids), False
         t0 = time.perf_counter()
         try:
-            found = [await store.get(model, ids[0])] if len(ids) == 1 else await store.get_many(model, ids)
+            found = await store.get_routed(model, ids[0]) if len(ids) == 1 else await store.get_many_routed(model, ids)
         except StoreUnavailableError:
             self.breaker.failure()
             self.metrics.redis_call("unavailable", time.perf_counter() - t0)
-            return [None] * len(ids), False
+            return self.unanswered(model, ids), False
         self.metrics.redis_call("get" if len(ids) == 1 else "get_many", time.perf_counter() - t0)
         self.breaker.success()
         return found, True
 
     def answer(
         self, m: ModelRuntime, entity_id: str, stored: StoredScore | None, answered: bool, has_features: bool,
-        now: float, request_id: str,
+        now: float, request_id: str, variant: str = CHAMPION,
     ) -> dict[str, Any]:  # fmt: skip
-        """The response body of one entity (a fallback answer's score is filled in by the caller)."""
+        """The response body of one entity answered by ``variant`` from its stored score ``stored`` (a fallback
+        answer's score is filled in by the caller)."""
         st = m.spec.staleness
         if stored is None:
             d = decide(None, now, st.max_age_s, st.hard_max_age_s, has_features and m.fallback is not None)
@@ -186,33 +208,42 @@ class ScoringService:
                        has_features and m.fallback is not None)  # fmt: skip
             looked = "stale" if d.rung is not Rung.FRESH else "hit"
         source = d.source
-        self.metrics.answered(m.name, d.rung, source, looked)
+        self.metrics.answered(m.name, d.rung, source, looked, variant)
         if source is Source.PRECOMPUTED:
             assert stored is not None
             return {"model": m.name, "entity_id": entity_id, "score": stored.score, "source": "precomputed",
                     "stale": d.stale, "age_s": d.age_s, "as_of": stored.as_of, "model_version": stored.model_version,
-                    "run_id": stored.run_id, "policy_version": m.policy_version, "fallback_used": False,
-                    "request_id": request_id}  # fmt: skip
+                    "run_id": stored.run_id, "variant": variant, "policy_version": m.policy_version,
+                    "fallback_used": False, "request_id": request_id}  # fmt: skip
         if source is Source.FALLBACK:
             assert m.fallback is not None
             return {"model": m.name, "entity_id": entity_id, "score": None, "source": "fallback", "stale": False,
                     "age_s": 0.0, "as_of": datetime.fromtimestamp(now, UTC), "model_version": m.fallback.version,
-                    "run_id": None, "policy_version": m.policy_version, "fallback_used": True,
+                    "run_id": None, "variant": variant, "policy_version": m.policy_version, "fallback_used": True,
                     "request_id": request_id}  # fmt: skip
         return {"model": m.name, "entity_id": entity_id, "score": m.spec.default_score, "source": "default",
                 "stale": False, "age_s": None, "as_of": None, "model_version": None, "run_id": None,
-                "policy_version": m.policy_version, "fallback_used": False, "request_id": request_id}  # fmt: skip
+                "variant": variant, "policy_version": m.policy_version, "fallback_used": False,
+                "request_id": request_id}  # fmt: skip
+
+    def shadowed(self, m: ModelRuntime, routed: Routed) -> None:
+        """Count the challenger scores a lookup read in shadow."""
+        if routed.shadow is not None:
+            for found in routed.shadow:
+                self.metrics.shadow_read(m.name, found is not None)
 
     async def answer_many(
         self, m: ModelRuntime, ids: list[str], features: dict[str, list[float] | None], request_id: str
-    ) -> tuple[float, list[dict[str, Any]]]:
-        """Answers for validated ``ids`` (one Redis round trip; every fallback miss scored in one call)."""
-        found, answered = await self.lookup(m.name, ids)
+    ) -> tuple[float, list[dict[str, Any]], Routed]:
+        """Answers for validated ``ids`` (one Redis round trip; every fallback miss scored in one call), and the
+        lookup they came from."""
+        routed, answered = await self.lookup(m.name, ids)
+        self.shadowed(m, routed)
         now = self.clock()
         results, rows, matrix = [], [], []
-        for entity_id, stored in zip(ids, found, strict=True):
+        for entity_id, stored, variant in zip(ids, routed.scores, routed.variants, strict=True):
             values = features.get(entity_id)
-            item = self.answer(m, entity_id, stored, answered, values is not None, now, request_id)
+            item = self.answer(m, entity_id, stored, answered, values is not None, now, request_id, variant)
             if item["source"] == "fallback" and values is not None:
                 rows.append(item)
                 matrix.append(values)
@@ -223,15 +254,11 @@ class ScoringService:
                 item["score"] = score
         for item in results:
             self.finish(m, item)
-        return now, results
+        return now, results, routed
 
     def finish(self, m: ModelRuntime, body: dict[str, Any]) -> None:
         if m.cuts:
             body["decision"] = label_for(m.cuts, body["score"])
-
-    def record(self, body: dict[str, Any], latency_us: int, ts: float) -> Record:
-        return (body["request_id"], body["model"], body["entity_id"], body["model_version"], body["run_id"],
-                body["source"], body["score"], latency_us, ts)  # fmt: skip
 
     # -------------------------------------------------- score routes
 
@@ -241,11 +268,11 @@ class ScoringService:
         check_entity_id(entity_id)
         values = None if features is None else check_features(m, features)
         request_id = self.request_id(request)
-        stored, answered, store = None, False, self.store
+        routed, answered, store = None, False, self.store
         if store is not None and self.breaker.allow():  # inlined ``lookup``: the hot path
             t1 = time.perf_counter()
             try:
-                stored = await store.get(model, entity_id)
+                routed = await store.get_routed(model, entity_id)
             except StoreUnavailableError:
                 self.breaker.failure()
                 self.metrics.redis_call("unavailable", time.perf_counter() - t1)
@@ -253,8 +280,13 @@ class ScoringService:
                 answered = True
                 self.metrics.redis_call("get", time.perf_counter() - t1)
                 self.breaker.success()
+        if routed is None:
+            routed = self.unanswered(model, [entity_id])
+        elif routed.shadow is not None:
+            self.shadowed(m, routed)
         now = self.clock()
-        body = self.answer(m, entity_id, stored, answered, values is not None, now, request_id)
+        body = self.answer(m, entity_id, routed.scores[0], answered, values is not None, now, request_id,
+                           routed.variants[0])  # fmt: skip
         if body["source"] == "fallback":
             assert m.fallback is not None and values is not None
             body["score"] = m.fallback.predict_row(values)
@@ -263,7 +295,8 @@ class ScoringService:
         content = orjson.dumps(body, option=orjson.OPT_UTC_Z)
         elapsed = time.perf_counter() - t0
         if self.plog is not None:
-            self.plog.append(self.record(body, int(elapsed * 1e6), now))
+            shadow = routed.shadow[0] if routed.shadow is not None else None
+            self.plog.append(record(body, int(elapsed * 1e6), now, shadow, routed.shadow_run))
         self.metrics.request_done(route, body["source"], elapsed)
         return JsonResponse(content, request_id)
 
@@ -288,12 +321,17 @@ class ScoringService:
                 raise InvalidInput(f"features.{entity_id}", "is not one of entity_ids")
             features[entity_id] = check_features(m, raw, f"features.{entity_id}")
         request_id = self.request_id(request)
-        now, results = await self.answer_many(m, ids, features, request_id)
+        now, results, routed = await self.answer_many(m, ids, features, request_id)
         content = orjson.dumps({"model": m.name, "request_id": request_id, "results": results}, option=orjson.OPT_UTC_Z)
         elapsed = time.perf_counter() - t0
         if self.plog is not None:
             latency_us = int(elapsed * 1e6)
-            self.plog.extend([self.record(item, latency_us, now) for item in results])
+            shadows, run = routed.shadow, routed.shadow_run
+            if shadows is None:
+                self.plog.extend([record(item, latency_us, now) for item in results])
+            else:
+                self.plog.extend([record(item, latency_us, now, shadow, run)
+                                  for item, shadow in zip(results, shadows, strict=True)])  # fmt: skip
         sources = {item["source"] for item in results}
         self.metrics.request_done("batch", sources.pop() if len(sources) == 1 else "mixed", elapsed)
         return JsonResponse(content, request_id)
@@ -308,15 +346,17 @@ class ScoringService:
                                      "fallback_version": m.fallback.version if m.fallback else None,
                                      "fallback": m.fallback_note, "run_id": None, "model_version": None,
                                      "as_of": None, "age_s": None, "state": "redis_unavailable"}  # fmt: skip
-            as_of = None
+            as_of, view, read_at = None, None, None
             if self.store is not None and self.breaker.allow():
                 try:
                     async with asyncio.timeout(self.timeout_s):
                         run = await self.store.current_run(name)
+                        view = await self.store.rollout(name)
                     self.breaker.success()
                 except (StoreUnavailableError, TimeoutError):
                     self.breaker.failure()
                 else:
+                    read_at = now
                     self.run_as_of[name] = run.as_of.timestamp() if run else None
                     if run is None:
                         entry["state"] = "no_run"
@@ -328,6 +368,7 @@ class ScoringService:
             promise = schedule.contract(m.spec.schedule, m.spec.staleness.max_age_s, as_of,
                                         datetime.fromtimestamp(now, UTC))  # fmt: skip
             entry.update(promise_s=promise["promise_s"], late=promise["late"], next_run_at=promise["next_run_at"])
+            entry["rollout"] = rollout.describe(m.spec, view, read_at)
             health = self.watch.health.get(name)
             entry["store"] = health.state.value if health else None
             if health is not None and health.lost:
@@ -373,8 +414,14 @@ class ScoringService:
             raise ReloadFailed(f"models file rejected, still serving the previous one: {exc}") from None
         if snapshot.problems:
             raise ReloadFailed("reload refused, still serving the previous models: " + "; ".join(snapshot.problems))
-        self.snapshot = snapshot
+        old, self.snapshot = self.snapshot, snapshot
+        rollout.follow(self.store, old, snapshot)
         return {"status": "reloaded", "models": {n: m.fallback_note for n, m in snapshot.models.items()}}
+
+    async def abort_rollout(self, model: str) -> dict[str, Any]:
+        """``POST /v1/admin/rollout/{model}/abort`` (``online.rollout.abort``)."""
+        assert self.store is not None and self.redis_url is not None
+        return await rollout.abort(self.model(model), self.store, self.redis_url, max(self.timeout_s, 1.0), self.clock)
 
     def scrape_values(self) -> dict[str, Any]:
         plog = self.plog
@@ -391,5 +438,6 @@ class ScoringService:
             "log_trimmed": plog.trimmed if plog else 0,
             "log_bytes": plog.stream_bytes if plog else 0,
             "log_budget_bytes": plog.budget_bytes if plog else 0,
+            "rollouts": rollout.gauges(self.store, self._model_names()) if self.store else {},
             "now": self.clock(),
         }

@@ -1,7 +1,10 @@
-"""The models one service answers for: one load of the models file with each model's fallback (or why it has none).
+"""The models one service answers for: one load of the models file with each model's fallback (or why it has none)
+and the route of its rollout (``online.rollout``).
 
 A ``Snapshot`` is immutable: the service swaps the whole of it on ``POST /v1/admin/reload``. ``load_snapshot`` does
-blocking I/O (the models file, the registry, warming each fallback); the service calls it off the event loop.
+blocking I/O (the models file, the registry, warming each fallback); the service calls it off the event loop. A
+rollout naming a version the registry does not hold as a challenger (nor as production) is a problem, like a
+corrupted fallback: the snapshot is not served.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from online import rollout
 from online.fallback import FallbackModel, load_fallback
 from online.policy import policy_version, threshold_cuts
 from online.settings import OnlineSettings
@@ -18,7 +22,7 @@ from warehouse.datasets import storage
 from warehouse.errors import RegistryError, StoreError
 from warehouse.model_config import ModelSpec, load_config
 from warehouse.registry import Registry
-from warehouse.store import validate_name
+from warehouse.store import Route, validate_name
 
 log = logging.getLogger("prescore.online")
 
@@ -38,6 +42,7 @@ class ModelRuntime:
     # category fallback features: value → code (the fallback version's order); ``reject``: unknown values are a 422
     codes: dict[str, dict[str, float]] = field(default_factory=dict)
     reject: frozenset[str] = frozenset()
+    route: Route | None = None  # the rollout the score reader follows (None: the champion only)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,11 @@ def load_snapshot(settings: OnlineSettings) -> Snapshot:
             problems.append(note)
         cuts = threshold_cuts(spec)
         reject = frozenset(f for f in codes if fs.features[f].unknown == "reject")
+        refused = rollout.check(name, spec, registry)
+        if refused is not None:
+            problems.append(refused)
+        route = rollout.route(spec) if refused is None else None
         models[name] = ModelRuntime(
-            name, spec, policy_version(spec), fallback, note, bounds, cuts, flags, codes, reject
+            name, spec, policy_version(spec), fallback, note, bounds, cuts, flags, codes, reject, route
         )
     return Snapshot(models, problems)

@@ -203,6 +203,39 @@ class TrainingSpec(_Strict):
         return self
 
 
+RolloutMode = Literal["canary", "shadow"]
+
+
+class RolloutSpec(_Strict):
+    """How the online reader serves a challenger version (``prescore register|train --challenger``).
+
+    ``canary``: a stable ``percent`` of entities (``warehouse.rollout.in_canary``: a hash of model name and entity id,
+    so an entity always gets the same variant) is answered from the challenger's precomputed run, the rest from the
+    champion's. ``shadow``: everyone gets the champion; the challenger's score is read in the same Redis round trip
+    and written to the prediction log only. ``percent: 0`` (or ``prescore rollout abort``) stops a canary."""
+
+    challenger: str = Field(min_length=1, max_length=64)
+    percent: float = Field(default=0.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    mode: RolloutMode = "canary"
+
+
+class PromotionGate(_Strict):
+    """What ``prescore promote`` requires of a challenger's nightly comparisons with the champion (``jobs.compare``).
+
+    ``min_days``: dates compared (each with both runs committed); ``max_psi``: the challenger's score PSI against
+    the champion's on every one of them; ``max_decision_change``: the share of entities whose threshold decision
+    would change (models with ``thresholds``); ``min_rank_correlation``: Spearman's rho of the two score lists;
+    ``min_labelled_days``: dates whose labels arrived, on which the realized quality (AUC for binary, RMSE for
+    regression) of the challenger is not worse than the champion's by more than ``max_quality_loss``."""
+
+    min_days: int = Field(default=3, ge=1, le=365)
+    max_psi: float = Field(default=0.25, gt=0)
+    max_decision_change: float = Field(default=0.1, ge=0.0, le=1.0)
+    min_rank_correlation: float = Field(default=0.0, ge=-1.0, le=1.0)
+    min_labelled_days: int = Field(default=0, ge=0, le=365)
+    max_quality_loss: float = Field(default=0.01, ge=0.0)
+
+
 class ModelSpec(_Strict):
     """One scored model: its features, schedule, staleness policy, safe default and retention.
 
@@ -224,6 +257,8 @@ class ModelSpec(_Strict):
     max_psi: float = Field(default=0.25, gt=0)
     restore_fallback_to_older_run: bool = False
     training: TrainingSpec | Literal["external"] = Field(default_factory=TrainingSpec)
+    rollout: RolloutSpec | None = None
+    promotion: PromotionGate = Field(default_factory=PromotionGate)
 
     @model_validator(mode="after")
     def _thresholds_in_range(self) -> ModelSpec:

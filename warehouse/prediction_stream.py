@@ -8,7 +8,13 @@ to Parquet and deletes them (``DELETE_SCRIPT``).
 - One entry carries many records: field ``v`` = ``FORMAT_VERSION``, field ``r`` = an orjson list of records, each
   record a list in ``FIELDS`` order; ``b`` = the entry's accounted bytes (``accounted_bytes``), ``n`` = its record
   count. Few commands per record, compact.
-- ``ts`` is the answer's UTC time in epoch seconds; ``latency_us`` the server-side time to answer.
+- ``ts`` is the answer's UTC time in epoch seconds; ``latency_us`` the server-side time to answer; ``variant`` the
+  rollout variant that answered (``warehouse.rollout``: champion or challenger); with a challenger in shadow,
+  ``shadow_score`` / ``shadow_model_version`` / ``shadow_run_id`` hold the challenger's score (null: a miss) and the
+  run it was read from. A record may stop after ``variant`` (no shadow read): ``decode_entry`` fills the rest with
+  nulls.
+- Format 1 (records of the first nine fields, written before rollouts) stays readable: its records decode with
+  variant ``champion`` (the only one there was) and no shadow.
 
 The bound is in bytes, not entries (an entry holds 1 to ``MAX_RECORDS_PER_ENTRY`` records). Two keys in the
 stream's hash slot (``side_keys``) hold the accounted size of the stream and the count of records trimmed before a
@@ -31,7 +37,8 @@ import pyarrow as pa
 from warehouse.errors import ConfigError
 
 STREAM_KEY = "ps:predlog"
-FORMAT_VERSION = b"1"
+FORMAT_VERSION = b"2"
+READABLE_VERSIONS = (b"1", FORMAT_VERSION)
 MAX_RECORDS_PER_ENTRY = 2000
 ENTRY_OVERHEAD_BYTES = 128
 PAYLOAD_FACTOR = 1.25
@@ -46,9 +53,19 @@ FIELDS = (
     "score",
     "latency_us",
     "ts",
+    "variant",
+    "shadow_score",
+    "shadow_model_version",
+    "shadow_run_id",
 )
-# A record as the reader builds it: the FIELDS in order.
-Record = tuple[str, str, str, str | None, str | None, str, float, int, float]
+BASE_FIELDS = 9  # the fields of a format-1 record: request_id … ts
+WIDTHS = (BASE_FIELDS, BASE_FIELDS + 1, len(FIELDS))  # a record's lengths: format 1; no shadow read; a shadow read
+# A record as the reader builds it: the FIELDS in order, the shadow fields only with a shadow read.
+Record = (
+    tuple[str, str, str, str | None, str | None, str, float, int, float]
+    | tuple[str, str, str, str | None, str | None, str, float, int, float, str]
+    | tuple[str, str, str, str | None, str | None, str, float, int, float, str, float | None, str, str]
+)
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -62,8 +79,14 @@ ARROW_SCHEMA = pa.schema(
         pa.field("score", pa.float64(), nullable=False),
         pa.field("latency_us", pa.int64(), nullable=False),
         pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("variant", pa.string(), nullable=False),
+        pa.field("shadow_score", pa.float64()),
+        pa.field("shadow_model_version", pa.string()),
+        pa.field("shadow_run_id", pa.string()),
     ]
 )
+# what a shorter record is filled with: format 1 → variant champion, no shadow; no shadow read → no shadow
+_PAD: dict[int, list[Any]] = {BASE_FIELDS: ["champion", None, None, None], BASE_FIELDS + 1: [None] * 3, len(FIELDS): []}
 
 
 class StreamFormatError(ValueError):
@@ -163,16 +186,24 @@ def entry_bytes(fields: Mapping[bytes, bytes]) -> int:
 
 
 def decode_entry(entry_id: str, fields: Mapping[bytes, bytes]) -> list[list[Any]]:
-    """The records of one entry, each a list in ``FIELDS`` order; ``StreamFormatError`` names the entry."""
+    """The records of one entry (format 1 or 2), each a list of every field of ``FIELDS`` in order (a record
+    without the shadow fields gets nulls, a format-1 record also variant ``champion``); ``StreamFormatError``
+    names the entry."""
     version = fields.get(b"v")
-    if version != FORMAT_VERSION:
-        raise StreamFormatError(f"prediction-log entry {entry_id} has format {version!r}, expected {FORMAT_VERSION!r}")
+    if version not in READABLE_VERSIONS:
+        raise StreamFormatError(
+            f"prediction-log entry {entry_id} has format {version!r}, expected one of {READABLE_VERSIONS!r}"
+        )
     try:
         records = orjson.loads(fields[b"r"])
     except (KeyError, orjson.JSONDecodeError) as exc:
         raise StreamFormatError(f"prediction-log entry {entry_id} has no readable records: {exc}") from None
-    if not isinstance(records, list) or any(not isinstance(r, list) or len(r) != len(FIELDS) for r in records):
-        raise StreamFormatError(f"prediction-log entry {entry_id}: records must be lists of {len(FIELDS)} values")
+    if not isinstance(records, list) or any(not isinstance(r, list) or len(r) not in WIDTHS for r in records):
+        raise StreamFormatError(
+            f"prediction-log entry {entry_id}: records must be lists of {' or '.join(map(str, WIDTHS))} values"
+        )
+    for record in records:
+        record.extend(_PAD[len(record)])
     return records
 
 
@@ -183,14 +214,19 @@ def parse_entry_id(entry_id: str) -> tuple[int, int]:
 
 
 def records_table(entries: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> pa.Table:
-    """A table in ``ARROW_SCHEMA`` of the records of ``(entry_id, records)`` pairs, in order."""
+    """A table in ``ARROW_SCHEMA`` of the records of ``(entry_id, records)`` pairs, in order (a record of a shorter
+    width filled as ``decode_entry`` does)."""
     columns: list[list[Any]] = [[] for _ in range(len(FIELDS) + 1)]
     for entry_id, records in entries:
         for record in records:
             columns[0].append(entry_id)
-            for i, value in enumerate(record, start=1):
+            pad = _PAD[len(record)]
+            for i, value in enumerate([*record, *pad] if pad else record, start=1):
                 columns[i].append(value)
-    ts_us = [round(t * 1_000_000) for t in columns[-1]]
-    arrays = [pa.array(col, type=field.type) for col, field in zip(columns[:-1], ARROW_SCHEMA, strict=False)]
-    arrays.append(pa.array(ts_us, type=pa.int64()).cast(ARROW_SCHEMA.field("ts").type))
+    ts = FIELDS.index("ts") + 1
+    columns[ts] = [round(t * 1_000_000) for t in columns[ts]]
+    arrays = [
+        pa.array(col, type=pa.int64()).cast(field.type) if i == ts else pa.array(col, type=field.type)
+        for i, (col, field) in enumerate(zip(columns, ARROW_SCHEMA, strict=True))
+    ]
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)

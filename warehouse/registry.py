@@ -5,6 +5,8 @@ Layout under ``<home>/models/<model>/<kind>/``::
     <version>/model.ubj         native xgboost (UBJSON) artifact
     <version>/manifest.json     name, kind, version, ordered features, sha256, metrics, window, versions
     production.json             {"version": ...}: the promoted version of this kind (atomic replace)
+    challengers.json            {"versions": [...]}: primary versions scored in shadow next to production
+                                (``warehouse.rollout``; at most ``MAX_CHALLENGERS``; atomic replace)
 
 Contract: ``load`` returns a booster only if the artifact's sha256 equals the manifest's and the manifest's
 feature list is the one the models file declares for this model and kind (same names, same order);
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from warehouse.datasets import storage
 from warehouse.datasets.storage import ObjectPath, StoragePath, sha256_file
 from warehouse.errors import RegistryError
+from warehouse.xgboost_loader import xgboost
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -48,6 +51,7 @@ KINDS: tuple[Kind, ...] = ("primary", "fallback")
 ARTIFACT = "model.ubj"
 MANIFEST = "manifest.json"
 PRODUCTION = "production.json"
+CHALLENGERS = "challengers.json"
 STAGING_PREFIX = ".staging-"  # a version being registered (locally)
 REMOVING_PREFIX = ".removing-"  # a version being removed (locally)
 
@@ -153,7 +157,7 @@ class Registry:
         digest = sha256_file(artifact)
         created = dt.datetime.now(dt.UTC)
         version = f"{created:%Y%m%dT%H%M%S%f}-{digest[:8]}"
-        import xgboost as xgb
+        xgb = xgboost()
 
         manifest = Manifest(
             name=model,
@@ -199,9 +203,67 @@ class Registry:
         return Manifest(**raw)
 
     def promote(self, model: str, kind: str, version: str) -> None:
-        """Make ``version`` the production version of this kind (one atomic file replace)."""
+        """Make ``version`` the production version of this kind (one atomic file replace); a challenger promoted
+        stops being one."""
         self.manifest(model, kind, version)  # must exist
         _atomic_write_text(self.kind_dir(model, kind) / PRODUCTION, json.dumps({"version": version}))
+        if kind == "primary" and version in self.challengers(model):
+            self.remove_challenger(model, version)
+
+    # ---- challengers (primary versions only) ----
+
+    def challengers(self, model: str) -> list[str]:
+        """The model's challenger versions, in the order they were added."""
+        path = self.kind_dir(model, "primary") / CHALLENGERS
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise RegistryError(f"{path} is not valid JSON: {exc}; fix or delete it") from None
+        return [str(v) for v in raw.get("versions", [])]
+
+    def require_room_for_challenger(self, model: str) -> None:
+        """``RegistryError`` unless ``model`` has a production primary version and room for one more challenger
+        (checked before a challenger is trained or registered)."""
+        from warehouse.rollout import MAX_CHALLENGERS
+
+        self.require_production(model, "primary")  # a challenger challenges a champion
+        current = self.challengers(model)
+        if len(current) >= MAX_CHALLENGERS:
+            raise RegistryError(
+                f"{model} has {len(current)} challengers already ({', '.join(current)}; at most {MAX_CHALLENGERS}); "
+                f"promote one or drop one with `prescore rollout drop --model {model} --version V`"
+            )
+
+    def add_challenger(self, model: str, version: str) -> list[str]:
+        """Make a registered primary ``version`` a challenger; returns the challengers. ``RegistryError`` for the
+        production version, an unknown one, or beyond ``MAX_CHALLENGERS``."""
+        from warehouse.rollout import MAX_CHALLENGERS
+
+        self.manifest(model, "primary", version)  # must exist
+        if version == self.production_version(model, "primary"):
+            raise RegistryError(f"{model} {version} is the production (champion) version; a challenger must differ")
+        current = self.challengers(model)
+        if version in current:
+            return current
+        if len(current) >= MAX_CHALLENGERS:
+            raise RegistryError(
+                f"{model} has {len(current)} challengers already ({', '.join(current)}; at most {MAX_CHALLENGERS}); "
+                f"promote one or drop one with `prescore rollout drop --model {model} --version V`"
+            )
+        return self._write_challengers(model, [*current, version])
+
+    def remove_challenger(self, model: str, version: str) -> list[str]:
+        """Stop scoring ``version`` as a challenger (a version that is not one is fine); returns the challengers."""
+        current = self.challengers(model)
+        if version not in current:
+            return current
+        return self._write_challengers(model, [v for v in current if v != version])
+
+    def _write_challengers(self, model: str, versions: list[str]) -> list[str]:
+        _atomic_write_text(self.kind_dir(model, "primary") / CHALLENGERS, json.dumps({"versions": versions}))
+        return versions
 
     def production_version(self, model: str, kind: str) -> str | None:
         path = self.kind_dir(model, kind) / PRODUCTION
@@ -221,6 +283,8 @@ class Registry:
         ``RegistryError`` when ``version`` is the production version of its kind."""
         if version == self.production_version(model, kind):
             raise RegistryError(f"{model}/{kind} {version} is the production version; promote another one first")
+        if kind == "primary" and version in self.challengers(model):
+            raise RegistryError(f"{model} {version} is a challenger; drop it (prescore rollout drop) first")
         vdir = self.kind_dir(model, kind) / version
         if isinstance(vdir, ObjectPath):
             (vdir / MANIFEST).unlink(missing_ok=True)  # unlisted from here on
@@ -242,7 +306,7 @@ class Registry:
             return [p for p in kdir.iterdir() if p.name not in listed and p.name != PRODUCTION and p.is_dir()]
         if not kdir.is_dir():
             return []
-        prefixes = (STAGING_PREFIX, REMOVING_PREFIX, f".{PRODUCTION}.")  # the last: a temp file of ``promote``
+        prefixes = (STAGING_PREFIX, REMOVING_PREFIX, f".{PRODUCTION}.", f".{CHALLENGERS}.")  # temp files last
         return sorted(p for p in kdir.iterdir() if p.name.startswith(prefixes))
 
     def _verified(
@@ -285,7 +349,7 @@ class Registry:
 
     def load(self, model: str, kind: str, expected_features: list[str], version: str | None = None) -> LoadedModel:
         """Load a version (default: production), verifying its sha256 and its features against the contract."""
-        import xgboost as xgb
+        xgb = xgboost()
 
         manifest, path, local = self._verified(model, kind, expected_features, version)
         booster = xgb.Booster()

@@ -31,7 +31,8 @@ async def test_fresh_hit_is_precomputed_with_every_field(make_settings: Callable
         body = r.json()
     assert r.status_code == 200 and r.headers["x-request-id"] == "trace-42"
     assert set(body) == {"model", "entity_id", "score", "source", "stale", "age_s", "as_of", "model_version",
-                         "run_id", "policy_version", "fallback_used", "request_id", "decision"}  # fmt: skip
+                         "run_id", "variant", "policy_version", "fallback_used", "request_id", "decision"}  # fmt: skip
+    assert body["variant"] == "champion"  # a model without a rollout
     assert body["source"] == "precomputed" and body["stale"] is False and body["fallback_used"] is False
     assert body["score"] == pytest.approx(0.8) and body["decision"] == "high_risk"
     assert body["run_id"] == run_id and body["model_version"] == "primary-v1"
@@ -159,7 +160,8 @@ async def test_metrics_and_models_expose_rungs_runs_and_breaker(make_settings, p
         models = (await client.get("/v1/models")).json()["models"]
     for rung, source, lookup in [("fresh", "precomputed", "hit"), ("default_miss", "default", "miss"),
                                  ("fallback_miss", "fallback", "miss")]:  # fmt: skip
-        assert f'prescore_answers_total{{lookup="{lookup}",model="churn",rung="{rung}",source="{source}"}} 1.0' in text
+        labels = f'lookup="{lookup}",model="churn",rung="{rung}",source="{source}",variant="champion"'
+        assert f"prescore_answers_total{{{labels}}} 1.0" in text
     assert "prescore_breaker_state 0.0" in text and 'prescore_redis_seconds_count{op="get"}' in text
     assert 'prescore_model_run_age_seconds{model="churn"}' in text and "prescore_request_seconds_bucket" in text
     assert models[0]["run_id"] == run_id and models[0]["state"] == "fresh" and models[0]["fallback_version"]

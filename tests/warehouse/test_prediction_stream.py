@@ -46,6 +46,7 @@ def records(n: int, start: int = 0) -> list[Record]:
             0.25 + i / 1e4,
             120 + i,
             TS,
+            "champion",
         )
         for i in range(n)
     ]
@@ -64,8 +65,22 @@ def test_encode_decode_round_trip() -> None:
     fields = encode_entry(batch)
     assert fields[b"v"] == FORMAT_VERSION and int(fields[b"n"]) == 3
     assert int(fields[b"b"]) == accounted_bytes(len(fields[b"r"])) == entry_bytes(fields)
-    assert decode_entry("1-0", fields) == [list(r) for r in batch]
+    assert decode_entry("1-0", fields) == [[*r, None, None, None] for r in batch]
     assert all(len(r) == len(FIELDS) for r in decode_entry("1-0", fields))
+    shadowed = [(*records(1)[0][:9], "champion", 0.75, "v2", "run-c")]
+    assert decode_entry("1-1", encode_entry(shadowed)) == [list(shadowed[0])]  # type: ignore[arg-type]
+
+
+def test_format_1_entries_stay_readable() -> None:
+    """An entry written before rollouts (format 1, nine fields a record) decodes as the champion's, with no shadow,
+    and goes into the table like any other."""
+    old = [r[:9] for r in records(2)]
+    fields = {b"v": b"1", b"r": orjson.dumps(old), b"n": b"2"}
+    decoded = decode_entry("3-0", fields)
+    assert decoded == [[*r, "champion", None, None, None] for r in old]
+    table = records_table([("3-0", decoded), ("3-1", old)])  # type: ignore[list-item]
+    assert table.column("variant").to_pylist() == ["champion"] * 4
+    assert table.column("shadow_score").to_pylist() == [None] * 4
 
 
 def test_accounted_bytes_grows_with_the_payload_and_charges_overhead() -> None:
@@ -80,13 +95,13 @@ def test_accounted_bytes_grows_with_the_payload_and_charges_overhead() -> None:
 def test_undecodable_entries_name_the_entry() -> None:
     """A newer format, missing or broken records, records of the wrong width: ``StreamFormatError`` names the id."""
     good = encode_entry(records(1))
-    with pytest.raises(StreamFormatError, match="entry 5-1 has format b'2'"):
-        decode_entry("5-1", {**good, b"v": b"2"})
+    with pytest.raises(StreamFormatError, match="entry 5-1 has format b'3'"):
+        decode_entry("5-1", {**good, b"v": b"3"})
     with pytest.raises(StreamFormatError, match="entry 5-2 has no readable records"):
         decode_entry("5-2", {b"v": FORMAT_VERSION})
     with pytest.raises(StreamFormatError, match="entry 5-3 has no readable records"):
         decode_entry("5-3", {b"v": FORMAT_VERSION, b"r": b"[[1,"})
-    with pytest.raises(StreamFormatError, match=f"entry 5-4: records must be lists of {len(FIELDS)} values"):
+    with pytest.raises(StreamFormatError, match=f"entry 5-4: records must be lists of 9 or 10 or {len(FIELDS)} values"):
         decode_entry("5-4", {b"v": FORMAT_VERSION, b"r": orjson.dumps([["only", "two"]])})
 
 

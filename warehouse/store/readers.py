@@ -2,13 +2,21 @@
 
 Contract (``ScoreLookup``): ``get_many`` returns exactly one entry per requested id, in order; a miss (unknown
 id, or no published run) is ``None``; a hit carries the score, run id, model version and ``as_of`` (UTC); all
-hits of one call come from one run. One Redis round trip per lookup on the hot path: the current-run pointer is
-cached in process and re-read at most every ``refresh_s`` (piggy-backed on a lookup up to ``max_stale_s``), so
-a publish is visible to every reader within 1 s. Invalid ids raise ``StoreError``; an unreachable Redis raises
-``StoreUnavailableError``.
+hits of one call come from one run. One Redis round trip per lookup on the hot path: the pointers are cached in
+process and re-read at most every ``refresh_s`` (piggy-backed on a lookup up to ``max_stale_s``), so a publish,
+a new challenger run or a rollout override is visible to every reader within 1 s. Invalid ids raise
+``StoreError``; an unreachable Redis raises ``StoreUnavailableError``.
+
+Rollouts (``warehouse.rollout``): ``set_route(model, Route)`` makes a reader follow a challenger version's pointer
+and the model's rollout override, read in the same pipeline as the champion's pointer. ``get_routed`` /
+``get_many_routed`` return a ``Routed``: the variant each id is answered from and that variant's score (a canary:
+one ``HGET`` for one id, ids grouped by variant for many; a shadow: both runs read in one pipeline, the
+challenger's scores apart); ``get`` / ``get_many`` always read the champion. ``pin_override`` applies an override
+written through this process at once; ``rollout`` reports what the reader knows; ``variants`` routes without I/O
+(for answers given while Redis is unreachable).
 
 Both readers are I/O shells around one pure core, ``warehouse.store.lookup.LookupState``: it decides what to send
-(pointer, metadata, one ``HGET``, ``HMGET`` per bucket) and turns replies into results; the readers only send and
+(pointers, metadata, one ``HGET``, ``HMGET`` per bucket) and turns replies into results; the readers only send and
 return. Redis Cluster (a URL with ``?cluster=true``, see ``warehouse.store.connection``): ``from_url`` returns
 readers over ``RedisCluster`` clients; ``get`` is one HGET to the node that owns the bucket; ``get_many`` pipelines
 one HMGET per bucket, grouped per node and sent to every node at once (one round trip, in parallel); the pointer
@@ -34,7 +42,17 @@ from warehouse.store.connection import (
 )
 from warehouse.store.connection import unavailable as _unavailable
 from warehouse.store.keys import RunInfo, StoredScore, validate_name
-from warehouse.store.lookup import LookupState, hit, pointer_key
+from warehouse.store.lookup import (
+    OVERRIDE_FIELD,
+    LookupPlan,
+    LookupState,
+    Refresh,
+    RolloutView,
+    Route,
+    Routed,
+    RoutedPlan,
+    hit,
+)
 
 __all__ = ["AsyncScoreReader", "ScoreLookup", "ScoreReader"]
 
@@ -49,10 +67,18 @@ class ScoreLookup(Protocol):
     def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]: ...
 
 
+def _queue_refresh(pipe: Any, refresh: Refresh) -> None:
+    """Queue the pointer reads of ``refresh`` on a pipeline (sync or asyncio: queuing does no I/O)."""
+    pipe.get(refresh.current)
+    if refresh.challenger is not None:
+        pipe.get(refresh.challenger)
+        pipe.hget(refresh.rollout, OVERRIDE_FIELD)
+
+
 class ScoreReader:
     """Synchronous ``ScoreLookup`` over ``redis.Redis`` or ``RedisCluster``: one round trip per lookup (HMGET per
-    bucket, pipelined); the current-run pointer is cached and re-read at most every ``refresh_s`` (a publish shows
-    within ~1 s)."""
+    bucket, pipelined); the pointers are cached and re-read at most every ``refresh_s`` (a publish shows within
+    ~1 s)."""
 
     def __init__(self, client: SyncClient, *, refresh_s: float = 0.5, max_stale_s: float = 0.9) -> None:
         self.client = client
@@ -65,21 +91,77 @@ class ScoreReader:
     def close(self) -> None:
         self.client.close()
 
-    def _refresh(self, model: str, reply: Any, fetched: float) -> None:
-        meta_key = self._state.pointer_read(model, reply, fetched)
-        if meta_key is not None:
-            self._state.meta_read(model, self.client.hgetall(meta_key), fetched)
+    # ---------------------------------------------------------------- routes (pure: no I/O)
 
-    def current_run(self, model: str) -> RunInfo | None:
-        """The run lookups are served from now (cached view)."""
+    def set_route(self, model: str, route: Route | None) -> None:
+        """Follow ``route`` (a challenger version and how it is served) for ``model``; None: the champion only."""
+        self._state.set_route(model, route)
+
+    def pin_override(self, model: str, percent: float) -> None:
+        """Apply an override just written to Redis (or that could not be) to this reader at once."""
+        self._state.pin_override(model, percent, time.monotonic())
+
+    def variants(self, model: str, entity_ids: Sequence[str]) -> list[str]:
+        """Each id's variant by the last pointers read, without I/O."""
+        return self._state.variants(model, entity_ids)
+
+    def view(self, model: str) -> RolloutView | None:
+        """The rollout of ``model`` as last read, without I/O (None: no route)."""
+        return self._state.view(model)
+
+    # ---------------------------------------------------------------- pointers
+
+    def _refresh(self, model: str, replies: Sequence[Any], fetched: float) -> None:
+        reading = self._state.pointer_read(model, replies, fetched)
+        if reading is not None:
+            self._state.meta_read(reading, [self.client.hgetall(k) for k in reading.meta_keys])
+
+    def _read_pointers(self, model: str, now: float) -> None:
+        refresh = self._state.refresh(model)
+        if refresh.challenger is None:
+            self._refresh(model, [self.client.get(refresh.current)], now)
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            _queue_refresh(pipe, refresh)
+            replies = pipe.execute()
+        self._refresh(model, replies, now)
+
+    def _ensure(self, model: str) -> None:
         validate_name("model", model)
         with _unavailable(f"reading the current run of model {model}"):
-            entry = self._state.entry(model, time.monotonic())
-            if entry is not None:
-                return entry.run
-            now = time.monotonic()
-            self._refresh(model, self.client.get(pointer_key(model)), now)
+            if self._state.entry(model, time.monotonic()) is None:
+                self._read_pointers(model, time.monotonic())
+
+    def current_run(self, model: str) -> RunInfo | None:
+        """The champion run lookups are served from now (cached view)."""
+        self._ensure(model)
         return self._state.run(model)
+
+    def rollout(self, model: str) -> RolloutView | None:
+        """What this reader serves of ``model``'s rollout now (cached view); None: no route."""
+        self._ensure(model)
+        return self._state.view(model)
+
+    # ---------------------------------------------------------------- lookups
+
+    def _send(self, model: str, plan: LookupPlan | RoutedPlan, now: float) -> list[Any]:
+        """The HMGET replies of ``plan`` (one round trip), its pointer reads recorded."""
+        if plan.refresh is None:
+            if len(plan.keys) == 1:
+                return [self.client.hmget(plan.keys[0], plan.fields[0])]
+            if not plan.keys:
+                return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, fields in zip(plan.keys, plan.fields, strict=True):
+                pipe.hmget(key, fields)
+            if plan.refresh is not None:
+                _queue_refresh(pipe, plan.refresh)
+            replies = pipe.execute()
+        if plan.refresh is not None:
+            n = plan.refresh.replies
+            self._refresh(model, replies[-n:], now)
+            del replies[-n:]
+        return replies
 
     def get(self, model: str, entity_id: str) -> StoredScore | None:
         found = self._state.single(model, entity_id, time.monotonic())
@@ -96,18 +178,33 @@ class ScoreReader:
             now = time.monotonic()
             plan = state.plan(model, raw, now)
             if plan is None:
-                self._refresh(model, self.client.get(pointer_key(model)), now)
+                self._read_pointers(model, now)
                 plan = state.plan(model, raw, now)
                 assert plan is not None
-            if plan.pointer is None:
-                replies = [self.client.hmget(plan.keys[0], plan.fields[0])] if plan.keys else []
-            else:
-                with self.client.pipeline(transaction=False) as pipe:
-                    for key, fields in zip(plan.keys, plan.fields, strict=True):
-                        pipe.hmget(key, fields)
-                    pipe.get(plan.pointer)
-                    replies = pipe.execute()
-                self._refresh(model, replies.pop(), now)
+            replies = self._send(model, plan, now)
+        return plan.answer(replies)
+
+    def get_routed(self, model: str, entity_id: str) -> Routed:
+        """The variant ``entity_id`` is answered from and its score (``Routed`` of one id)."""
+        found = self._state.single_routed(model, entity_id, time.monotonic())
+        if found is None:
+            return self.get_many_routed(model, [entity_id])
+        variant, run, key, field = found
+        with _unavailable(f"reading scores of model {model}"):
+            return Routed([variant], [hit(run, self.client.hget(key, field))])
+
+    def get_many_routed(self, model: str, entity_ids: Sequence[str]) -> Routed:
+        """Each id's variant and that variant's score, in one round trip (see the module docstring)."""
+        state = self._state
+        raw = state.query(model, entity_ids)
+        with _unavailable(f"reading scores of model {model}"):
+            now = time.monotonic()
+            plan = state.plan_routed(model, entity_ids, raw, now)
+            if plan is None:
+                self._read_pointers(model, now)
+                plan = state.plan_routed(model, entity_ids, raw, now)
+                assert plan is not None
+            replies = self._send(model, plan, now)
         return plan.answer(replies)
 
 
@@ -126,35 +223,91 @@ class AsyncScoreReader:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _refresh(self, model: str, reply: Any, fetched: float) -> None:
-        meta_key = self._state.pointer_read(model, reply, fetched)
-        if meta_key is not None:
-            self._state.meta_read(model, await self.client.hgetall(meta_key), fetched)
+    # ---------------------------------------------------------------- routes (pure: no I/O)
 
-    async def current_run(self, model: str) -> RunInfo | None:
+    def set_route(self, model: str, route: Route | None) -> None:
+        """Follow ``route`` (a challenger version and how it is served) for ``model``; None: the champion only."""
+        self._state.set_route(model, route)
+
+    def pin_override(self, model: str, percent: float) -> None:
+        """Apply an override just written to Redis (or that could not be) to this reader at once."""
+        self._state.pin_override(model, percent, time.monotonic())
+
+    def variants(self, model: str, entity_ids: Sequence[str]) -> list[str]:
+        """Each id's variant by the last pointers read, without I/O."""
+        return self._state.variants(model, entity_ids)
+
+    def view(self, model: str) -> RolloutView | None:
+        """The rollout of ``model`` as last read, without I/O (None: no route)."""
+        return self._state.view(model)
+
+    # ---------------------------------------------------------------- pointers
+
+    async def _refresh(self, model: str, replies: Sequence[Any], fetched: float) -> None:
+        reading = self._state.pointer_read(model, replies, fetched)
+        if reading is not None:
+            self._state.meta_read(reading, [await self.client.hgetall(k) for k in reading.meta_keys])
+
+    async def _read_pointers(self, model: str, now: float) -> None:
+        refresh = self._state.refresh(model)
+        if refresh.challenger is None:
+            await self._refresh(model, [await self.client.get(refresh.current)], now)
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            _queue_refresh(pipe, refresh)
+            replies = await pipe.execute()
+        await self._refresh(model, replies, now)
+
+    async def _ensure(self, model: str) -> None:
         validate_name("model", model)
         with _unavailable(f"reading the current run of model {model}"):
-            entry = self._state.entry(model, time.monotonic())
-            if entry is not None:
-                return entry.run
-            now = time.monotonic()
-            await self._refresh(model, await self.client.get(pointer_key(model)), now)
+            if self._state.entry(model, time.monotonic()) is None:
+                await self._read_pointers(model, time.monotonic())
+
+    async def current_run(self, model: str) -> RunInfo | None:
+        await self._ensure(model)
         return self._state.run(model)
 
-    async def get(self, model: str, entity_id: str) -> StoredScore | None:
-        found = self._state.single(model, entity_id, time.monotonic())
-        if found is None:
-            return (await self.get_many(model, [entity_id]))[0]
-        run, key, field = found
+    async def rollout(self, model: str) -> RolloutView | None:
+        await self._ensure(model)
+        return self._state.view(model)
+
+    # ---------------------------------------------------------------- lookups
+
+    async def _send(self, model: str, plan: LookupPlan | RoutedPlan, now: float) -> list[Any]:
+        if plan.refresh is None:
+            if len(plan.keys) == 1:
+                return [await self.client.hmget(plan.keys[0], plan.fields[0])]
+            if not plan.keys:
+                return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, fields in zip(plan.keys, plan.fields, strict=True):
+                pipe.hmget(key, fields)
+            if plan.refresh is not None:
+                _queue_refresh(pipe, plan.refresh)
+            replies = await pipe.execute()
+        if plan.refresh is not None:
+            n = plan.refresh.replies
+            await self._refresh(model, replies[-n:], now)
+            del replies[-n:]
+        return replies
+
+    async def _hget(self, model: str, key: str, field: bytes) -> Any:
         try:  # inline rather than ``_unavailable``: this is the online hot path (a context manager costs ~2 µs)
-            raw = await self.client.hget(key, field)
+            return await self.client.hget(key, field)
         except UNAVAILABLE_ERRORS as exc:
             raise store_error(f"reading scores of model {model}", exc) from exc
         except RedisClusterException as exc:  # cluster only: the slot map could not be refreshed
             if not cluster_unreachable(exc):
                 raise
             raise store_error(f"reading scores of model {model}", exc) from exc
-        return hit(run, raw)
+
+    async def get(self, model: str, entity_id: str) -> StoredScore | None:
+        found = self._state.single(model, entity_id, time.monotonic())
+        if found is None:
+            return (await self.get_many(model, [entity_id]))[0]
+        run, key, field = found
+        return hit(run, await self._hget(model, key, field))
 
     async def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
         state = self._state
@@ -163,16 +316,28 @@ class AsyncScoreReader:
             now = time.monotonic()
             plan = state.plan(model, raw, now)
             if plan is None:
-                await self._refresh(model, await self.client.get(pointer_key(model)), now)
+                await self._read_pointers(model, now)
                 plan = state.plan(model, raw, now)
                 assert plan is not None
-            if plan.pointer is None:
-                replies = [await self.client.hmget(plan.keys[0], plan.fields[0])] if plan.keys else []
-            else:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for key, fields in zip(plan.keys, plan.fields, strict=True):
-                        pipe.hmget(key, fields)
-                    pipe.get(plan.pointer)
-                    replies = await pipe.execute()
-                await self._refresh(model, replies.pop(), now)
+            replies = await self._send(model, plan, now)
+        return plan.answer(replies)
+
+    async def get_routed(self, model: str, entity_id: str) -> Routed:
+        found = self._state.single_routed(model, entity_id, time.monotonic())
+        if found is None:
+            return await self.get_many_routed(model, [entity_id])
+        variant, run, key, field = found
+        return Routed([variant], [hit(run, await self._hget(model, key, field))])
+
+    async def get_many_routed(self, model: str, entity_ids: Sequence[str]) -> Routed:
+        state = self._state
+        raw = state.query(model, entity_ids)
+        with _unavailable(f"reading scores of model {model}"):
+            now = time.monotonic()
+            plan = state.plan_routed(model, entity_ids, raw, now)
+            if plan is None:
+                await self._read_pointers(model, now)
+                plan = state.plan_routed(model, entity_ids, raw, now)
+                assert plan is not None
+            replies = await self._send(model, plan, now)
         return plan.answer(replies)

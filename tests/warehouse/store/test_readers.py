@@ -1,4 +1,5 @@
-"""The sync and async readers against a real redis-server: round trips, and one run per lookup while runs change."""
+"""The sync and async readers against a real redis-server: round trips, one run per lookup while runs change, and
+rollout routes (a canary split by variant, an override, a shadow read)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import threading
 import time
 
 import numpy as np
+import redis
 
 from tests.warehouse.store.sample_runs import DAY, MODEL, load_run, scores_for, ten_digit_ids
 from warehouse.store import ScoreStore
+from warehouse.store.lookup import Route
 from warehouse.store.readers import AsyncScoreReader, ScoreReader
 
 
@@ -85,3 +88,95 @@ def test_reader_sees_old_or_new_run_never_a_mix(store: ScoreStore, redis_url: st
     assert problems == []
     assert seen == {"r1", "r2", "r3"}
     assert reader.current_run(MODEL).run_id == "r2"  # type: ignore[union-attr]
+
+
+def _commands(admin: redis.Redis) -> dict[str, int]:
+    """Calls per command since the last ``CONFIG RESETSTAT`` (the statistics commands left out)."""
+    stats = admin.info("commandstats")
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
+            if not k.startswith(("cmdstat_config", "cmdstat_info"))}  # fmt: skip
+
+
+def _challenger(store: ScoreStore, run_id: str, version: str, ids: list[str], scores: np.ndarray) -> None:
+    store.create_run(MODEL, run_id, version, DAY, len(ids))
+    store.writer(MODEL, run_id).write_batch(ids, scores)
+    store.finalize_run(MODEL, run_id)
+    store.publish_challenger(MODEL, version, run_id)
+
+
+def test_a_canary_answers_each_id_from_its_variants_run_in_one_round_trip(store: ScoreStore, redis_url: str) -> None:
+    """A 20 % canary: each id's score is its variant's (champion r1 or challenger c1), the share is near 20 %, a
+    warm single lookup is one HGET of the chosen run, a batch one pipeline of HMGETs (no pointer reads while the
+    cache is fresh); the async reader routes every id alike."""
+    ids = ten_digit_ids(5000, seed=2)
+    champion, challenger = scores_for(5000, 1), scores_for(5000, 2)
+    load_run(store, "r1", ids, champion)
+    _challenger(store, "c1", "v2", ids, challenger)
+    want = {"champion": dict(zip(ids, champion.tolist(), strict=True)),
+            "challenger": dict(zip(ids, challenger.tolist(), strict=True))}  # fmt: skip
+    reader = ScoreReader.from_url(redis_url, refresh_s=30)
+    reader.set_route(MODEL, Route("v2", 20.0))
+    routed = reader.get_many_routed(MODEL, ids)
+    assert 0.18 < routed.variants.count("challenger") / len(ids) < 0.22
+    for entity_id, variant, hit in zip(ids, routed.variants, routed.scores, strict=True):
+        assert hit is not None and hit.score == want[variant][entity_id]
+        assert (hit.run_id, hit.model_version) == (("c1", "v2") if variant == "challenger" else ("r1", "v1"))
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_resetstat()
+    one = reader.get_routed(MODEL, ids[7])
+    assert _commands(admin) == {"hget": 1}
+    assert one.variants == [routed.variants[7]] and one.scores == [routed.scores[7]]
+    admin.config_resetstat()
+    reader.get_many_routed(MODEL, ids[:300])
+    stats = _commands(admin)
+    assert set(stats) == {"hmget"} and stats["hmget"] > 1
+    view = reader.rollout(MODEL)
+    assert view is not None and view.percent == 20.0 and view.challenger_run.run_id == "c1"  # type: ignore[union-attr]
+
+    async def read_async() -> list[str]:
+        areader = AsyncScoreReader.from_url(redis_url)
+        areader.set_route(MODEL, Route("v2", 20.0))
+        try:
+            single = await areader.get_routed(MODEL, ids[7])
+            assert single.scores == one.scores
+            return (await areader.get_many_routed(MODEL, ids)).variants
+        finally:
+            await areader.aclose()
+
+    assert asyncio.run(read_async()) == routed.variants
+    assert reader.get(MODEL, ids[7]).run_id == "r1"  # type: ignore[union-attr]  # get: always the champion
+    admin.close()
+
+
+def test_an_override_reaches_a_reader_within_its_refresh_and_a_shadow_reads_both_runs(
+    store: ScoreStore, redis_url: str
+) -> None:
+    """An override of 0 written to Redis stops a reader's canary within ``max_stale_s`` (every id champion); a
+    missing challenger run makes the canary inactive; a shadow route serves the champion and returns the
+    challenger's scores read in the same pipeline."""
+    ids = ten_digit_ids(1000, seed=3)
+    load_run(store, "r1", ids, scores_for(1000, 1))
+    _challenger(store, "c1", "v2", ids, scores_for(1000, 2))
+    reader = ScoreReader.from_url(redis_url, refresh_s=0.1)
+    reader.set_route(MODEL, Route("v2", 50.0))
+    assert "challenger" in reader.get_many_routed(MODEL, ids).variants
+    store.set_rollout_override(MODEL, 0.0)
+    deadline = time.monotonic() + 1.0
+    while "challenger" in reader.get_many_routed(MODEL, ids).variants:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert reader.rollout(MODEL).override == 0.0  # type: ignore[union-attr]
+    store.clear_rollout_override(MODEL)
+    store.drop_challenger(MODEL, "v2")
+    time.sleep(0.25)
+    assert set(reader.get_many_routed(MODEL, ids).variants) == {"champion"}
+    assert reader.rollout(MODEL).challenger_run is None  # type: ignore[union-attr]
+
+    _challenger(store, "c2", "v2", ids, scores_for(1000, 3))
+    shadow = ScoreReader.from_url(redis_url)
+    shadow.set_route(MODEL, Route("v2", shadow=True))
+    routed = shadow.get_many_routed(MODEL, ids)
+    assert set(routed.variants) == {"champion"} and routed.shadow_run is not None
+    assert [s.score for s in routed.scores] == scores_for(1000, 1).tolist()  # type: ignore[union-attr]
+    assert [s.score for s in routed.shadow or []] == scores_for(1000, 3).tolist()  # type: ignore[union-attr]
+    assert {s.run_id for s in routed.shadow or []} == {"c2"}  # type: ignore[union-attr]

@@ -1,6 +1,7 @@
 """The score store on a real 3-primary Redis Cluster (three local redis-server processes joined by
 ``redis-cli --cluster create``): URL form, load → verify → publish → read (sync and async) → second run → rollback →
-retention on every node, a loader whose slot map went stale during a reshard, and the jobs-layer publish."""
+retention on every node, a loader whose slot map went stale during a reshard, the jobs-layer publish, and a canary
+read across the nodes."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from tests.support.redis_cluster import RedisClusterProcesses, start_redis_cluster
+from warehouse.rollout import in_canary
 from warehouse.store import ScoreStore
 from warehouse.store.connection import connect, connect_async
 from warehouse.store.ids import buckets, id_array
 from warehouse.store.keys import RunState, store_key
+from warehouse.store.lookup import Route
 from warehouse.store.readers import AsyncScoreReader, ScoreReader
 
 MODEL = "churn"
@@ -271,3 +274,41 @@ def test_publish_run_end_to_end_on_cluster(
         assert store_status(rt, MODEL)["current"]["run_id"] == run.run_id
     finally:
         rt.close()
+
+
+def test_a_canary_reads_both_runs_across_the_nodes(url: str) -> None:
+    """A challenger run behind its pointer next to the champion's, buckets on every node: a routed batch answers
+    each id from its variant's run (sync and async readers), the pointer reads of the rollout (three keys of the
+    ``{model}`` slot) go in one pipeline, and an override stops the canary."""
+    store = ScoreStore.from_url(url, socket_timeout=5.0)
+    ids, champion = ids_and_scores(3000, seed=4)
+    challenger = np.random.default_rng(5).random(len(ids), dtype=np.float32)
+    load(store, "r1", ids, champion, DAY)
+    store.finalize_run(MODEL, "r1")
+    store.publish(MODEL, "r1")
+    store.create_run(MODEL, "c1", "v2", DAY, len(ids))
+    store.writer(MODEL, "c1").write_batch(ids, challenger)
+    store.finalize_run(MODEL, "c1")
+    store.publish_challenger(MODEL, "v2", "c1")
+    want = [float(challenger[i]) if in_canary(MODEL, e, 25.0) else float(champion[i]) for i, e in enumerate(ids)]
+    reader = ScoreReader.from_url(url, refresh_s=0.05)
+    reader.set_route(MODEL, Route("v2", 25.0))
+    routed = reader.get_many_routed(MODEL, ids)
+    assert [s.score for s in routed.scores] == want  # type: ignore[union-attr]
+    assert routed.variants.count("challenger") > 500
+
+    async def read_async() -> list[float]:
+        areader = AsyncScoreReader.from_url(url)
+        areader.set_route(MODEL, Route("v2", 25.0))
+        try:
+            return [s.score for s in (await areader.get_many_routed(MODEL, ids)).scores]  # type: ignore[union-attr]
+        finally:
+            await areader.aclose()
+
+    assert asyncio.run(read_async()) == want
+    store.set_rollout_override(MODEL, 0.0)
+    time.sleep(0.2)
+    reader.get_many_routed(MODEL, ids[:10])  # the aging pointers re-read with this lookup
+    assert set(reader.get_many_routed(MODEL, ids).variants) == {"champion"}
+    reader.close()
+    store.close()
