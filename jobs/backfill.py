@@ -11,6 +11,10 @@ Contract:
 - Missing feature partitions stop the backfill before any work, listing them, unless ``skip_missing``.
 - Publishing: ``latest`` publishes only the newest date of the range, and only when it is newer than the
   current published run (history never overwrites the live store); ``none`` publishes nothing.
+- Challengers (``jobs.shadow``): each date the champion scored is scored for every challenger too, on the same
+  cluster (so a new challenger gets the past dates its promotion gate compares); with ``latest``, the newest date's
+  challenger runs are loaded behind their challenger pointers. A challenger's failure is reported in its date's
+  ``challengers`` and never fails the date.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from jobs.cluster import open_cluster, resolve_device
 from jobs.publish import publish_run
 from jobs.runtime import Runtime
 from jobs.score import score_partition
+from jobs.shadow import publish_challengers, score_challengers
 from warehouse.datasets import features as fstore
 from warehouse.errors import PrescoreError, QualityGateError, RunConflictError, UserError
 
@@ -45,6 +50,7 @@ class DateResult:
     rows: int = 0
     seconds: float = 0.0
     error: str | None = None
+    challengers: list[dict[str, Any]] = field(default_factory=list)  # ``jobs.shadow.score_challengers`` results
 
 
 @dataclass
@@ -55,6 +61,7 @@ class BackfillReport:
     dates: list[DateResult] = field(default_factory=list)
     published: dict[str, Any] | None = None
     publish_note: str | None = None
+    challengers_published: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -134,7 +141,12 @@ def backfill(
             return DateResult(day.isoformat(), "failed", error=str(exc))
         status = "skipped" if run.reused else "scored"
         log.info("%s %s: %s run %s, %s rows", model, day, status, run.run_id, f"{run.rows_out:,}")
-        return DateResult(day.isoformat(), status, run.run_id, run.rows_out, round(time.perf_counter() - t, 2))
+        try:
+            shadowed = score_challengers(rt, model, day, device=dev, force=force, cluster=cluster)
+        except PrescoreError as exc:
+            shadowed = [{"status": "failed", "stage": "score", "error": str(exc)}]
+        return DateResult(day.isoformat(), status, run.run_id, run.rows_out, round(time.perf_counter() - t, 2),
+                          challengers=shadowed)  # fmt: skip
 
     with sigterm_as_interrupt(), open_cluster(rt.settings, dev) as cluster:
         if progress:
@@ -167,3 +179,4 @@ def _publish_latest(
         report.publish_note = f"not published: the current run is newer than {newest} ({published.declined})"
     else:
         report.published = published.to_dict()
+    report.challengers_published = publish_challengers(rt, model, result.challengers)

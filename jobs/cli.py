@@ -29,6 +29,8 @@ redis_app = typer.Typer(help="The embedded Redis server prescore runs when PRESC
 app.add_typer(redis_app, name="redis")
 airflow_app = typer.Typer(help="Airflow's api-server, scheduler and dag-processor on 127.0.0.1, with prescore's DAGs.")
 app.add_typer(airflow_app, name="airflow")
+rollout_app = typer.Typer(help="Challenger versions online: stop or resume a canary at once, drop a challenger.")
+app.add_typer(rollout_app, name="rollout")
 
 
 @app.command()
@@ -53,12 +55,15 @@ def synth(
 def train(
     model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
     end_date: str = typer.Option(None, "--end-date", help="Newest partition to use (hold-out day)."),
+    challenger: bool = typer.Option(
+        False, "--challenger", help="Make the new primary a challenger (shadow-scored; promote with prescore promote)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train the primary and fallback models, evaluate on a hold-out day, register and promote them."""
     from jobs import commands
 
-    commands.train(model, parse_day(end_date, "--end-date") if end_date else None, as_json)
+    commands.train(model, parse_day(end_date, "--end-date") if end_date else None, as_json, challenger=challenger)
 
 
 @app.command()
@@ -74,10 +79,13 @@ def register(
         None, "--from-mlflow", help="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH or a model directory."
     ),
     promote: bool = typer.Option(False, "--promote", help="Make the new version production once it passes."),
+    challenger: bool = typer.Option(
+        False, "--challenger", help="A primary version scored in shadow next to production (prescore promote later)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register an XGBoost model trained elsewhere: checked (format, objective, features, a probe prediction),
-    hash-checked in the registry; with --promote it becomes production."""
+    hash-checked in the registry; with --promote it becomes production, with --challenger a challenger."""
     from pathlib import Path
 
     from jobs import commands
@@ -87,7 +95,9 @@ def register(
     if (path is None) == (from_mlflow is None):
         raise typer.BadParameter("give a model file or --from-mlflow URI (one of them)")
     names = [f.strip() for f in features.split(",") if f.strip()] if features else None
-    commands.register(model, role, Path(path) if path else None, from_mlflow, names, promote, as_json)
+    if challenger and (promote or role != "primary"):
+        raise typer.BadParameter("--challenger takes --role primary and no --promote")
+    commands.register(model, role, Path(path) if path else None, from_mlflow, names, promote, as_json, challenger)
 
 
 @app.command()
@@ -131,6 +141,37 @@ def rollback(
     from jobs import commands
 
     commands.rollback(model, to, as_json)
+
+
+@app.command()
+@user_errors
+def compare(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    date: str = typer.Option(
+        None, "--date", "-d", help="Compare this date again (YYYY-MM-DD; fills in labels that arrived since)."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The champion against each challenger per date (PSI, rank correlation, changed decisions, realized quality),
+    and each challenger's promotion gate. Without --date: the stored comparisons, newest first."""
+    from jobs import commands
+
+    commands.compare(model, parse_day(date, "--date") if date else None, as_json)
+
+
+@app.command()
+@user_errors
+def promote(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    version: str = typer.Option(..., "--version", help="The challenger version to make the champion."),
+    force: bool = typer.Option(False, "--force", help="Promote although checks of the gate fail (recorded)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Make a challenger the champion through its promotion gate (models.<m>.promotion): the registry, then one
+    pointer change to its already-loaded run. The old champion's run stays a rollback target."""
+    from jobs import commands
+
+    commands.promote(model, version, force, as_json)
 
 
 @app.command()
@@ -359,6 +400,63 @@ def demo(
         err.print("Airflow is not installed (uv sync --extra airflow): scoring without it")
         airflow = False
     run_demo(entities=entities, days=days, say=say, airflow=airflow, serve=serve, port=port)
+
+
+@rollout_app.command("abort")
+@user_errors
+def rollout_abort(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Stop the model's canary now: every reader answers from the champion from its next pointer read (one Redis
+    write; no restart). `prescore rollout resume` gives the percent back to the models file."""
+    from jobs import challengers
+    from jobs.runtime import open_runtime
+
+    with open_runtime() as rt:
+        result = challengers.abort_canary(rt, model)
+    if as_json:
+        emit_json(result)
+        return
+    say(f"canary of {model} aborted: 0 % of entities from challenger {result['challenger']} (the models file says "
+        f"{result['configured_percent']}); readers follow within their pointer refresh time")  # fmt: skip
+
+
+@rollout_app.command("resume")
+@user_errors
+def rollout_resume(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Remove an abort: the models file's rollout.percent applies again."""
+    from jobs import challengers
+    from jobs.runtime import open_runtime
+
+    with open_runtime() as rt:
+        result = challengers.resume_canary(rt, model)
+    if as_json:
+        emit_json(result)
+        return
+    say(f"canary of {model} follows the models file again ({result['configured_percent']} %)")
+
+
+@rollout_app.command("drop")
+@user_errors
+def rollout_drop(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    version: str = typer.Option(..., "--version", help="The challenger version to stop scoring in shadow."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Stop scoring a challenger in shadow and remove its challenger pointer (its runs stay in Parquet)."""
+    from jobs import challengers
+    from jobs.runtime import open_runtime
+
+    with open_runtime() as rt:
+        result = challengers.drop_challenger(rt, model, version)
+    if as_json:
+        emit_json(result)
+        return
+    say(f"challenger {version} of {model} dropped (its Redis run {result['dropped_run_id']} is retired)")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -43,11 +43,11 @@ def synth(
         )
 
 
-def train(model: str, end_date: dt.date | None, as_json: bool) -> None:
+def train(model: str, end_date: dt.date | None, as_json: bool, challenger: bool = False) -> None:
     from jobs.train import train_model
 
     with open_runtime() as rt:
-        report = train_model(rt, model, end_date)
+        report = train_model(rt, model, end_date, challenger=challenger)
     if as_json:
         emit_json(report.to_dict())
         return
@@ -62,15 +62,19 @@ def register(
     features: list[str] | None,
     promote: bool,
     as_json: bool,
+    challenger: bool = False,
 ) -> None:
     from jobs.register import register_model
 
     with open_runtime() as rt:
-        report = register_model(rt, model, role, path, from_mlflow=from_mlflow, features=features, promote=promote)
+        report = register_model(rt, model, role, path, from_mlflow=from_mlflow, features=features, promote=promote,
+                                challenger=challenger)  # fmt: skip
     if as_json:
         emit_json(report.to_dict())
         return
     state = "production" if report.promoted else f"not production (production stays {report.previous_production})"
+    if report.challenger:
+        state = f"a challenger of production {report.previous_production} (scored in shadow from the next run)"
     probe = report.probe
     probed = (
         f"probe on {probe['rows']} rows of {probe['date']}: {probe['min']:.4g}..{probe['max']:.4g}"
@@ -83,6 +87,7 @@ def register(
 
 def score(model: str, day: dt.date, device: str, publish: bool, force: bool, as_json: bool) -> None:
     from jobs.score import score_partition
+    from jobs.shadow import shadow
 
     with open_runtime() as rt:
         report = score_partition(rt, model, day, device=device, force=force)
@@ -94,6 +99,8 @@ def score(model: str, day: dt.date, device: str, publish: bool, force: bool, as_
             if publication.declined:
                 raise OlderRunError(f"run {report.run_id} committed but not published: {publication.declined}")
             result["publication"] = publication.to_dict()
+        checked = rt.catalog.get_run(report.run_id).input_fingerprint  # the input the champion's run validated
+        result["challengers"] = shadow(rt, model, day, device=device, force=force, validated=checked, publish=publish)
     if as_json:
         emit_json(result)
         return
@@ -104,6 +111,9 @@ def score(model: str, day: dt.date, device: str, publish: bool, force: bool, as_
     )
     if "publication" in result:
         err.print(f"published: {result['publication']}")
+    for shadowed in result["challengers"]:
+        what = shadowed.get("error") or f"run {shadowed['run_id']} ({shadowed['status']})"
+        err.print(f"challenger {shadowed['version']}: {what}")
 
 
 def publish(model: str, run: str, force: bool, as_json: bool) -> None:
@@ -129,6 +139,45 @@ def rollback(model: str, to: str | None, as_json: bool) -> None:
         emit_json(result)
         return
     err.print(f"{model} now serves run {result['run_id']} (was {result['previous_run_id']})")
+
+
+COMPARE_ROWS = 60  # stored comparisons `prescore compare` lists, newest first
+
+
+def compare(model: str, day: dt.date | None, as_json: bool) -> None:
+    """``day``: compare that date again (``jobs.compare.compare_date``); None: list the stored comparisons."""
+    from jobs.compare import compare_date
+    from jobs.promote import check_gate
+    from jobs.report_tables import comparison_table, gate_table
+
+    with open_runtime() as rt:
+        rt.config.model(model)  # unknown model → UnknownModelError
+        rows = compare_date(rt, model, day) if day else rt.catalog.comparisons(model, limit=COMPARE_ROWS)
+        gates = [check_gate(rt, model, version) for version in rt.registry.challengers(model)]
+    if as_json:
+        emit_json({"model": model, "comparisons": [r.to_dict() for r in rows], "gates": [g.to_dict() for g in gates]})
+        return
+    if not rows and not gates:
+        say(f"{model} has no challengers and no comparisons (prescore train|register --challenger adds one)")
+        return
+    err.print(comparison_table(model, rows))
+    for gate in gates:
+        err.print(gate_table(gate))
+
+
+def promote(model: str, version: str, force: bool, as_json: bool) -> None:
+    from jobs.promote import promote_challenger
+
+    with open_runtime() as rt:
+        report = promote_challenger(rt, model, version, force=force)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    failing = [c["name"] for c in report.gate["checks"] if not c["passed"]]
+    note = f" (FORCED past {', '.join(failing)})" if failing else ""
+    say(f"promoted {model} {version}{note}: production was {report.previous_version}; {model} serves run "
+        f"{report.run_id} of {report.partition_date} (was {report.previous_run_id}); back with prescore rollback "
+        f"--model {model}")  # fmt: skip
 
 
 def restore(model: str | None, as_json: bool) -> None:

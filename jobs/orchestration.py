@@ -41,6 +41,7 @@ NON_RETRYABLE = (
     "warehouse.errors.UnknownModelError",
     "warehouse.errors.RegistryError",  # missing or tampered model artifact
     "warehouse.errors.RestoreRefusedError",  # the live run's Parquet is gone: rescore (the next run tries again)
+    "warehouse.errors.PromotionRefusedError",  # the gate is not met: more nightly comparisons, or --force
 )
 VERIFY_SAMPLE = 200
 P = ParamSpec("P")
@@ -175,6 +176,37 @@ def score(
     return {k: getattr(report, k) for k in keys}
 
 
+@_summarized("shadow")
+def shadow(
+    model: str, day: str, device: str = "auto", force: bool = False, validated: str | None = None
+) -> dict[str, Any]:
+    """Score every challenger of ``model`` on the partition and load each behind its challenger pointer
+    (``jobs.shadow``). A challenger's failure is in its entry of ``challengers`` (logged), never the task's: the
+    champion's publish does not wait for or depend on it."""
+    from jobs.runtime import open_runtime
+    from jobs.shadow import shadow as run_shadow
+
+    with open_runtime() as rt:
+        results = run_shadow(rt, model, partition_date(day), device=device, force=force, validated=validated)
+    failed = [r["version"] for r in results if r["status"] == "failed"]
+    return {"model": model, "date": day, "challengers": results, "failed": failed}
+
+
+@_summarized("compare")
+def compare(model: str, day: str) -> dict[str, Any]:
+    """Compare every challenger with the champion on the partition, and again on earlier dates whose labels arrived
+    since (``jobs.compare.compare_nightly``); stored in the catalog. A challenger whose run failed is a ``failed``
+    comparison in the result, never the task's failure."""
+    from jobs.compare import compare_nightly
+    from jobs.runtime import open_runtime
+
+    date = partition_date(day)
+    with open_runtime() as rt:
+        rows = compare_nightly(rt, model, date)
+    failed = [r.challenger_version for r in rows if r.partition_date == date and r.status == "failed"]
+    return {"model": model, "date": date.isoformat(), "comparisons": [r.to_dict() for r in rows], "failed": failed}
+
+
 @_summarized("publish")
 def publish(model: str, run_id: str, force: bool = False) -> dict[str, Any]:
     """Verify, gate and publish a committed run (``jobs.publish.publish_run``), or decline a history run.
@@ -261,6 +293,33 @@ def retain_and_record(model: str) -> dict[str, Any]:
             cleaned = store.cleanup(model, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
         status = store_status(rt, model)
     return {"model": model, "removed_runs": dict(cleaned.removed), **status}
+
+
+# ---- promotion ------------------------------------------------------------------------------------------
+@_summarized("check_gate")
+def promotion_gate(model: str, version: str) -> dict[str, Any]:
+    """The promotion gate of challenger ``version`` (``jobs.promote.check_gate``): each check, its value and bound.
+    Never fails on a gate that is not met: ``promote`` decides."""
+    from jobs.promote import check_gate
+    from jobs.runtime import open_runtime
+
+    with open_runtime() as rt:
+        gate = check_gate(rt, model, version)
+    for check in gate.checks:
+        log.info("%s %s: %s", check.name, "passed" if check.passed else "NOT MET", check.detail)
+    return gate.to_dict()
+
+
+@_summarized("promote")
+def promote(model: str, version: str, force: bool = False) -> dict[str, Any]:
+    """Promote challenger ``version`` through its gate (``jobs.promote.promote_challenger``);
+    ``PromotionRefusedError`` (not retried) when a check fails and not ``force``."""
+    from jobs.promote import promote_challenger
+    from jobs.runtime import open_runtime
+
+    with open_runtime() as rt:
+        report = promote_challenger(rt, model, version, force=force)
+    return {**report.to_dict(), "promoted": version}
 
 
 # ---- reconcile ------------------------------------------------------------------------------------------

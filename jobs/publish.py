@@ -17,7 +17,10 @@
    removed in bounded batches.
 
 A run whose scores are older than the live run's (``warehouse.store.older_than_live``: history never replaces the
-live run) is declined before step 2 unless ``force``: nothing is loaded, and the report's ``declined`` says why.
+live run) is declined before step 2 unless ``force``: nothing is loaded, and the report's ``declined`` says why. So
+is a champion run scored by a version that is no longer production (a challenger was promoted, or a training run
+promoted a new version, after it was scored): checked before the load and again just before the flip, so a nightly
+publish racing ``prescore promote`` does not put the demoted version back.
 The store applies the same rule inside the pointer transaction, for a newer run published meanwhile.
 
 The pointer lives in Redis and its record in the catalog, so no transaction spans both. Each record carries the
@@ -29,6 +32,11 @@ published *before* the catalog's newest record is not a missed change but Redis 
 (``warehouse.store_health``): it is never recorded, and ``jobs.restore`` brings back what the catalog says.
 
 Publishing (and restoring) refuses a Redis whose ``maxmemory-policy`` would evict score buckets (``allkeys-*``).
+
+A challenger's run (catalog model ``warehouse.rollout.challenger_key``: ``churn@<version>``) goes through the same
+steps into the model's own Redis namespace, but its flip moves the challenger pointer (``ScoreStore.
+publish_challenger``), never the live one; the older-run rule and the PSI gate compare it with the challenger's
+previous run, and its publications are recorded under the challenger key.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from warehouse.datasets.features import read_parquet
 from warehouse.datasets.score_files import committed_parts
 from warehouse.datasets.storage import StoragePath, as_path
 from warehouse.errors import CatalogError, QualityGateError, StoreError
+from warehouse.rollout import split_key
 from warehouse.store import RunInfo, RunState, ScoreStore, older_than_live
 from warehouse.store_health import eviction_policies, eviction_problem, inspect, judge, served_after
 
@@ -102,9 +111,10 @@ def write_parts(rt: Runtime, run: RunRecord, client: Any = None) -> int:
     (``client``: a Dask client; None: a local cluster for this call). Returns the rows written."""
     parts = [str(p) for p in _parts(run)]
     if client is None:
-        with open_cluster(rt.settings, "cpu") as (own, _info):
+        with open_cluster(rt.settings, "cpu", tasks=len(parts)) as (own, _info):
             return write_parts(rt, run, own)
-    futures = client.map(load_part, parts, model=run.model, run_id=run.run_id, redis_url=rt.redis_url, pure=False)
+    model = split_key(run.model)[0]  # a challenger's run loads into its model's namespace
+    futures = client.map(load_part, parts, model=model, run_id=run.run_id, redis_url=rt.redis_url, pure=False)
     written = int(sum(client.gather(futures)))
     log.info("loaded %s rows of run %s into Redis", f"{written:,}", run.run_id)
     return written
@@ -114,13 +124,14 @@ def load_run(rt: Runtime, store: ScoreStore, run: RunRecord, client: Any = None,
     """Load a committed run into Redis from its Parquet parts, in parallel on Dask workers, and verify counts.
     ``as_of``: the run's newest score time (epoch s), when the caller already read it from the parts."""
     as_of = _as_of(_parts(run)) if as_of is None else as_of  # first: a run without committed parts changes nothing
-    existing = store.get_run(run.model, run.run_id)
+    model = split_key(run.model)[0]
+    existing = store.get_run(model, run.run_id)
     if existing is not None and existing.state is RunState.LOADING:
         log.warning("run %s has a half-finished load in Redis; removing it and loading again", run.run_id)
-        store.abort_run(run.model, run.run_id)
-    store.create_run(run.model, run.run_id, run.model_version, as_of, run.rows_out or 0)
+        store.abort_run(model, run.run_id)
+    store.create_run(model, run.run_id, run.model_version, as_of, run.rows_out or 0)
     write_parts(rt, run, client)
-    return store.finalize_run(run.model, run.run_id)
+    return store.finalize_run(model, run.run_id)
 
 
 def refuse_evicting_store(store: ScoreStore) -> None:
@@ -143,7 +154,8 @@ def verify_sample(store: ScoreStore, run: RunRecord, seed: int = 0) -> None:
         return
     idx = rng.choice(table.num_rows, size=min(SAMPLE_ROWS, table.num_rows), replace=False)
     sample = table.take(np.sort(idx))
-    mismatches = store.sample_check(run.model, run.run_id, sample.column("entity_id"), sample.column("score"))
+    model = split_key(run.model)[0]
+    mismatches = store.sample_check(model, run.run_id, sample.column("entity_id"), sample.column("score"))
     if mismatches:
         first = mismatches[0]
         raise StoreError(
@@ -153,8 +165,8 @@ def verify_sample(store: ScoreStore, run: RunRecord, seed: int = 0) -> None:
         )
 
 
-def _gate(rt: Runtime, store: ScoreStore, run: RunRecord) -> tuple[float | None, str | None]:
-    current = store.current_run(run.model)
+def _gate(rt: Runtime, current: RunInfo | None, run: RunRecord) -> tuple[float | None, str | None]:
+    """PSI of ``run`` against ``current`` (the run its flip replaces) and that run's id."""
     if current is None or current.run_id == run.run_id:
         return None, None
     try:
@@ -203,9 +215,28 @@ def reconcile_pointer(rt: Runtime, store: ScoreStore, model: str) -> str | None:
     return current.run_id
 
 
+def _replaced(store: ScoreStore, model: str, challenger: str | None) -> RunInfo | None:
+    """The run a flip would replace: the live run, or the challenger's current run."""
+    if challenger is None:
+        return store.current_run(model)
+    run_id = store.challengers(model).get(challenger)
+    return store.get_run(model, run_id) if run_id else None
+
+
+def _demoted(rt: Runtime, model: str, run: RunRecord, challenger: str | None) -> str | None:
+    """Why a champion run must not go live: it was scored by a version that is no longer production."""
+    production = rt.registry.production_version(model, "primary")
+    if challenger is not None or production is None or run.model_version == production:
+        return None
+    return (f"run {run.run_id} was scored by version {run.model_version}, but production is {production} now (promoted "
+            f"after it was scored): rescore the partition, or publish with --force")  # fmt: skip
+
+
 def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> PublishReport:
-    """Verify, gate and publish a committed run (see module docstring)."""
-    spec = rt.config.model(model)
+    """Verify, gate and publish a committed run (see module docstring). ``model``: the model, or a challenger key
+    (``warehouse.rollout.challenger_key``) for a challenger's run."""
+    base, challenger = split_key(model)
+    spec = rt.config.model(base)
     run = rt.catalog.get_run(run_id)
     if run.model != model:
         raise StoreError(f"run {run_id} belongs to model {run.model!r}, not {model!r}")
@@ -214,21 +245,23 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
     store = ScoreStore.from_url(rt.redis_url)
     try:
         refuse_evicting_store(store)
-        reconcile_pointer(rt, store, model)
-        info = store.get_run(model, run_id)
+        if challenger is None:
+            reconcile_pointer(rt, store, model)
+        info = store.get_run(base, run_id)
         loaded = info is None or info.state is RunState.LOADING
-        current = store.current_run(model)
+        current = _replaced(store, base, challenger)
         as_of = _as_of(_parts(run)) if loaded else info.as_of.timestamp()  # type: ignore[union-attr]
         if not force:  # decided before anything is loaded; the store applies the same rule inside its flip
             declined = older_than_live(run_id, datetime.fromtimestamp(as_of, UTC), current)
+            declined = declined or _demoted(rt, base, run, challenger)
             if declined:
                 return _declined(run, current.run_id if current else None, declined)
         if loaded:
             load_run(rt, store, run, as_of=as_of)
-        current = store.current_run(model)
+        current = _replaced(store, base, challenger)
         if loaded or current is None or current.run_id != run_id:
             verify_sample(store, run)  # the gate: the pointer has not moved to this run yet
-        psi, current_id = _gate(rt, store, run)
+        psi, current_id = _gate(rt, current, run)
         if psi is not None and psi > spec.max_psi and not force:
             rt.catalog.record_publication(
                 model=model, action="blocked", run_id=run_id, previous_run_id=current_id,
@@ -238,13 +271,19 @@ def publish_run(rt: Runtime, model: str, run_id: str, force: bool = False) -> Pu
                 f"quality gate blocked run {run_id}: score PSI {psi:.4f} against current run {current_id} exceeds "
                 f"max_psi {spec.max_psi}; inspect the run, then publish with --force to override"
             )
-        pub = store.publish(model, run_id, force=force)
+        demoted = None if force else _demoted(rt, base, run, challenger)  # promoted meanwhile?
+        if demoted:
+            return _declined(run, current_id, demoted, loaded=loaded)
+        if challenger is None:
+            pub = store.publish(model, run_id, force=force)
+        else:
+            pub = store.publish_challenger(base, challenger, run_id, force=force)
         if pub.declined:  # a newer run went live between the check above and the flip
             return _declined(run, pub.previous_run_id, pub.declined, loaded=loaded)
         if not pub.already_current:
             record_flip(rt, model, "publish", run_id, pub.previous_run_id, forced=force, at=pub.at,
                         detail={"psi": psi, "rows": run.rows_out})  # fmt: skip
-        cleaned = store.cleanup(model, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
+        cleaned = store.cleanup(base, keep_runs=spec.keep_runs, orphan_after_s=ORPHAN_AFTER_S)
         return PublishReport(
             model=model, run_id=run_id, previous_run_id=pub.previous_run_id, loaded=loaded,
             rows=run.rows_out or 0, psi=psi, forced=force, already_current=pub.already_current,

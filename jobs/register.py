@@ -36,11 +36,10 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import xgboost as xgb
 
 from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
@@ -50,6 +49,12 @@ from warehouse.datasets.storage import sha256_file
 from warehouse.errors import RegistryError
 from warehouse.objectives import check_thresholds
 from warehouse.registry import KINDS
+from warehouse.xgboost_loader import xgboost
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+else:
+    xgb = xgboost()  # without scikit-learn (warehouse.xgboost_loader)
 
 log = logging.getLogger(__name__)
 PROBE_ROWS = 1000
@@ -71,6 +76,7 @@ class RegisterReport:
     previous_production: str | None
     lineage: dict[str, Any]
     probe: dict[str, Any] | None = field(default=None)  # rows, min, max of the probe prediction; None: no partition
+    challenger: bool = False  # registered as a challenger of the production version (``warehouse.rollout``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -307,19 +313,26 @@ def register_model(
     features: list[str] | None = None,
     promote: bool = False,
     now: dt.datetime | None = None,
+    challenger: bool = False,
 ) -> RegisterReport:
     """Check and register the model file ``path``, or the MLflow model ``from_mlflow`` (``jobs.mlflow_source``), as
-    a new ``role`` version of ``model`` (see the module docstring)."""
+    a new ``role`` version of ``model`` (see the module docstring). ``challenger``: a primary version that becomes
+    a challenger of the production one (``warehouse.rollout``), never promoted here."""
     if (path is None) == (from_mlflow is None):
         raise RegistryError("give either a model file or --from-mlflow URI, not both or neither")
+    if challenger and (promote or role != "primary"):
+        raise RegistryError("--challenger registers a primary version without --promote (promote it later with "
+                            "prescore promote)")  # fmt: skip
+    if challenger:
+        rt.registry.require_room_for_challenger(model)  # checked before any work
     if from_mlflow is None:
         assert path is not None
-        return _register(rt, model, role, Path(path), {}, features, promote, now)
+        return _register(rt, model, role, Path(path), {}, features, promote, now, challenger)
     from jobs.mlflow_source import fetch
 
     with tempfile.TemporaryDirectory(prefix="prescore-mlflow-") as tmp:
         fetched = fetch(from_mlflow, Path(tmp))
-        return _register(rt, model, role, fetched.path, fetched.lineage, features, promote, now)
+        return _register(rt, model, role, fetched.path, fetched.lineage, features, promote, now, challenger)
 
 
 def _register(
@@ -331,6 +344,7 @@ def _register(
     features: list[str] | None,
     promote: bool,
     now: dt.datetime | None,
+    challenger: bool = False,
 ) -> RegisterReport:
     if role not in KINDS:
         raise RegistryError(f"unknown role {role!r}; use one of {list(KINDS)}")
@@ -360,7 +374,9 @@ def _register(
     booster.feature_names, booster.feature_types = None, None  # artifacts are positional: the manifest names them
     before = rt.registry.production_version(model, role)
     manifest = rt.registry.register(model, role, booster, names, {}, {}, lineage=lineage, categories=categories)
-    rt.add_model_version(manifest, promote=promote)
-    log.info("registered %s %s %s from %s (promoted: %s)", model, role, manifest.version, lineage["source"], promote)
+    rt.add_model_version(manifest, promote=promote, challenger=challenger)
+    log.info("registered %s %s %s from %s (promoted: %s, challenger: %s)", model, role, manifest.version,
+             lineage["source"], promote, challenger)  # fmt: skip
     return RegisterReport(model=model, role=role, version=manifest.version, objective=objective, features=names,
-                          promoted=promote, previous_production=before, lineage=lineage, probe=probed)  # fmt: skip
+                          promoted=promote, previous_production=before, lineage=lineage, probe=probed,
+                          challenger=challenger)  # fmt: skip

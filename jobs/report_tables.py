@@ -46,6 +46,16 @@ def status_table(item: dict[str, Any]) -> Table:
         if info and info.get("newest_registered"):
             text += f"; newer registered, not promoted: {info['newest_registered']}"
         table.add_row(f"production {kind}", text)
+    for contender in item.get("challengers", []):
+        latest = contender["latest_run"]
+        scored = f"newest run {latest['run_id']} ({latest['date']})" if latest else "not scored yet"
+        loaded = f"; in Redis: {contender['redis_run_id']}" if contender["redis_run_id"] else "; not in Redis yet"
+        table.add_row("challenger", f"{contender['version']}  sha256 {contender['sha256'][:12]}…  {scored}{loaded}")
+    rollout = item.get("rollout")
+    if rollout:
+        override = rollout.get("override_percent")
+        percent = f"{rollout['percent']:g} %" + (f" (aborted: {override:g} % now)" if override is not None else "")
+        table.add_row("rollout", f"{rollout['mode']} of {rollout['challenger']}: {percent}")
     current = item["store"].get("current")
     if "error" in item["store"]:
         table.add_row("published run", f"not readable: {item['store']['error']}")
@@ -99,4 +109,41 @@ def lookup_table(model: str, answers: list[dict[str, Any]]) -> Table:
         age = "" if a["age_s"] is None else f"{a['age_s']:.0f}"
         table.add_row(a["entity_id"], f"{a['score']:.6f}", a["source"], str(a["stale"]), age,
                       a["model_version"] or "", a["run_id"] or "")  # fmt: skip
+    return table
+
+
+def _num(value: Any, fmt: str = ".4f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def comparison_table(model: str, rows: list[Any]) -> Table:
+    """``prescore compare``: one row per (date, challenger) (``warehouse.catalog.ComparisonRecord``)."""
+    table = Table(title=f"{model}: champion against challengers")
+    for col in ("date", "challenger", "status", "champion", "joined", "psi", "rank corr", "decisions changed",
+                "quality (champion / challenger)"):  # fmt: skip
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if r.status != "compared":
+            table.add_row(r.partition_date.isoformat(), r.challenger_version, f"[red]{r.status}[/red]",
+                          r.champion_version or "-", "-", "-", "-", "-", r.reason or "")  # fmt: skip
+            continue
+        if r.champion_quality and r.challenger_quality:
+            quality = "  ".join(f"{k} {r.champion_quality[k]:.4f} / {r.challenger_quality.get(k, float('nan')):.4f}"
+                                for k in r.champion_quality)  # fmt: skip
+        else:
+            quality = "no labels yet"
+        table.add_row(r.partition_date.isoformat(), r.challenger_version, r.status, r.champion_version or "-",
+                      f"{r.n_joined:,}" if r.n_joined is not None else "-", _num(r.psi), _num(r.rank_correlation),
+                      _num(r.decision_change, ".2%"), quality)  # fmt: skip
+    return table
+
+
+def gate_table(gate: Any) -> Table:
+    """The promotion gate of one challenger (``jobs.promote.Gate``): each check, its value and bound."""
+    verdict = "[green]passes[/green]" if gate.passed else "[red]not met[/red]"
+    table = Table(title=f"promotion gate of {gate.model} {gate.version} (champion {gate.champion_version}): {verdict}")
+    for col in ("check", "passed", "value", "bound", "detail"):
+        table.add_column(col, overflow="fold")
+    for c in gate.checks:
+        table.add_row(c.name, "yes" if c.passed else "[red]no[/red]", _num(c.value, ".4g"), f"{c.bound:g}", c.detail)
     return table

@@ -42,6 +42,7 @@ from warehouse.catalog import COMMITTED, RunRecord
 from warehouse.datasets.score_files import run_problem
 from warehouse.errors import CatalogError, PointerMovedError, RestoreRefusedError, StoreError
 from warehouse.model_config import ModelSpec
+from warehouse.rollout import split_key
 from warehouse.store import RunState, ScoreStore
 from warehouse.store_health import Health, StoreState, expected_history, inspect, judge
 
@@ -134,10 +135,12 @@ def _choose(rt: Runtime, model: str, spec: ModelSpec, history: list[str]) -> tup
 
 
 def _ensure_loaded(rt: Runtime, store: ScoreStore, run: RunRecord, dask: DaskOnDemand) -> str:
-    """Make Redis hold ``run`` complete and verified: ``present`` (it did), ``loaded`` or ``repaired``."""
-    info = store.get_run(run.model, run.run_id)
+    """Make Redis hold ``run`` complete and verified: ``present`` (it did), ``loaded`` or ``repaired``. A promoted
+    challenger's run (catalog model ``churn@<version>``) lives in its model's namespace (``split_key``)."""
+    model = split_key(run.model)[0]
+    info = store.get_run(model, run.run_id)
     if info is None:
-        purged = store.purge_run_keys(run.model, run.run_id)
+        purged = store.purge_run_keys(model, run.run_id)
         if purged:
             log.info("removed %d leftover bucket keys of run %s (its metadata was lost)", purged, run.run_id)
         load_run(rt, store, run, dask.get())
@@ -146,12 +149,12 @@ def _ensure_loaded(rt: Runtime, store: ScoreStore, run: RunRecord, dask: DaskOnD
         load_run(rt, store, run, dask.get())  # a half-finished load: removed and loaded again
         action = "loaded"
     else:
-        if info.state is not RunState.LOADING and store.count_rows(run.model, run.run_id) == info.expected_rows:
+        if info.state is not RunState.LOADING and store.count_rows(model, run.run_id) == info.expected_rows:
             verify_sample(store, run)
             return "present"
-        store.reopen_run(run.model, run.run_id)
+        store.reopen_run(model, run.run_id)
         write_parts(rt, run, dask.get())
-        store.finalize_run(run.model, run.run_id)
+        store.finalize_run(model, run.run_id)
         action = "repaired"
     verify_sample(store, run)
     return action

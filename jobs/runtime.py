@@ -72,9 +72,12 @@ class Runtime:
         """``PRESCORE_PREDICTION_LOG_URL``, or the score store's Redis (``redis_url``)."""
         return self.settings.prediction_log_url or self.redis_url
 
-    def add_model_version(self, manifest: Manifest, *, promote: bool) -> None:
+    def add_model_version(self, manifest: Manifest, *, promote: bool, challenger: bool = False) -> None:
         """Record a version just registered in the registry in the catalog, and with ``promote`` make it
-        production in both (what ``prescore train`` and ``prescore register`` do after ``Registry.register``)."""
+        production in both (what ``prescore train`` and ``prescore register`` do after ``Registry.register``);
+        with ``challenger`` (a primary version, not promoted) make it a challenger (``Registry.add_challenger``)."""
+        if challenger and (promote or manifest.kind != "primary"):
+            raise ValueError("a challenger is a primary version that is not promoted")
         self.catalog.record_model_version(
             model=manifest.name, kind=manifest.kind, version=manifest.version, sha256=manifest.sha256,
             artifact_path=str(self.registry.kind_dir(manifest.name, manifest.kind) / manifest.version),
@@ -84,6 +87,8 @@ class Runtime:
         if promote:
             self.registry.promote(manifest.name, manifest.kind, manifest.version)
             self.catalog.mark_promoted(manifest.name, manifest.kind, manifest.version)
+        elif challenger:
+            self.registry.add_challenger(manifest.name, manifest.version)
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -47,9 +47,11 @@ from warehouse.datasets import contracts, score_files, storage
 from warehouse.datasets import features as fstore
 from warehouse.datasets.storage import ObjectPath, StoragePath, sha256_file
 from warehouse.errors import ContractViolationError, PrescoreError, UserError
+from warehouse.rollout import challenger_key
+from warehouse.xgboost_loader import xgboost
 
 log = logging.getLogger(__name__)
-TASK_ROWS = 1_000_000  # rows per Dask task (whole row groups are never split)
+TASK_ROWS = 1_000_000  # rows per Dask task (whole row groups are never split): PRESCORE_TASK_ROWS's default
 # ``RunReport.contract``: how this call settled the partition's contract
 VALIDATED = "validated"  # it checked the partition against the contract
 CONFIRMED = "confirmed"  # the caller had checked this very input (same fingerprint): not checked again
@@ -108,7 +110,7 @@ _BOOSTERS: dict[tuple[str, str, str], Any] = {}
 
 def _booster(ref: ModelRef, device: str, threads: int) -> Any:
     """The model, loaded once per worker process and device, after checking its sha256."""
-    import xgboost as xgb
+    xgb = xgboost()
 
     key = (ref.path, ref.sha256, device)
     booster = _BOOSTERS.get(key)
@@ -273,11 +275,15 @@ def score_partition(
     day: dt.date,
     device: str = "auto",
     force: bool = False,
-    task_rows: int = TASK_ROWS,
+    task_rows: int | None = None,
     cluster: tuple[Any, ClusterInfo] | None = None,
     validated: str | None = None,
+    challenger: str | None = None,
 ) -> RunReport:
     """Score one partition end to end (see module docstring). Returns the run report.
+
+    ``challenger``: score that challenger version instead of the production one; its run is recorded and written
+    under ``warehouse.rollout.challenger_key(model, challenger)`` (``jobs.shadow``), which is the report's model.
 
     ``cluster`` is an open ``(client, info)`` from ``open_cluster`` to reuse (a backfill scores many dates on
     one cluster); without it a cluster is opened for this call and closed after it. ``validated``: the
@@ -288,8 +294,10 @@ def score_partition(
     fs = rt.config.feature_set(spec.feature_set)
     features = rt.config.model_features(model)
     dev = resolve_device(device)
-    loaded = rt.registry.load(model, "primary", features)  # hash + contract check before any work
+    loaded = rt.registry.load(model, "primary", features, challenger)  # hash + contract check before any work
     manifest = loaded.manifest
+    if challenger is not None:
+        model = challenger_key(model, challenger)  # the catalog and Parquet name of the challenger's runs
     order = tuple((name, tuple(values)) for name, values in sorted(manifest.categories.items()))
     ref = ModelRef(str(loaded.path), manifest.sha256, manifest.version, tuple(features), order)
     files = fstore.partition_files(rt.home, spec.feature_set, day, fs)
@@ -327,8 +335,8 @@ def score_partition(
     try:
         staging = _prepare_output(part_dir, run_id)
         _remove_abandoned_staging(rt, part_dir, keep=staging)
-        chunks = plan_chunks(files, task_rows)
-        with nullcontext(cluster) if cluster else open_cluster(rt.settings, dev) as (client, info):
+        chunks = plan_chunks(files, task_rows or rt.settings.task_rows)
+        with nullcontext(cluster) if cluster else open_cluster(rt.settings, dev, tasks=len(chunks)) as (client, info):
             t_cluster = time.perf_counter()
             threads = _predict_threads(client, info)
             futures = client.map(
@@ -375,7 +383,7 @@ def score_partition(
 
 
 def _predict_threads(client: Any, info: ClusterInfo) -> int:
-    if info.kind.startswith("local"):
+    if info.kind.startswith("local") or info.kind == "inline":
         slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()) or 1
         return max(1, (os.cpu_count() or 1) // slots)
     return 1

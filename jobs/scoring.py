@@ -11,8 +11,12 @@ and ``run_psi`` compares two runs over deciles of the reference run (``PSI_BINS`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 HIST_BINS = 20  # equal-width bins over [0, 1] (runs recorded before quantile summaries)
 SUMMARY_POINTS = 101  # quantiles 0, 1, ..., 100 %

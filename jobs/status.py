@@ -1,11 +1,12 @@
 """``prescore status``: the state of each model as plain data — feature partitions, production model versions
-with their hashes (and a newer version registered but not promoted), recent runs and failures, publications, and
-what the Redis store serves."""
+with their hashes (and a newer version registered but not promoted), challengers with their hashes and runs, the
+rollout, recent runs and failures, publications, and what the Redis store serves."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from jobs.challengers import challenger_status
 from jobs.publish import store_status
 from jobs.restore import check_model
 from jobs.runtime import Runtime
@@ -36,14 +37,22 @@ def model_status(rt: Runtime, model: str) -> dict[str, Any]:
         store: dict[str, Any] = store_status(rt, model)
         with ScoreStore.from_url(rt.redis_url) as redis_store:
             health = check_model(rt, redis_store, model)
+            contenders = challenger_status(rt, model, redis_store)
+            override = redis_store.rollout_override(model)
         store["health"] = {"state": health.state.value, "reason": health.reason, "live_run_id": health.live_run_id}
     except StoreUnavailableError as exc:
         store = {"error": str(exc)}
+        contenders, override = challenger_status(rt, model, None), None
+    rollout = spec.rollout.model_dump() if spec.rollout else None
+    if rollout is not None:
+        rollout["override_percent"] = override
     return {
         "model": model,
         "feature_set": spec.feature_set,
         "feature_dates": [d.isoformat() for d in fstore.available_dates(rt.home, spec.feature_set, fs)],
         "production": prod,
+        "challengers": contenders,
+        "rollout": rollout,
         "recent_runs": [
             {
                 "run_id": r.run_id,

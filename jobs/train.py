@@ -25,20 +25,25 @@ import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xgboost as xgb
-from sklearn.metrics import log_loss, roc_auc_score
 
+from jobs import score_metrics
 from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
 from warehouse.datasets import features as fstore
 from warehouse.errors import RegistryError, UserError
 from warehouse.objectives import check_labels
 from warehouse.registry import KINDS, Registry
+from warehouse.xgboost_loader import xgboost
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+else:
+    xgb = xgboost()  # without scikit-learn (warehouse.xgboost_loader)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,10 @@ def holdout_metrics(objective: str, y: np.ndarray, p: np.ndarray) -> dict[str, f
     """``auc`` and ``logloss`` for ``binary:logistic``; ``rmse`` and ``mae`` (plus ``logloss`` for ``reg:logistic``)
     for every other objective."""
     if objective == BINARY:
-        return {"auc": float(roc_auc_score(y, p)), "logloss": float(log_loss(y, p, labels=[0, 1]))}
+        area = score_metrics.auc(y, p)
+        if area is None:
+            raise UserError("the hold-out day's labels have a single class: its AUC is undefined; check the labels")
+        return {"auc": area, "logloss": score_metrics.log_loss(y, p)}
     y64, p64 = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
     err = p64 - y64
     metrics = {"rmse": float(np.sqrt(np.mean(err * err))), "mae": float(np.mean(np.abs(err)))}
@@ -206,8 +214,11 @@ def _check_labels(model: str, feature_set: str, objective: str, y: np.ndarray, d
         raise UserError(f"{problem}; fix labels/{feature_set} or choose models.{model}.training.objective to fit them")
 
 
-def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> TrainReport:
-    """Train, evaluate, register and (conditionally) promote both kinds of ``model``."""
+def train_model(rt: Runtime, model: str, end_date: dt.date | None = None, *, challenger: bool = False) -> TrainReport:
+    """Train, evaluate, register and (conditionally) promote both kinds of ``model``.
+
+    ``challenger``: the new primary version becomes a challenger (``warehouse.rollout``: scored in shadow every
+    night, promoted only by ``prescore promote``) and neither kind is promoted; the model needs a champion."""
     spec = rt.config.model(model)
     fs = spec.feature_set
     if spec.training == "external":
@@ -216,6 +227,8 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
             f"prescore register --model {model} --role primary|fallback FILE"
         )
     tspec = spec.training
+    if challenger:
+        rt.registry.require_room_for_challenger(model)
     dates = fstore.available_dates(rt.home, fs, rt.config.feature_set(fs))
     train_dates, holdout = choose_window(dates, tspec.train_days, end_date)
     kinds = {"primary": rt.config.model_features(model), "fallback": list(spec.fallback_features)}
@@ -252,8 +265,8 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None) -> Tra
         metrics = evaluate(booster, x_test, y_test, objective)
         manifest = rt.registry.register(model, kind, booster, cols, metrics, window, categories=orders)
         prod = _production_metrics(rt.registry, model, kind, cols, test, (orders, x_test), y_test, objective)
-        promote = should_promote(objective, metrics, prod, tspec.promote_margin)
-        rt.add_model_version(manifest, promote=promote)
+        promote = not challenger and should_promote(objective, metrics, prod, tspec.promote_margin)
+        rt.add_model_version(manifest, promote=promote, challenger=challenger and kind == "primary")
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         log.info("%s %s %s %s %s promoted=%s", model, kind, manifest.version, objective, shown, promote)
         results.append(

@@ -85,3 +85,8 @@ class RestoreRefusedError(StoreError):
 
 class OlderRunError(StoreError):
     """Publishing a run whose as_of is older than the current run's (history never overwrites the live store)."""
+
+
+class PromotionRefusedError(UserError):
+    """``prescore promote`` refused a challenger: a check of its promotion gate (``models.<m>.promotion``) failed,
+    or it has no run to make live; the message lists the failing checks. Nothing was changed."""

@@ -14,6 +14,7 @@ from jobs import logfiles
 from jobs.airflow_services import service_logs
 from jobs.prediction_drain import LOG_DIR
 from jobs.retention.rules import (
+    COMPARISONS,
     DAY_S,
     LEFTOVERS,
     LOGS,
@@ -42,6 +43,7 @@ from warehouse.datasets import score_files, storage
 from warehouse.datasets.storage import ObjectPath, StoragePath
 from warehouse.errors import CatalogError, StoreError
 from warehouse.registry import KINDS
+from warehouse.rollout import split_key
 from warehouse.store import ScoreStore, running_local_redis
 from warehouse.store_health import expected_history
 
@@ -91,10 +93,14 @@ def apply_retention(rt: Runtime, *, now: dt.datetime, dry_run: bool = False) -> 
         _run_rows(rt, now, dry_run, report)
         for model in models:
             _score_runs(rt, store, model, held[model], now, dry_run, report)
-    for model in models:
+            for key in rt.catalog.challenger_keys(model):  # challengers' runs: the same window, held alike
+                _score_runs(rt, store, key, held[model], now, dry_run, report)
+    for model in [*models, *(k for m in models for k in rt.catalog.challenger_keys(m))]:
         _score_leftovers(rt, model, now, dry_run, report)
+    for model in models:
         _registry(rt, model, now, dry_run, report)
         _publications(rt, model, now, dry_run, report)
+        _comparisons(rt, model, now, dry_run, report)
     _prediction_logs(rt, now, dry_run, report)
     _log_files(rt, dry_run, report)
     verb = "would remove" if dry_run else "removed"
@@ -116,8 +122,11 @@ def _redis_runs(
     current = store.current_run(model)
     current_id = current.run_id if current else None
     runs = store.list_runs(model)
+    challengers = store.challengers(model)  # loaded, never published, but behind a challenger pointer: they stay
     gone = set()
-    for run, why in unpublished_verdicts(runs, current_id, now, rt.settings.retention_unpublished_run_hours):
+    hours = rt.settings.retention_unpublished_run_hours
+    for run, why in unpublished_verdicts([r for r in runs if r.run_id not in challengers.values()], current_id, now,
+                                         hours):  # fmt: skip
         if not dry_run:
             try:
                 store.abort_run(model, run.run_id)
@@ -126,7 +135,10 @@ def _redis_runs(
                 continue
         gone.add(run.run_id)
         report.removed.append(Removal(REDIS_RUNS, f"{model}/{run.run_id}", why))
-    return held_reasons([r for r in runs if r.run_id not in gone], current_id)
+    held = held_reasons([r for r in runs if r.run_id not in gone], current_id)
+    held.update({run_id: f"challenger {version}'s run (behind its challenger pointer)"
+                 for version, run_id in challengers.items()})  # fmt: skip
+    return held
 
 
 def _run_rows(rt: Runtime, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:
@@ -170,7 +182,7 @@ def _score_runs(
             continue
         size = _size(run.output_path)
         if not dry_run:
-            if store.get_run(model, run.run_id) is not None:  # loaded for a publish since the snapshot
+            if store.get_run(split_key(model)[0], run.run_id) is not None:  # loaded for a publish since the snapshot
                 report.kept.append(Kept(SCORES, item, "loaded into Redis meanwhile"))
                 continue
             if not rt.catalog.expire_run(run.run_id):  # no longer committed: someone else changed it
@@ -216,7 +228,8 @@ def _registry(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: 
     for kind in KINDS:
         versions = rt.registry.versions(model, kind)
         production = rt.registry.production_version(model, kind)
-        in_use = running if kind == "primary" else {}
+        challengers = {v: "a challenger (scored in shadow)" for v in rt.registry.challengers(model)}
+        in_use = {**running, **challengers} if kind == "primary" else {}
         for version, remove, why in model_version_verdicts(versions, production, keep, in_use):
             item = f"{model}/{kind}/{version}"
             if not remove:
@@ -257,6 +270,17 @@ def _publications(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, repo
             report.removed.append(Removal(PUBLICATIONS, item, why))
         else:
             report.kept.append(Kept(PUBLICATIONS, item, why))
+
+
+def _comparisons(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:
+    """Champion/challenger comparisons (``jobs.compare``) of partitions older than the publication window."""
+    days = rt.settings.retention_publication_days
+    before = now.date() - dt.timedelta(days=days)
+    old = [c for c in rt.catalog.comparisons(model) if c.partition_date < before]
+    if old and not dry_run:
+        rt.catalog.delete_comparisons(model, before=before)
+    why = f"compared more than {days} days ago (retention_publication_days={days})"
+    report.removed += [Removal(COMPARISONS, f"{model}/{c.challenger_version}/{c.partition_date}", why) for c in old]
 
 
 def _prediction_logs(rt: Runtime, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:

@@ -103,7 +103,8 @@ def prescore_env(
 
 def set_prescore_env(monkeypatch: pytest.MonkeyPatch, home: Path, models_file: Path, redis_url: str) -> dict[str, str]:
     """``PRESCORE_*`` as the task processes read it: this home and models file, the test Redis, the SQLite catalog
-    in the home, a local Dask cluster of two workers. Returns the variables set."""
+    in the home, a local Dask cluster of two workers and tasks of 5,000 rows (so a task scores on Dask, not inline).
+    Returns the variables set."""
     env = {
         "PRESCORE_HOME": str(home),
         "PRESCORE_MODELS_FILE": str(models_file),
@@ -111,6 +112,7 @@ def set_prescore_env(monkeypatch: pytest.MonkeyPatch, home: Path, models_file: P
         "PRESCORE_CATALOG_URL": "",
         "PRESCORE_DASK_ADDRESS": "",
         "PRESCORE_DASK_WORKERS": "2",
+        "PRESCORE_TASK_ROWS": "5000",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

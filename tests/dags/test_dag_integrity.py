@@ -19,7 +19,7 @@ from tests.dags.conftest import AIRFLOW_OWN_WARNING, DAGS_DIR, REPO
 from warehouse.settings import DEFAULT_MODELS_FILE
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-DASK_TASKS = {"score", "publish"}
+DASK_TASKS = {"score", "publish", "shadow"}
 EXPECTED = {
     "prescore_score__churn",
     "prescore_train__churn",
@@ -27,6 +27,7 @@ EXPECTED = {
     "prescore_drain_predictions",
     "prescore_retention",
     "prescore_reconcile",
+    "prescore_promote",
 }
 HEAVY = ("dask", "distributed", "xgboost", "sklearn", "pyarrow", "redis", "jobs.runtime", "jobs.score",
          "jobs.publish", "warehouse.catalog", "warehouse.store.score_store", "warehouse.registry")  # fmt: skip
@@ -157,6 +158,18 @@ def test_every_dag_serializes(dags: dict[str, Any]) -> None:
         assert type(restored.timetable).__name__ == type(dag.timetable).__name__
 
 
+def test_promote_dag_checks_the_gate_then_promotes(dags: dict[str, Any]) -> None:
+    """Manual only; the gate's checks are logged by their own task before ``promote`` runs the same gate; a refusal
+    is not retried."""
+    dag = dags["prescore_promote"]
+    assert dag.timetable.can_be_scheduled is False and dag.max_active_runs == 1
+    assert edges(dag) == {("check_gate", "promote")}
+    assert {"model", "version", "force"} <= set(dag.params.keys())
+    from jobs.orchestration import NON_RETRYABLE
+
+    assert "warehouse.errors.PromotionRefusedError" in NON_RETRYABLE
+
+
 def test_nightly_task_graph(dags: dict[str, Any]) -> None:
     dag = dags["prescore_score__churn"]
     assert edges(dag) == {
@@ -165,6 +178,9 @@ def test_nightly_task_graph(dags: dict[str, Any]) -> None:
         ("score", "publish"),
         ("publish", "verify_online"),
         ("verify_online", "retain_and_record"),
+        ("validate_contract", "shadow"),
+        ("score", "shadow"),  # challengers after the champion's score, beside its publish: never in its way
+        ("shadow", "compare"),  # each challenger's run against the champion's, stored for the promotion gate
     }
     assert dag.task_dict["retain_and_record"].trigger_rule == "none_failed"  # runs after a skipped publish
     sensor = dag.task_dict["wait_for_features"]

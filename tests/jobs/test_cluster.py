@@ -87,7 +87,7 @@ def test_a_scoring_job_and_its_publish_listen_on_loopback_only(
     rt = Runtime.from_settings(settings)
     try:
         with ListenerWatch(os.getpid()) as watch:
-            report = score_partition(rt, "churn", END, device="cpu")
+            report = score_partition(rt, "churn", END, device="cpu", task_rows=5_000)  # tasks: no inline run
             published = publish_run(rt, "churn", report.run_id)
     finally:
         rt.close()

@@ -346,3 +346,29 @@ def test_a_model_saved_by_a_newer_xgboost_is_refused(
     bumped.write_bytes(data[:count_end] + b"i" + bytes([installed[0] + 1]) + data[count_end + 2 :])
     with pytest.raises(RegistryError, match="newer than the installed"):
         register_model(rt, MODEL, "primary", bumped)
+
+
+def test_register_a_challenger_through_the_cli(rt: Runtime, external: Callable[..., Path]) -> None:
+    """--challenger: registered, listed as a challenger, never production; a challenger whose features do not match
+    the contract is refused like any primary; --challenger with --promote or a fallback role is a usage error."""
+    env = {"PRESCORE_HOME": str(rt.home), "PRESCORE_MODELS_FILE": str(rt.settings.models_file),
+           "PRESCORE_REDIS_URL": rt.redis_url}  # fmt: skip
+    before = rt.registry.production_version(MODEL, "primary")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["register", str(external()), "--model", MODEL, "--role", "primary", "--challenger",
+                             "--json"], env=env)  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.stdout)
+    assert report["challenger"] and not report["promoted"]
+    assert rt.registry.challengers(MODEL) == [report["version"]]
+    assert rt.registry.production_version(MODEL, "primary") == before
+    wrong = external("wrong.ubj", cols=rt.config.model_features(MODEL)[:-1])
+    refused = runner.invoke(app, ["register", str(wrong), "--model", MODEL, "--role", "primary", "--challenger"],
+                            env=env)  # fmt: skip
+    assert refused.exit_code == 1 and "features" in refused.output
+    assert rt.registry.challengers(MODEL) == [report["version"]]
+    for extra in (["--promote"], []):
+        role = "primary" if extra else "fallback"
+        usage = runner.invoke(app, ["register", str(external()), "--model", MODEL, "--role", role, "--challenger",
+                                    *extra], env=env)  # fmt: skip
+        assert usage.exit_code == 2 and "--challenger takes --role primary" in usage.output

@@ -566,3 +566,29 @@ def test_the_command_dry_runs_reports_and_changes_nothing_while_redis_is_down(rt
     human = runner.invoke(app, ["retention"], env=env)
     assert human.exit_code == 0, human.output
     assert f"removed 1 from {PREDICTION_LOGS}" in human.output and not old.exists()
+
+
+def test_comparisons_older_than_the_publication_window_go(rt: Runtime) -> None:
+    """The champion/challenger comparisons are bounded by age: rows of partitions older than
+    ``retention_publication_days`` go (a dry run only lists them); younger ones stay."""
+    import dataclasses
+
+    from warehouse.catalog import COMPARED, ComparisonRecord
+
+    now = dt.datetime.now(dt.UTC)
+    base = ComparisonRecord(
+        model=MODEL, challenger_version="v2", partition_date=now.date(), status=COMPARED, compared_at=now,
+        champion_version="v1", champion_run_id="a", challenger_run_id="b", n_champion=1, n_challenger=1, n_joined=1,
+        psi=0.0, rank_correlation=1.0, decision_change=0.0, objective="binary:logistic",
+    )  # fmt: skip
+    days = rt.settings.retention_publication_days
+    for age in (0, days - 1, days + 1, days + 30):
+        rt.catalog.upsert_comparison(dataclasses.replace(base, partition_date=now.date() - dt.timedelta(days=age)))
+    dry = apply_retention(rt, now=now, dry_run=True)
+    assert sum(r.store == "catalog.comparisons" for r in dry.removed) == 2
+    assert len(rt.catalog.comparisons(MODEL)) == 4
+    apply_retention(rt, now=now)
+    kept = sorted((now.date() - c.partition_date).days for c in rt.catalog.comparisons(MODEL))
+    assert kept == [0, days - 1]
+    again = apply_retention(rt, now=now)
+    assert not [r for r in again.removed if r.store == "catalog.comparisons"]

@@ -1,20 +1,22 @@
-"""The run catalog: model versions, score runs and publications in SQL (SQLite by default, or PostgreSQL).
+"""The run catalog: model versions, score runs, publications and comparisons in SQL (SQLite by default, or PostgreSQL).
 
 ``tables`` holds the SQLAlchemy models and run states, ``records`` the read-only row copies, ``repository`` the
 ``Catalog`` that reads and writes them, ``migrations`` the Alembic revisions ``Catalog.open`` applies.
 """
 
-from warehouse.catalog.records import PointerRecord, RunRecord, new_run_id, redact
+from warehouse.catalog.records import ComparisonRecord, PointerRecord, RunRecord, new_run_id, redact
 from warehouse.catalog.repository import Catalog
 from warehouse.catalog.tables import (
     ABANDON_AFTER_S,
     ABANDONED,
     COMMITTED,
+    COMPARED,
     EXPIRED,
     FAILED,
     POINTER_ACTIONS,
     RUNNING,
     Base,
+    Comparison,
     ModelVersion,
     Publication,
     ScoreRun,
@@ -26,12 +28,15 @@ __all__ = [
     "ABANDONED",
     "ABANDON_AFTER_S",
     "COMMITTED",
+    "COMPARED",
     "EXPIRED",
     "FAILED",
     "POINTER_ACTIONS",
     "RUNNING",
     "Base",
     "Catalog",
+    "Comparison",
+    "ComparisonRecord",
     "ModelVersion",
     "PointerRecord",
     "Publication",

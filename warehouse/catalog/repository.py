@@ -1,4 +1,5 @@
-"""The run catalog (``Catalog``): model versions, score runs and publications, in SQLite (default) or PostgreSQL.
+"""The run catalog (``Catalog``): model versions, score runs, publications and champion/challenger comparisons, in
+SQLite (default) or PostgreSQL.
 
 Contract:
 - ``Catalog.open(url)`` connects, upgrades the schema to the newest Alembic revision, and raises
@@ -10,6 +11,8 @@ Contract:
   a tombstone (status ``expired``: no query for committed runs returns it), the files go, then ``delete_runs``
   drops the row. A crash in between leaves a tombstone that the next pass finishes; never a committed row
   naming missing files.
+- A comparison (``upsert_comparison``) is keyed by (model, challenger version, partition date): writing one again
+  replaces it, also when two writers race (the database's unique constraint decides, the loser updates).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from warehouse.catalog.records import PointerRecord, RunRecord, new_run_id, redact
+from warehouse.catalog.records import ComparisonRecord, PointerRecord, RunRecord, new_run_id, redact
 from warehouse.catalog.tables import (
     ABANDON_AFTER_S,
     ABANDONED,
@@ -34,6 +37,7 @@ from warehouse.catalog.tables import (
     FAILED,
     POINTER_ACTIONS,
     RUNNING,
+    Comparison,
     ModelVersion,
     Publication,
     ScoreRun,
@@ -268,6 +272,13 @@ class Catalog:
                 stmt = stmt.limit(limit)
             return [RunRecord.of(r) for r in s.scalars(stmt)]
 
+    def challenger_keys(self, model: str) -> list[str]:
+        """The catalog models of ``model``'s challenger runs (``warehouse.rollout.challenger_key``: ``model@version``),
+        of every version that ever had a run, also dropped or promoted ones."""
+        with self.session() as s:
+            stmt = sa.select(ScoreRun.model).where(ScoreRun.model.startswith(f"{model}@", autoescape=True)).distinct()
+            return sorted(s.scalars(stmt))
+
     def runs_finished_before(self, status: str, before: dt.datetime) -> list[RunRecord]:
         """Runs of every model in ``status`` that finished before ``before``, oldest first."""
         with self.session() as s:
@@ -386,4 +397,63 @@ class Catalog:
             return 0
         with self.session() as s:
             result = s.execute(sa.delete(Publication).where(Publication.id.in_(ids)))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # ---- champion/challenger comparisons --------------------------------------------------------------
+    def upsert_comparison(self, record: ComparisonRecord) -> ComparisonRecord:
+        """Insert or replace the comparison of (model, challenger version, partition date); returns it as stored."""
+        values = {f: getattr(record, f) for f in ComparisonRecord.__dataclass_fields__}
+        key = {k: values[k] for k in ("model", "challenger_version", "partition_date")}
+        for attempt in range(2):
+            try:
+                with self.session() as s:
+                    row = s.scalars(sa.select(Comparison).filter_by(**key)).one_or_none()
+                    if row is None:
+                        row = Comparison(**values)
+                        s.add(row)
+                    else:
+                        for name, value in values.items():
+                            setattr(row, name, value)
+                    s.flush()
+                    return ComparisonRecord.of(row)
+            except sa.exc.IntegrityError:
+                if attempt:  # a concurrent writer inserted it first: the second pass updates its row
+                    raise
+        raise AssertionError("unreachable")
+
+    def comparisons(
+        self,
+        model: str,
+        *,
+        challenger_version: str | None = None,
+        partition_date: dt.date | None = None,
+        limit: int | None = None,
+    ) -> list[ComparisonRecord]:
+        """Comparisons of ``model``, newest partition first (then by challenger version)."""
+        with self.session() as s:
+            stmt = sa.select(Comparison).filter_by(model=model)
+            if challenger_version is not None:
+                stmt = stmt.filter_by(challenger_version=challenger_version)
+            if partition_date is not None:
+                stmt = stmt.filter_by(partition_date=partition_date)
+            stmt = stmt.order_by(Comparison.partition_date.desc(), Comparison.challenger_version)
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            return [ComparisonRecord.of(r) for r in s.scalars(stmt)]
+
+    def delete_comparisons(
+        self, model: str, *, before: dt.date | None = None, keep_versions: set[str] | None = None
+    ) -> int:
+        """Delete comparisons of ``model`` of partitions before ``before`` and/or of challenger versions not in
+        ``keep_versions`` (retention: versions no longer challengers nor production). Returns the rows deleted."""
+        if before is None and keep_versions is None:
+            raise ValueError("delete_comparisons needs before or keep_versions")
+        with self.session() as s:
+            stmt = sa.delete(Comparison).filter_by(model=model)
+            where = []
+            if before is not None:
+                where.append(Comparison.partition_date < before)
+            if keep_versions is not None:
+                where.append(Comparison.challenger_version.not_in(sorted(keep_versions)))
+            result = s.execute(stmt.where(sa.or_(*where)))
             return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""The catalog's tables: model versions, score runs and publications (SQLAlchemy models), and the run states.
+"""The catalog's tables: model versions, score runs, publications and champion/challenger comparisons (SQLAlchemy
+models), and the run and comparison states.
 
 Every timestamp is timezone-aware UTC (``UTCDateTime``).
 """
@@ -13,8 +14,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
-# Publication actions that name the run the Redis pointer moved to (newest first, their newest is the live run).
-POINTER_ACTIONS = ("publish", "rollback", "reconcile", "restore")
+# Publication actions that name the run the Redis pointer moved to (newest first, their newest is the live run);
+# ``promote``: a challenger's run made live (``jobs.promote``), its catalog model a challenger key (``churn@<v>``).
+POINTER_ACTIONS = ("publish", "rollback", "reconcile", "restore", "promote")
+COMPARED = "compared"  # a comparison of two committed runs (``Comparison.status``; else FAILED, with its reason)
 EXPIRED = "expired"  # a tombstone: retention is removing the run's Parquet (see warehouse.catalog.repository)
 ABANDONED = "abandoned (no heartbeat)"
 ABANDON_AFTER_S = 6 * 3600.0  # a running run without a heartbeat for this long is dead (longer than any job's timeout)
@@ -106,3 +109,33 @@ class Publication(Base):
     forced: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class Comparison(Base):
+    """One challenger version against the champion on one partition date (``jobs.compare``): one row per
+    (model, challenger_version, partition_date), replaced by a rerun. ``status`` ``compared`` or ``failed`` (the
+    challenger's run failed or is missing: ``reason``). Quality columns are None until the date's labels exist."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (sa.UniqueConstraint("model", "challenger_version", "partition_date", name="uq_comparisons"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    challenger_version: Mapped[str] = mapped_column(sa.String(64))
+    partition_date: Mapped[dt.date] = mapped_column(sa.Date)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    champion_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    champion_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    challenger_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    n_champion: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    n_challenger: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    n_joined: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    psi: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    rank_correlation: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    decision_change: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    objective: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    n_labelled: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    champion_quality: Mapped[dict[str, float] | None] = mapped_column(sa.JSON, nullable=True)
+    challenger_quality: Mapped[dict[str, float] | None] = mapped_column(sa.JSON, nullable=True)
+    compared_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

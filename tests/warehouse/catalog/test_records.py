@@ -57,3 +57,19 @@ def test_new_run_ids_start_with_the_partition_and_are_unique() -> None:
     assert first != second
     assert first.startswith(f"{day(-3):%Y%m%d}-") and second.startswith(f"{day(-3):%Y%m%d}-")
     assert validate_name("run id", first) == first
+
+
+def test_the_head_revision_read_without_alembic_is_alembics(catalog_url: str) -> None:
+    """``Catalog.open`` skips Alembic when the database is at the head it reads from the revision files: that head
+    must be Alembic's own, and a fresh database is migrated to it."""
+    from alembic.script import ScriptDirectory
+
+    from warehouse.catalog import Catalog
+    from warehouse.catalog.migrations import alembic_config, current_revision, head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    catalog = Catalog.open(catalog_url)
+    try:
+        assert current_revision(catalog.engine) == head_revision()
+    finally:
+        catalog.close()
