@@ -13,6 +13,10 @@ For each size N, in one temporary PRESCORE_HOME:
 
 The headline is the ratio job rows/s ÷ baseline rows/s (target ≥ 0.85 on 2 cores). Peak RSS of this
 process and of its children (Dask workers) is reported from getrusage.
+
+``--devices cpu cuda``: the job also runs on the GPU (dask-cuda ``LocalCUDACluster``, ``device="cuda"``) on the same
+partition, and the report adds GPU rows/s ÷ CPU job rows/s, end to end. Without a visible CUDA device (or without
+the ``gpu`` extra) the cuda runs are skipped, saying so, and the CPU figures are still measured.
 """
 
 from __future__ import annotations
@@ -75,7 +79,8 @@ def _baseline(rt: Runtime, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_size(base: Path, models_dir: Path, models_file: Path, n: int) -> dict[str, float]:
+def run_size(base: Path, models_dir: Path, models_file: Path, n: int, devices: tuple[str, ...] = ("cpu",)
+             ) -> dict[str, float]:  # fmt: skip
     home = base / f"home-{n}"
     shutil.copytree(models_dir, home / "models")
     rt = Runtime.from_settings(_settings(home, models_file))
@@ -85,6 +90,14 @@ def run_size(base: Path, models_dir: Path, models_file: Path, n: int) -> dict[st
     start = time.perf_counter()
     report = score_partition(rt, "churn", DAY, device="cpu", force=True)
     job_s = time.perf_counter() - start
+    gpu: dict[str, float] = {}
+    if "cuda" in devices:
+        start = time.perf_counter()
+        on_gpu = score_partition(rt, "churn", DAY, device="cuda", force=True)
+        gpu_s = time.perf_counter() - start
+        assert on_gpu.rows_out == n and on_gpu.device == "cuda", on_gpu
+        gpu = {"gpu_job_s": round(gpu_s, 2), "gpu_job_rows_per_s": round(n / gpu_s),
+               "gpu_vs_cpu_job": round(job_s / gpu_s, 3), "gpu_cluster": on_gpu.cluster}  # fmt: skip
     rt.close()
     assert report.rows_out == n, (report.rows_out, n)
     no_start_s = job_s - report.timings["cluster_s"]
@@ -102,6 +115,7 @@ def run_size(base: Path, models_dir: Path, models_file: Path, n: int) -> dict[st
         "predict_s_sum": report.timings["predict_s"],
         "read_s_sum": report.timings["read_s"],
         "write_s_sum": report.timings["write_s"],
+        **gpu,
     }
 
 
@@ -110,7 +124,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--local", choices=["threads", "processes"], default="threads", help="local cluster kind")
+    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu"])
     args = parser.parse_args()
+    devices = tuple(args.devices)
+    if "cuda" in devices:
+        from jobs.cluster import gpu_visible
+
+        if not gpu_visible():
+            print("cuda: skipped (no CUDA device visible, or cupy / the gpu extra not installed); CPU only")
+            devices = tuple(d for d in devices if d != "cuda")
     global LOCAL
     LOCAL = args.local
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
@@ -119,11 +141,12 @@ def main() -> None:
         models_file = base / "models.yaml"
         models_file.write_text(yaml.safe_dump(raw))
         models_dir = _train(base, models_file)
-        rows = [run_size(base, models_dir, models_file, n) for n in args.sizes]
+        rows = [run_size(base, models_dir, models_file, n, devices) for n in args.sizes]
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result = {
-        "command": f"python bench/bench_score.py --local {args.local} --sizes " + " ".join(map(str, args.sizes)),
+        "command": f"python bench/bench_score.py --local {args.local} --devices {' '.join(args.devices)} --sizes "
+        + " ".join(map(str, args.sizes)),
         "machine": f"{platform.node()} {os.cpu_count()} cores",
         "peak_rss_mib_driver": round(peak_self),
         "peak_rss_mib_largest_child": round(peak_children),
@@ -135,6 +158,10 @@ def main() -> None:
         print(f"| {r['rows']:,} | {r['baseline_rows_per_s']:,} | {r['job_rows_per_s']:,} | "
               f"{r['ratio_end_to_end']:.3f} | {r['ratio_without_cluster_start']:.3f} |")  # fmt: skip
     print(f"peak RSS: driver {peak_self:.0f} MiB, largest child {peak_children:.0f} MiB")
+    for r in rows:
+        if "gpu_job_rows_per_s" in r:
+            print(f"GPU {r['rows']:,} rows: {r['gpu_job_rows_per_s']:,} rows/s, {r['gpu_vs_cpu_job']:.2f}x the CPU job")
+    result["devices"] = list(devices)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
