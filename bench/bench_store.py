@@ -1,15 +1,27 @@
-"""Benchmark of the Redis score store against a naive per-key SET loader, on a throw-away redis-server.
+"""Benchmark of the Redis score store's loaders against a naive per-key SET loader, on a throw-away redis-server.
 
     python bench/bench_store.py --entities 1000000 --json bench-store.json
 
-Measures in one run: naive pipelined ``SET key value`` (1000 per round trip) and ``RunWriter.write_batch`` (HSET
-buckets): entities/s and bytes/entity (INFO used_memory delta); then single-``get`` latency p50/p99 with no load and
-during a load by another process.
+Measures in one run, each from one loader process on the same ids (Arrow string columns, as ``load_part`` passes a
+Parquet part's column) and the same server:
+
+- ``naive_set``: pipelined ``SET key value`` per entity (1000 per round trip), the baseline;
+- ``hset_buckets``: ``RunWriter.write_batch`` with ``restore = False``, in ``--batch``-entity batches in input order
+  (every batch spreads over all buckets, as the Parquet parts of a run do);
+- ``restore_buckets``: ``RunWriter.write_batch`` (RESTORE of whole buckets) from a loader that owns whole buckets:
+  it groups its ids by bucket range itself (timed) and writes ~``--batch``-entity batches of whole buckets;
+- ``restore_unaligned``: the RESTORE writer on ``hset_buckets``' batches (only a bucket's first batch can be
+  restored; the others add to it by HSET).
+
+Each row: entities/s (wall), bytes/entity (INFO used_memory delta), the loader's and Redis's CPU seconds (so a noisy
+host can be read: on a quiet one the load takes about the larger of the two), the ratio to the naive loader. Then
+single-``get`` latency p50/p99 with no load and during a load by another process.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import tempfile
@@ -19,9 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import redis
 
-from warehouse.store import ScoreReader, ScoreStore, start_redis
+from warehouse.store import ScoreReader, ScoreStore, buckets, id_array, start_redis
 
 MODEL = "bench"
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,12 +51,23 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+def server_cpu(client: redis.Redis) -> float:
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 def measure(client: redis.Redis, n: int, load: Callable[[], object]) -> dict[str, float]:
-    before = used_memory(client)
-    start = time.perf_counter()
+    before, redis_cpu = used_memory(client), server_cpu(client)
+    start, loader_cpu = time.perf_counter(), time.process_time()
     load()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "entities_per_s": n / seconds, "bytes_per_entity": (used_memory(client) - before) / n}
+    return {
+        "seconds": seconds,
+        "entities_per_s": n / seconds,
+        "bytes_per_entity": (used_memory(client) - before) / n,
+        "loader_cpu_s": time.process_time() - loader_cpu,
+        "redis_cpu_s": server_cpu(client) - redis_cpu,
+    }
 
 
 def naive_set(client: redis.Redis, ids: list[str], values: bytes) -> None:
@@ -55,15 +79,43 @@ def naive_set(client: redis.Redis, ids: list[str], values: bytes) -> None:
     pipe.execute()
 
 
-def load_hset(store: ScoreStore, run_id: str, ids: list[str], scores: np.ndarray, batch: int) -> None:
+def load_hset(store: ScoreStore, run_id: str, ids: pa.Array, scores: np.ndarray, batch: int) -> None:
+    writer = store.writer(MODEL, run_id)
+    writer.restore = False
+    for i in range(0, len(ids), batch):
+        writer.write_batch(ids[i : i + batch], scores[i : i + batch])
+
+
+def load_restore_unaligned(store: ScoreStore, run_id: str, ids: pa.Array, scores: np.ndarray, batch: int) -> None:
     writer = store.writer(MODEL, run_id)
     for i in range(0, len(ids), batch):
         writer.write_batch(ids[i : i + batch], scores[i : i + batch])
 
 
+def load_restore(store: ScoreStore, run_id: str, ids: pa.Array, scores: np.ndarray, batch: int) -> None:
+    """A loader that owns whole buckets: its ids grouped by bucket range (a 16-bit radix sort), written in
+    ~``batch``-entity batches of whole buckets."""
+    writer = store.writer(MODEL, run_id)
+    n_buckets, parts = writer.info.n_buckets, max(1, min(65535, -(-len(ids) // batch)))
+    part = (buckets(id_array(ids), n_buckets) * parts // n_buckets).astype(np.uint16)
+    order = np.argsort(part, kind="stable")
+    take = pa.Array.from_buffers(pa.int64(), len(order), [None, pa.py_buffer(order)])
+    sorted_ids, sorted_scores = ids.take(take), scores[order]
+    for s, e in itertools.pairwise([0, *np.cumsum(np.bincount(part, minlength=parts)).tolist()]):
+        if e > s:
+            writer.write_batch(sorted_ids[s:e], sorted_scores[s:e])
+
+
+LOADERS: dict[str, Callable[[ScoreStore, str, pa.Array, np.ndarray, int], None]] = {
+    "hset_buckets": load_hset,
+    "restore_buckets": load_restore,
+    "restore_unaligned": load_restore_unaligned,
+}
+
+
 def background_load(url: str, n: int, batch: int) -> None:
     with ScoreStore.from_url(url) as store:
-        ids = make_ids(n, seed=99)
+        ids = id_array(make_ids(n, seed=99)).cast(pa.large_string())
         store.create_run(MODEL, "background", "v2", AS_OF, n)
         load_hset(store, "background", ids, np.ones(n, np.float32), batch)
 
@@ -92,6 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.entities
     ids, scores = make_ids(n, seed=0), np.random.default_rng(0).random(n, dtype=np.float32)
+    column = id_array(ids).cast(pa.large_string())  # what load_part passes: a Parquet part's string column
     with tempfile.TemporaryDirectory() as tmp:
         server = start_redis(Path(tmp))
         try:
@@ -100,13 +153,14 @@ def main() -> None:
             results: dict[str, object] = {"entities": n, "batch": args.batch, "redis": client.info()["redis_version"]}
             results["naive_set"] = measure(client, n, lambda: naive_set(client, ids, scores.astype("<f4").tobytes()))
             client.flushall()
-            for name, loader in (("hset_buckets", load_hset),):
+            for name, loader in LOADERS.items():
                 run_id = name.replace("_", "-")
                 store.create_run(MODEL, run_id, "v1", AS_OF, n)
                 store.heartbeat(MODEL, run_id)
-                row = measure(client, n, lambda: loader(store, run_id, ids, scores, args.batch))  # noqa: B023
+                row = measure(client, n, lambda: loader(store, run_id, column, scores, args.batch))  # noqa: B023
                 start = time.perf_counter()
-                store.finalize_run(MODEL, run_id)
+                info = store.finalize_run(MODEL, run_id)
+                assert info.loaded_rows == n, info
                 row["finalize_s"] = time.perf_counter() - start
                 row["ratio_vs_naive"] = row["entities_per_s"] / results["naive_set"]["entities_per_s"]  # type: ignore[index]
                 results[name] = row
@@ -132,12 +186,15 @@ def main() -> None:
 
 def print_table(r: dict[str, object]) -> None:
     print(f"\n{r['entities']:,} entities, batch {r['batch']:,}, Redis {r['redis']}\n")
-    print("| loader | entities/s | bytes/entity | vs naive |")
-    print("|---|---:|---:|---:|")
-    for name in ("naive_set", "hset_buckets"):
+    print("| loader | entities/s | bytes/entity | loader CPU s | Redis CPU s | vs naive |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in ("naive_set", *LOADERS):
         row: dict[str, float] = r[name]  # type: ignore[assignment]
         ratio = row.get("ratio_vs_naive", 1.0)
-        print(f"| {name} | {row['entities_per_s']:,.0f} | {row['bytes_per_entity']:.1f} | {ratio:.1f}x |")
+        print(
+            f"| {name} | {row['entities_per_s']:,.0f} | {row['bytes_per_entity']:.1f} | {row['loader_cpu_s']:.2f} "
+            f"| {row['redis_cpu_s']:.2f} | {ratio:.1f}x |"
+        )
     print("\n| get latency | lookups | p50 µs | p99 µs |")
     print("|---|---:|---:|---:|")
     for name in ("get_idle", "get_during_load"):

@@ -4,8 +4,11 @@
 
 1. the run must be committed in the catalog and belong to the model;
 2. load it into its own Redis namespace unless already loaded: Dask workers read the committed Parquet parts
-   and write them straight to Redis, many entities per command (nothing funnels through this process); a
-   half-loaded namespace left by a crashed loader is removed and loaded again;
+   and write them straight to Redis (nothing funnels through this process). Each loader task owns a range of the
+   run's buckets (``PRESCORE_LOAD_ROWS`` rows each, ``load_buckets``): it reads the id and score columns of every part,
+   keeps the rows of its buckets and writes them in one batch, so every bucket arrives whole and goes as one
+   ``RESTORE`` of its listpack (``warehouse.store.writer``) instead of many ``HSET`` s; a run of one task loads
+   inline. A half-loaded namespace left by a crashed loader is removed and loaded again;
 3. verify, before the pointer moves: the entity count equals the Parquet rows, and a random sample read back
    from the run's namespace equals Parquet exactly. A run that is already current and was not loaded again by
    this call (a retried publish) is not sampled here: after the pointer moved, the one check is the DAG's
@@ -41,12 +44,14 @@ previous run, and its publications are recorded under the challenger key.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
@@ -58,10 +63,11 @@ from warehouse.datasets.score_files import committed_parts
 from warehouse.datasets.storage import StoragePath, as_path
 from warehouse.errors import CatalogError, QualityGateError, StoreError
 from warehouse.rollout import split_key
-from warehouse.store import RunInfo, RunState, ScoreStore, older_than_live
+from warehouse.store import RunInfo, RunState, ScoreStore, buckets, id_array, older_than_live
 from warehouse.store_health import eviction_policies, eviction_problem, inspect, judge, served_after
 
 log = logging.getLogger(__name__)
+LOAD_ROWS = 4_000_000  # rows per loader task (PRESCORE_LOAD_ROWS's default): a range of buckets, written whole
 SAMPLE_ROWS = 1000
 ORPHAN_AFTER_S = 3600.0
 
@@ -83,14 +89,40 @@ class PublishReport:
         return asdict(self)
 
 
-def load_part(path: str, model: str, run_id: str, redis_url: str) -> int:
-    """Write one committed Parquet part (a local path or a URL) into the run's Redis namespace (on a Dask worker)."""
-    table = read_parquet(as_path(path), columns=["entity_id", "score"])
+def load_buckets(
+    bucket_range: tuple[int, int], parts: list[str], model: str, run_id: str, n_buckets: int, redis_url: str
+) -> int:
+    """Write the rows of buckets ``[lo, hi)`` of a committed run, read from every one of its Parquet parts (local
+    paths or URLs), into the run's Redis namespace in one batch (on a Dask worker). Returns the rows written."""
+    lo, hi = bucket_range
+    ids_of: list[pa.Array] = []
+    scores_of: list[np.ndarray] = []
+    for path in parts:
+        table = read_parquet(as_path(path), columns=["entity_id", "score"])
+        ids = id_array(table.column("entity_id"))
+        scores = table.column("score").to_numpy()
+        if (lo, hi) != (0, n_buckets):
+            bucket = buckets(ids, n_buckets)
+            keep = np.flatnonzero((bucket >= lo) & (bucket < hi))
+            ids, scores = ids.take(pa.array(keep)), scores[keep]
+        ids_of.append(ids)
+        scores_of.append(scores)
+    if not ids_of:
+        return 0
+    all_ids = pa.concat_arrays(ids_of) if len(ids_of) > 1 else ids_of[0]
     store = ScoreStore.from_url(redis_url)
     try:
-        return store.writer(model, run_id).write_batch(table.column("entity_id"), table.column("score"))
+        return store.writer(model, run_id).write_batch(all_ids, np.concatenate(scores_of))
     finally:
         store.close()
+
+
+def load_ranges(n_buckets: int, rows: int, rows_per_task: int = LOAD_ROWS) -> list[tuple[int, int]]:
+    """The bucket ranges of the loader tasks of a run of ``rows`` rows in ``n_buckets`` buckets: about
+    ``rows_per_task`` rows each (the bucket of an id is a hash: rows spread evenly over the buckets)."""
+    tasks = max(1, min(n_buckets, -(-max(rows, 1) // rows_per_task)))
+    edges = [n_buckets * i // tasks for i in range(tasks + 1)]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _parts(run: RunRecord) -> list[StoragePath]:
@@ -106,15 +138,18 @@ def _as_of(parts: list[StoragePath]) -> float:
     return float(latest.timestamp())
 
 
-def write_parts(rt: Runtime, run: RunRecord, client: Any = None) -> int:
-    """Write every committed part of ``run`` into its Redis namespace (which must be loading) from Dask workers
-    (``client``: a Dask client; None: a local cluster for this call). Returns the rows written."""
+def write_parts(rt: Runtime, run: RunRecord, n_buckets: int, client: Any = None) -> int:
+    """Write every committed part of ``run`` into its Redis namespace (which must be loading, in ``n_buckets``
+    buckets) from Dask workers, a range of buckets per task (``load_ranges``; ``client``: a Dask client; None: a
+    local cluster for this call, or none for one task). Returns the rows written."""
     parts = [str(p) for p in _parts(run)]
+    ranges = load_ranges(n_buckets, run.rows_out or 0, rt.settings.load_rows)
     if client is None:
-        with open_cluster(rt.settings, "cpu", tasks=len(parts)) as (own, _info):
-            return write_parts(rt, run, own)
+        with open_cluster(rt.settings, "cpu", tasks=len(ranges)) as (own, _info):
+            return write_parts(rt, run, n_buckets, own)
     model = split_key(run.model)[0]  # a challenger's run loads into its model's namespace
-    futures = client.map(load_part, parts, model=model, run_id=run.run_id, redis_url=rt.redis_url, pure=False)
+    futures = client.map(load_buckets, ranges, parts=parts, model=model, run_id=run.run_id, n_buckets=n_buckets,
+                         redis_url=rt.redis_url, pure=False)  # fmt: skip
     written = int(sum(client.gather(futures)))
     log.info("loaded %s rows of run %s into Redis", f"{written:,}", run.run_id)
     return written
@@ -129,8 +164,8 @@ def load_run(rt: Runtime, store: ScoreStore, run: RunRecord, client: Any = None,
     if existing is not None and existing.state is RunState.LOADING:
         log.warning("run %s has a half-finished load in Redis; removing it and loading again", run.run_id)
         store.abort_run(model, run.run_id)
-    store.create_run(model, run.run_id, run.model_version, as_of, run.rows_out or 0)
-    write_parts(rt, run, client)
+    created = store.create_run(model, run.run_id, run.model_version, as_of, run.rows_out or 0)
+    write_parts(rt, run, created.n_buckets, client)
     return store.finalize_run(model, run.run_id)
 
 

@@ -153,7 +153,7 @@ def _ensure_loaded(rt: Runtime, store: ScoreStore, run: RunRecord, dask: DaskOnD
             verify_sample(store, run)
             return "present"
         store.reopen_run(model, run.run_id)
-        write_parts(rt, run, dask.get())
+        write_parts(rt, run, info.n_buckets, dask.get())
         store.finalize_run(model, run.run_id)
         action = "repaired"
     verify_sample(store, run)

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     - ``dask_local``: kind of local cluster: ``auto``/``threads`` (one worker, a thread per core) or
       ``processes`` (a worker process per core; never inside an Airflow task); ``dask_workers``: its
       thread or process count (default: one per core). ``task_rows``: rows per scoring task (whole row groups);
-      a job of one task on a local CPU cluster runs inline, without starting Dask (``jobs.cluster``).
+      a job of one task on a local CPU cluster runs inline, without starting Dask (``jobs.cluster``). ``load_rows``:
+      rows per task loading a run into Redis (each owns a range of buckets: ``jobs.publish``).
     - ``dask_host``: the address every listener of a local cluster binds (scheduler, workers, nannies, their
       dashboards); loopback by default. An external cluster (``dask_address``) binds what its operator chose.
     - ``dask_log_level``: level of Dask's own loggers (``distributed.*``) while a job runs; ``WARNING`` keeps the
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     dask_local: Literal["auto", "threads", "processes"] = "auto"
     dask_workers: int | None = Field(default=None, ge=1)
     task_rows: int = Field(default=1_000_000, ge=1)  # rows per scoring task; a partition of one task runs inline
+    load_rows: int = Field(default=4_000_000, ge=1)  # rows per Redis loader task (a range of buckets, written whole)
     dask_host: str = Field(default="127.0.0.1", min_length=1)
     dask_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     # Set by Airflow in every task process; a local Dask cluster then uses threads (spawned worker

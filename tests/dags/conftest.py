@@ -103,7 +103,7 @@ def prescore_env(
 
 def set_prescore_env(monkeypatch: pytest.MonkeyPatch, home: Path, models_file: Path, redis_url: str) -> dict[str, str]:
     """``PRESCORE_*`` as the task processes read it: this home and models file, the test Redis, the SQLite catalog
-    in the home, a local Dask cluster of two workers and tasks of 5,000 rows (so a task scores on Dask, not inline).
+    in the home, a local Dask cluster of two workers and tasks of 5,000 rows (so scoring and loading run on Dask, not inline).
     Returns the variables set."""
     env = {
         "PRESCORE_HOME": str(home),
@@ -113,6 +113,7 @@ def set_prescore_env(monkeypatch: pytest.MonkeyPatch, home: Path, models_file: P
         "PRESCORE_DASK_ADDRESS": "",
         "PRESCORE_DASK_WORKERS": "2",
         "PRESCORE_TASK_ROWS": "5000",
+        "PRESCORE_LOAD_ROWS": "5000",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -69,7 +69,7 @@ def test_a_scoring_job_and_its_publish_listen_on_loopback_only(
     home, models_file = trained_template
     shutil.copytree(home, tmp_path / "home")
     settings = Settings(home=tmp_path / "home", models_file=models_file, redis_url=None, catalog_url=None,
-                        dask_local=kind, dask_workers=2)  # type: ignore[arg-type]  # fmt: skip
+                        dask_local=kind, dask_workers=2, load_rows=5_000)  # type: ignore[arg-type]  # fmt: skip
     clusters: list[ClusterInfo] = []
 
     def seen_while_open(real: Callable[..., Any]) -> Callable[..., Any]:

@@ -158,3 +158,30 @@ def test_retention_keeps_current_plus_k(rt: Runtime) -> None:
     leftovers = [k for k in client.scan_iter(match=f"*{runs[0].run_id}*")]
     client.close()
     assert leftovers == []
+
+
+@pytest.mark.parametrize("load_rows", [1_000_000, 7_000])
+def test_each_loader_task_writes_whole_buckets_as_restore(rt: Runtime, load_rows: int) -> None:
+    """A run of several Parquet parts, loaded by one task (inline) or by tasks that each own a range of its buckets
+    (``load_rows`` smaller than the run): every bucket arrives whole, so each one is a single RESTORE and no HSET is
+    sent (the few HSETs are the run's metadata record); and every entity is served with its Parquet score."""
+    rt.settings = rt.settings.model_copy(update={"load_rows": load_rows})
+    run = score_partition(rt, "churn", END, task_rows=5_000)  # several parts, each spread over every bucket
+    client = redis.Redis.from_url(rt.redis_url)
+    client.config_resetstat()
+    publish_run(rt, "churn", run.run_id)
+    stats = client.info("commandstats")
+    with ScoreStore.from_url(rt.redis_url) as store:
+        info = store.current_run("churn")
+    assert info is not None and info.run_id == run.run_id
+    assert stats["cmdstat_restore"]["calls"] == info.n_buckets
+    assert info.n_buckets >= 200
+    assert stats.get("cmdstat_hset", {"calls": 0})["calls"] < 10  # the run's metadata record, never a bucket
+    table = read_run(run.output_path)  # type: ignore[arg-type]
+    reader = ScoreReader.from_url(rt.redis_url)
+    try:
+        served = reader.get_many("churn", table.column("entity_id").to_pylist())
+    finally:
+        reader.close()
+    assert [s.score if s else None for s in served] == pytest.approx(table.column("score").to_pylist())
+    client.close()

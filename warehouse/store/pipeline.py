@@ -1,6 +1,6 @@
 """Pipelined bulk commands to Redis or a Redis Cluster: the transport of the score store's loads and counts.
 
-``BulkPipeline.send(keys, encode, what)`` sends one pre-encoded single-key command per key (HSET, HLEN),
+``BulkPipeline.send(keys, encode, what)`` sends one pre-encoded single-key command per key (HSET, RESTORE, HLEN),
 ``encode`` building the RESP bytes of any subset of them. On one Redis the commands stream over one connection; on a
 cluster they are grouped by the node that owns each key's slot and streamed to every node at once, and commands
 redirected by a moving slot (MOVED/ASK) are resent after the slot map is refreshed, ``REDIRECT_ATTEMPTS`` times,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
 import redis
@@ -22,8 +22,8 @@ from warehouse.store.connection import SyncClient, unavailable
 
 REDIRECT_ATTEMPTS = 5  # cluster: resends of commands redirected by a moving slot (backoff 0.05 s, doubling)
 # encode(None) → every command; encode(positions) → those of keys[k] for k in positions, in that order. Each item is
-# (RESP bytes of a chunk of commands, number of commands in it).
-Encoder: TypeAlias = Callable[[list[int] | None], list[tuple[bytes, int]]]
+# (RESP bytes of a chunk of commands, number of commands in it); a generator is consumed as the chunks are sent.
+Encoder: TypeAlias = Callable[[list[int] | None], Iterable[tuple[bytes, int]]]
 
 
 class BulkPipeline:
@@ -32,10 +32,12 @@ class BulkPipeline:
     def __init__(self, client: SyncClient) -> None:
         self.client = client
 
-    def raw(self, streams: list[tuple[Any, list[tuple[bytes, int]]]], what: str) -> list[list[Any]]:
+    def raw(self, streams: list[tuple[Any, Iterable[tuple[bytes, int]]]], what: str) -> list[list[Any]]:
         """Send pre-encoded commands pipelined, one connection per ``(connection pool, chunks)`` stream (one stream
         per node of a cluster, streams in lockstep): the next chunk goes out before the replies of the previous one
-        are read. Returns every reply of each stream in order, errors as exception objects."""
+        are read. ``chunks`` may be lazy (a generator): each chunk is taken just before it is sent, so encoding the
+        next chunk overlaps with Redis executing the previous one. Returns every reply of each stream in order,
+        errors as exception objects."""
         out: list[list[Any]] = [[] for _ in streams]
         conns: list[Any] = []
         with unavailable(what):
@@ -44,12 +46,17 @@ class BulkPipeline:
                     conns.append(pool.get_connection())
                 readers = [Replies(conn) for conn in conns]
                 pending = [deque[int]() for _ in streams]
-                for step in range(max((len(chunks) for _, chunks in streams), default=0)):
-                    for s, (_, chunks) in enumerate(streams):
-                        if step < len(chunks):
-                            wire, count = chunks[step]
-                            conns[s].send_packed_command([wire], check_health=False)
-                            pending[s].append(count)
+                sources = [iter(chunks) for _, chunks in streams]
+                live = list(range(len(streams)))
+                while live:
+                    for s in list(live):
+                        chunk = next(sources[s], None)
+                        if chunk is None:
+                            live.remove(s)
+                            continue
+                        wire, count = chunk
+                        conns[s].send_packed_command([wire], check_health=False)
+                        pending[s].append(count)
                     for s, queue in enumerate(pending):
                         if len(queue) > 1:
                             readers[s](queue.popleft(), out[s])
@@ -108,7 +115,8 @@ class BulkPipeline:
 
 
 class Replies:
-    """Reads single-line replies (integer, status, error: all that HSET and HLEN answer) of a raw pipeline.
+    """Reads single-line replies (integer, status, error: all that HSET, RESTORE, EXISTS and HLEN answer) of a raw
+    pipeline.
 
     On a RESP2 connection it parses the socket stream itself: redis-py's parser costs ~20 µs a reply, which was the
     largest cost of a bulk load. Other connections go through ``read_response``.

@@ -38,7 +38,7 @@ from warehouse.store.lookup import assemble, plan_lookup
 from warehouse.store.pipeline import BulkPipeline, raise_first_error
 from warehouse.store.transaction import transact
 from warehouse.store.wire import resp
-from warehouse.store.writer import IdsLike, RunWriter, ScoresLike
+from warehouse.store.writer import DEFAULT_LISTPACK_LIMITS, IdsLike, RunWriter, ScoresLike
 
 # A run's as_of may lead this host's clock by this much (skew between hosts); beyond it create_run refuses the
 # run: future scores would count as fresh for too long, and block every correct later run as "older".
@@ -77,7 +77,7 @@ class Runs:
     def __init__(self, client: SyncClient, bulk: BulkPipeline, clock: Callable[[], float]) -> None:
         self.client, self.bulk, self.clock = client, bulk, clock
         self._account = client.register_script(_ACCOUNT)
-        self._listpack_entries: int | None = None
+        self._listpack: tuple[int, int] | None = None
 
     # ------------------------------------------------------------ status
 
@@ -114,17 +114,27 @@ class Runs:
     # ------------------------------------------------------------ loading
 
     def _listpack_limit(self) -> int:
-        if self._listpack_entries is None:
-            name = "hash-max-listpack-entries"
+        return self._listpack_limits()[0]
+
+    def _listpack_limits(self) -> tuple[int, int]:
+        """``hash-max-listpack-entries`` and ``hash-max-listpack-value`` (the strictest primary's on a cluster;
+        Redis's defaults when CONFIG is refused)."""
+        if self._listpack is None:
+            pattern = "hash-max-listpack-*"
+            default = DEFAULT_LISTPACK_LIMITS
             try:
                 if isinstance(self.client, redis.Redis):
-                    self._listpack_entries = int(self.client.config_get(name).get(name) or 128)
+                    configs = [self.client.config_get(pattern)]
                 else:  # buckets land on every primary: size them for the strictest one
                     nodes = [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
-                    self._listpack_entries = min(int(node.config_get(name).get(name) or 128) for node in nodes)
-            except redis.ResponseError:  # CONFIG disabled (managed Redis): assume the default
-                self._listpack_entries = 128
-        return self._listpack_entries
+                    configs = [node.config_get(pattern) for node in nodes]
+                self._listpack = (
+                    min(int(c.get("hash-max-listpack-entries") or default[0]) for c in configs),
+                    min(int(c.get("hash-max-listpack-value") or default[1]) for c in configs),
+                )
+            except redis.ResponseError:  # CONFIG disabled (managed Redis): assume the defaults
+                self._listpack = default
+        return self._listpack
 
     def create_run(
         self, model: str, run_id: str, model_version: str, as_of: datetime | float, expected_rows: int
@@ -189,6 +199,7 @@ class Runs:
             account=partial(self.account, model, run_id),
             out_of_memory=partial(self.out_of_memory, model, run_id, True),
             entities_per_round_trip=entities_per_round_trip,
+            listpack_limits=self._listpack_limits,
         )
 
     def account(self, model: str, run_id: str, added: int) -> None:

@@ -2,12 +2,16 @@
 (``HSET`` per bucket, any single command with ``resp``) built from pyarrow/numpy buffers.
 
 Pure functions, no I/O: ``warehouse.store.writer`` sends what they build through ``warehouse.store.pipeline``. The
-bucket of an id comes from ``warehouse.store.ids``, the key names from ``warehouse.store.keys``.
+bucket of an id comes from ``warehouse.store.ids``, the key names from ``warehouse.store.keys``. ``bucketize`` sorts
+a batch by bucket, then by the id's CRC-32 (so repeated ids sit side by side: ``listpack.dedupe``), then by row;
+``bucket_ranges`` cuts a big batch into parts of whole buckets first, ``slice_buckets`` / ``select_buckets`` take
+some buckets of a bucketized batch. ``warehouse.store.listpack`` encodes whole buckets as ``RESTORE`` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,22 +24,56 @@ from warehouse.store.keys import SCORE_BYTES
 
 @dataclass(frozen=True)
 class BucketedBatch:
-    """One batch sorted by bucket: ``bucket_ids[k]`` holds entities ``starts[k]:starts[k+1]`` of ``ids``/``scores``."""
+    """One batch sorted by bucket: ``bucket_ids[k]`` holds entities ``starts[k]:starts[k+1]`` of ``ids``/``scores``;
+    ``crcs``: the CRC-32 of each id (``ids.crc32s``), when known. Within a bucket, entities are in CRC-32 order, a
+    repeated id's rows adjacent and in batch order."""
 
     bucket_ids: list[int]
     starts: list[int]
     ids: pa.Array
     scores: np.ndarray
+    crcs: np.ndarray | None = None
 
 
-def bucketize(ids: pa.Array, scores: np.ndarray, n_buckets: int) -> BucketedBatch:
-    """Sort a validated batch by bucket (stable: a repeated id keeps its last score last)."""
-    of = (crc32s(ids) % n_buckets).astype(np.int64)
-    order = np.argsort(of, kind="stable")
+def bucketize(ids: pa.Array, scores: np.ndarray, n_buckets: int, crc: np.ndarray | None = None) -> BucketedBatch:
+    """Sort a validated batch by bucket, then CRC-32 of the id, then row (a repeated id keeps its last score last).
+    ``crc``: the ids' ``crc32s`` when known."""
+    crc = crc32s(ids) if crc is None else crc
+    of = (crc % n_buckets).astype(np.int64)
+    if n_buckets <= 2**31:
+        key = (of.astype(np.uint64) << np.uint64(32)) | crc.astype(np.uint64)
+        order = np.argsort(key)  # not stable (several times faster); equal keys are put back in row order below
+        sorted_key = key[order]
+        tied = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
+        if len(tied):  # repeated ids (or a CRC collision in a bucket): rows of one key in batch order
+            rows = np.unique(np.concatenate([tied, tied + 1]))
+            fixed = np.lexsort((order[rows], sorted_key[rows]))
+            order[rows] = order[rows][fixed]
+    else:
+        order = np.lexsort((crc, of))  # stable: ties stay in row order
     sorted_buckets = of[order]
     first = np.flatnonzero(np.diff(sorted_buckets, prepend=-1))
     starts = [*first.tolist(), len(order)]
-    return BucketedBatch(sorted_buckets[first].tolist(), starts, ids.take(indices(order)), scores[order])
+    return BucketedBatch(sorted_buckets[first].tolist(), starts, ids.take(indices(order)), scores[order], crc[order])
+
+
+def bucket_ranges(
+    ids: pa.Array, scores: np.ndarray, n_buckets: int, size: int
+) -> Iterator[tuple[pa.Array, np.ndarray, np.ndarray]]:
+    """A validated batch cut into ~``size``-entity parts of consecutive buckets (every bucket in one part), each as
+    (ids, scores, their ``crc32s``): a big batch is bucketized part by part, in cache-sized pieces."""
+    crc = crc32s(ids)
+    parts = max(1, min(65535, -(-len(ids) // size), n_buckets))
+    if parts == 1:
+        yield ids, scores, crc
+        return
+    part = ((crc % n_buckets).astype(np.int64) * parts // n_buckets).astype(np.uint16)
+    order = np.argsort(part, kind="stable")  # a radix sort for 16-bit keys
+    ends = np.cumsum(np.bincount(part, minlength=parts))
+    for s, e in itertools.pairwise([0, *ends.tolist()]):
+        if e > s:
+            rows = order[s:e]
+            yield ids.take(indices(rows)), scores[rows], crc[rows]
 
 
 def select_buckets(batch: BucketedBatch, positions: Sequence[int]) -> BucketedBatch:
@@ -48,6 +86,19 @@ def select_buckets(batch: BucketedBatch, positions: Sequence[int]) -> BucketedBa
         np.cumsum([0, *sizes]).tolist(),
         batch.ids.take(indices(take)),
         batch.scores[take],
+        None if batch.crcs is None else batch.crcs[take],
+    )
+
+
+def slice_buckets(batch: BucketedBatch, lo: int, hi: int) -> BucketedBatch:
+    """Buckets ``lo:hi`` of a batch, without copying."""
+    s, e = batch.starts[lo], batch.starts[hi]
+    return BucketedBatch(
+        batch.bucket_ids[lo:hi],
+        [x - s for x in batch.starts[lo : hi + 1]],
+        batch.ids.slice(s, e - s),
+        batch.scores[s:e],
+        None if batch.crcs is None else batch.crcs[s:e],
     )
 
 
