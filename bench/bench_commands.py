@@ -12,7 +12,9 @@ machine's drift hits all alike; medians are reported:
   imported as a script does (``import xgboost``: it imports scikit-learn when that is installed) and with
   scikit-learn hidden from it, as prescore imports it (``warehouse.xgboost_loader``): the headline compares
   with the faster of the two;
-- ``prescore score --force`` of the big partition (contract validation, catalog, model hash check, Dask, commit);
+- ``prescore score --force`` of the big partition (contract validation, catalog, model hash check, Dask, commit),
+  then ``prescore publish`` of that run (load into Redis by RESTORE of whole buckets, verify, gate, flip): the
+  whole-process publish of ``--rows`` entities;
 - ``prescore score --force`` and ``prescore publish`` of the one-entity partition (fixed cost: target ≤ 1.5 s).
 
 ``--before DIR``: also time ``prescore score`` and ``publish`` from another checkout (``git worktree add DIR REV``),
@@ -125,6 +127,20 @@ def main() -> None:
                 run_id = json.loads(done.stdout)["run"]["run_id"]
                 return _run([*entry, "publish", "--model", "churn", "--run", run_id, "--force"], environ, where)
 
+            big: dict[str, str] = {}
+
+            def score_big() -> float:
+                start = time.perf_counter()
+                done = subprocess.run([*score(DAY), "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
+                took = time.perf_counter() - start
+                if done.returncode != 0:
+                    raise SystemExit(f"prescore score failed:\n{done.stderr[-3000:]}")
+                big["run"] = json.loads(done.stdout)["run"]["run_id"]
+                return took
+
+            def publish_big() -> float:
+                return _run([cli, "publish", "--model", "churn", "--run", big["run"], "--force"], env)
+
             def bare(hide: bool) -> float:
                 return _run([py, "-c", BARE.format(hide=hide), artifact, src, str(base / f"bare-{hide}")], env)
 
@@ -132,7 +148,8 @@ def main() -> None:
                 "python -c pass": lambda: _run([py, "-c", "pass"], env),
                 "bare script (import xgboost)": lambda: bare(False),
                 "bare script (xgboost without scikit-learn)": lambda: bare(True),
-                f"prescore score, {args.rows:,} rows": lambda: _run(score(DAY), env),
+                f"prescore score, {args.rows:,} rows": lambda: score_big(),
+                f"prescore publish, {args.rows:,} rows": lambda: publish_big(),
                 "prescore score, 1 row": lambda: _run(score(TINY), env),
                 "prescore publish, 1 row": lambda: publish_tiny(),
             }
@@ -152,20 +169,22 @@ def main() -> None:
             redis.stop()
     med = {name: statistics.median(ts) for name, ts in times.items()}
     bare = min(med["bare script (import xgboost)"], med["bare script (xgboost without scikit-learn)"])
-    big = med[f"prescore score, {args.rows:,} rows"]
+    big_s = med[f"prescore score, {args.rows:,} rows"]
     result = {
         "command": f"python bench/bench_commands.py --rows {args.rows} --rounds {args.rounds}"
         + (" --before DIR" if args.before else ""),
         "machine": f"{platform.node()} {os.cpu_count()} cores",
         "median_s": {k: round(v, 3) for k, v in med.items()},
         "all_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
-        "score_vs_bare": round(bare / big, 3),
+        "score_vs_bare": round(bare / big_s, 3),
+        "publish_entities_per_s": round(args.rows / med[f"prescore publish, {args.rows:,} rows"]),
         "tiny_score_vs_python": round(med["prescore score, 1 row"] / med["python -c pass"], 1),
     }
     print(f"{'variant':52} {'median s':>9}")
     for name, value in med.items():
         print(f"{name:52} {value:9.3f}")
     print(f"prescore score ÷ bare (faster bare, {args.rows:,} rows, whole processes): {result['score_vs_bare']:.3f}")
+    print(f"prescore publish, {args.rows:,} rows, whole process: {result['publish_entities_per_s']:,} entities/s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
