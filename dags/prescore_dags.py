@@ -133,6 +133,19 @@ def compare(model: str, day: str) -> dict[str, Any]:
     return orchestration.compare(model, day)
 
 
+@task(
+    multiple_outputs=False,
+    task_id="monitor",
+    trigger_rule=TriggerRule.ALL_DONE,
+    execution_timeout=timedelta(minutes=30),
+)
+def monitor(model: str, day: str) -> dict[str, Any]:
+    result = orchestration.monitor(model, day)
+    if not result["monitored"] and not result["reports"]:
+        raise AirflowSkipException(result["reason"])
+    return result
+
+
 @task(multiple_outputs=False, task_id="verify_online", execution_timeout=timedelta(minutes=10))
 def verify_online(model: str, published: Any) -> dict[str, Any]:
     return orchestration.verify_online(model, published["run_id"])
@@ -178,7 +191,11 @@ the store status). Next to `publish`, `shadow` scores every challenger version o
 each behind its challenger pointer, never the live one; a challenger's failure is listed in its result, never
 blocks the champion. Then `compare` compares each challenger's run with the champion's (PSI, rank correlation,
 changed decisions, realized quality once the date's labels exist; earlier dates whose labels arrived since are
-compared again) and stores it for the promotion gate (`prescore compare`, `prescore_promote`).
+compared again) and stores it for the promotion gate (`prescore compare`, `prescore_promote`). Last, `monitor`
+(after `compare` and `verify_online`, whatever their outcome: a blocked publish is when drift matters most)
+measures the partition's feature drift against the production version's baseline, score drift, realized quality
+once labels exist (earlier dates whose labels arrived since are monitored again) and the serving mix of the
+prediction log (`prescore monitor`); *skipped* when the date has no committed run.
 
 A blocked quality gate fails `publish` without retrying; the current run stays served. Inspect it, then
 `prescore publish --model {model} --run <run_id> --force`, or rescore with `prescore_rescore`.
@@ -208,8 +225,9 @@ def nightly_dag(model: str) -> Any:
         wait_for_features(model, PARTITION) >> checked
         scored = score(model, PARTITION, checked)
         verified = verify_online(model, publish(model, scored))
-        scored >> shadow(model, PARTITION, checked) >> compare(model, PARTITION)  # after the champion's score
+        compared = scored >> shadow(model, PARTITION, checked) >> compare(model, PARTITION)  # after the score
         verified >> retain_and_record(model)
+        [compared, verified] >> monitor(model, PARTITION)  # also after a blocked publish (trigger rule all_done)
 
     return nightly()
 

@@ -82,6 +82,9 @@ def register(
     challenger: bool = typer.Option(
         False, "--challenger", help="A primary version scored in shadow next to production (prescore promote later)."
     ),
+    reference_date: str = typer.Option(
+        None, "--reference-date", help="The feature partition profiled as the version's baseline (default: newest)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Register an XGBoost model trained elsewhere: checked (format, objective, features, a probe prediction),
@@ -97,7 +100,9 @@ def register(
     names = [f.strip() for f in features.split(",") if f.strip()] if features else None
     if challenger and (promote or role != "primary"):
         raise typer.BadParameter("--challenger takes --role primary and no --promote")
-    commands.register(model, role, Path(path) if path else None, from_mlflow, names, promote, as_json, challenger)
+    reference = parse_day(reference_date, "--reference-date") if reference_date else None
+    commands.register(model, role, Path(path) if path else None, from_mlflow, names, promote, as_json, challenger,
+                      reference)  # fmt: skip
 
 
 @app.command()
@@ -157,6 +162,23 @@ def compare(
     from jobs import commands
 
     commands.compare(model, parse_day(date, "--date") if date else None, as_json)
+
+
+@app.command()
+@user_errors
+def monitor(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    date: str = typer.Option(..., "--date", "-d", help="Partition date, YYYY-MM-DD (the newest with --days)."),
+    days: int = typer.Option(1, "--days", help="Monitor this many dates up to --date (>= 1)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Drift against the production version's baseline, realized quality on labels (published and served), and the
+    serving mix of the prediction log, per date; stored in the catalog (a rerun replaces a date)."""
+    from jobs import commands
+
+    if days < 1:
+        raise typer.BadParameter(f"--days must be >= 1, not {days}")
+    commands.monitor(model, parse_day(date, "--date"), days, as_json)
 
 
 @app.command()

@@ -63,12 +63,13 @@ def register(
     promote: bool,
     as_json: bool,
     challenger: bool = False,
+    reference_date: dt.date | None = None,
 ) -> None:
     from jobs.register import register_model
 
     with open_runtime() as rt:
         report = register_model(rt, model, role, path, from_mlflow=from_mlflow, features=features, promote=promote,
-                                challenger=challenger)  # fmt: skip
+                                challenger=challenger, reference_date=reference_date)  # fmt: skip
     if as_json:
         emit_json(report.to_dict())
         return
@@ -163,6 +164,30 @@ def compare(model: str, day: dt.date | None, as_json: bool) -> None:
     err.print(comparison_table(model, rows))
     for gate in gates:
         err.print(gate_table(gate))
+
+
+def monitor(model: str, day: dt.date, days: int, as_json: bool) -> None:
+    """``jobs.monitor``: one date, or ``days`` dates up to ``day``; a summary per date."""
+    from jobs.monitor import monitor_date, monitor_range
+
+    with open_runtime() as rt:
+        rt.config.model(model)  # unknown model → UnknownModelError
+        rows = monitor_range(rt, model, day, days) if days > 1 else [monitor_date(rt, model, day)]
+    if as_json:
+        emit_json({"model": model, "reports": [r.to_dict() for r in rows]})
+        return
+    for r in rows:
+        quality = r.published_quality or {}
+        shown = " ".join(f"{k}={quality[k]:.4f}" for k in ("auc", "logloss", "ece", "rmse", "mae", "bias")
+                         if isinstance(quality.get(k), float))  # fmt: skip
+        mix = (r.serving or {}).get("all", {})
+        served = f" ({mix.get('answers')} answers, miss rate {mix.get('miss_rate')})" if mix else ""
+        drifted = "" if r.n_drifted is None else f" ({r.n_drifted} of {len(r.features)} features drifted)"
+        err.print(f"{model} {r.partition_date} (run {r.run_id}, version {r.model_version}): drift {r.drift_status}"
+                  f"{drifted}, score psi {r.score_psi_previous} vs previous run; quality {r.quality_status} {shown}; "
+                  f"serving {r.serving_status}{served}")  # fmt: skip
+        for note in r.notes:
+            err.print(f"  {note}")
 
 
 def promote(model: str, version: str, force: bool, as_json: bool) -> None:

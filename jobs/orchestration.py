@@ -207,6 +207,28 @@ def compare(model: str, day: str) -> dict[str, Any]:
     return {"model": model, "date": date.isoformat(), "comparisons": [r.to_dict() for r in rows], "failed": failed}
 
 
+@_summarized("monitor")
+def monitor(model: str, day: str) -> dict[str, Any]:
+    """Monitor the partition (drift, realized quality, serving mix: ``jobs.monitor.monitor_nightly``), and again the
+    earlier dates whose labels arrived since; stored in the catalog. ``{"monitored": False, "reason": ...}`` when
+    the date has no committed run (its score failed: that task says why)."""
+    from jobs.monitor import monitor_nightly
+    from jobs.runtime import open_runtime
+
+    date = partition_date(day)
+    with open_runtime() as rt:
+        rows = monitor_nightly(rt, model, date)
+    mine = [r for r in rows if r.partition_date == date]
+    out: dict[str, Any] = {"model": model, "date": date.isoformat(), "monitored": bool(mine),
+                           "reports": [r.to_dict() for r in rows]}  # fmt: skip
+    if not mine:
+        out["reason"] = f"{model} has no committed run for {date} to monitor"
+    else:
+        out["drifted"] = [f.feature for f in mine[0].features if f.drifted]
+        out["run_id"] = mine[0].run_id
+    return out
+
+
 @_summarized("publish")
 def publish(model: str, run_id: str, force: bool = False) -> dict[str, Any]:
     """Verify, gate and publish a committed run (``jobs.publish.publish_run``), or decline a history run.

@@ -17,7 +17,11 @@ A crash anywhere loses nothing (entries leave the stream only after their file i
 nothing (step 1). One drainer at a time: a Redis lock (``SET NX`` with a TTL) refuses a second one. Answers that
 the online writer trimmed before a drain reached them (the stream is bounded in bytes on purpose:
 ``warehouse.prediction_stream``) are gone; each drain reports how many since the previous one
-(``lost_to_trimming``, read and reset after a successful drain).
+(``lost_to_trimming``, read and reset after a successful drain). A drain that finds such a loss also records it as a
+gap, ``dt=YYYY-MM-DD/gap-<ms>-<seq>.json`` under the day of the first entry it drained (``GAP_GLOB``; JSON
+``{"lost": N, "after": <the previous watermark id or null>, "before": <that first entry id or null>}``): the
+answers between those two ids are missing from the log, and ``jobs.monitor`` reports them for the days the gap
+spans. Retention removes a gap file with its day.
 
 ``out_root`` may be on object storage (``warehouse.datasets.storage``): step 2 then writes the file straight under its
 name, as one object, which appears whole or not at all (there is no rename to do it with).
@@ -49,6 +53,7 @@ from warehouse.prediction_stream import (
 from warehouse.store import UNAVAILABLE_ERRORS, SyncClient, connect, store_error
 
 LOG_DIR = "prediction_logs"
+GAP_GLOB = "dt=*/gap-*.json"  # trimming losses recorded by a drain, under LOG_DIR
 LOCK_SUFFIX = ":drain-lock"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -135,9 +140,12 @@ def drain_predictions(
         if not client.set(lock, token, nx=True, ex=lock_ttl_s):
             raise UserError(f"another drain of {stream_key} is running (lock {lock}); retry when it has finished")
         try:
+            before = watermark(root)
             _drain(client, root, report, batch_entries, max_entries, stream_key, after_write)
             lost = client.getdel(side_keys(stream_key)[1])
             report.lost_to_trimming = int(lost) if lost is not None else 0
+            if report.lost_to_trimming:
+                _record_gap(root, report, before)
         finally:
             client.eval(_RELEASE, 1, lock, token)
     except UNAVAILABLE_ERRORS as exc:
@@ -145,6 +153,23 @@ def drain_predictions(
     finally:
         client.close()
     return report
+
+
+def _record_gap(root: StoragePath, report: DrainReport, before: tuple[int, int] | None) -> None:
+    """Write the gap file of a drain that found answers trimmed before it (module docstring)."""
+    import json
+
+    first = report.files[0].name.removeprefix("part-").split("-")[:2] if report.files else None
+    first_id = "-".join(first) if first else None
+    stamp = first_id or f"{int(datetime.now(UTC).timestamp() * 1000)}-0"
+    doc = {"lost": report.lost_to_trimming, "after": None if before is None else f"{before[0]}-{before[1]}",
+           "before": first_id}  # fmt: skip
+    path = root / f"dt={_day(stamp)}" / f"gap-{stamp}.json"
+    if isinstance(path, ObjectPath):
+        path.write_text(json.dumps(doc))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
 
 
 def _drain(

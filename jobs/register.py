@@ -22,6 +22,12 @@ each a ``RegistryError`` naming the problem and the fix, before anything is writ
 4. a probe: the model predicts on up to ``PROBE_ROWS`` rows of the newest feature partition, and every value is
    finite (skipped, and said so, when the feature set has no partition yet).
 
+5. a baseline (``reference_baseline``, ``jobs.profile``): the features of a reference partition — the newest one,
+   the one the probe read, or ``reference_date`` — and the model's scores on them, profiled on a sample of up to
+   ``BASELINE_ROWS`` rows (each row group sampled at the same rate, seeded), stored with the version
+   (``baseline.json``). No partition yet: the version is registered without one (monitoring then reports drift as
+   unavailable); a ``reference_date`` without a complete partition is a ``RegistryError``.
+
 The version records its lineage in the manifest (source path, the source file's sha256, who registered it and when).
 Registration is atomic (``warehouse.registry``): an interrupted one leaves no listed version and the production
 version unchanged; without ``promote`` the new version is registered but not production (``prescore status``).
@@ -58,6 +64,7 @@ else:
 
 log = logging.getLogger(__name__)
 PROBE_ROWS = 1000
+BASELINE_ROWS = 200_000
 SERVABLE_OBJECTIVES = frozenset({
     "binary:logistic", "binary:logitraw", "binary:hinge",
     "reg:squarederror", "reg:squaredlogerror", "reg:absoluteerror", "reg:pseudohubererror", "reg:logistic",
@@ -77,6 +84,7 @@ class RegisterReport:
     lineage: dict[str, Any]
     probe: dict[str, Any] | None = field(default=None)  # rows, min, max of the probe prediction; None: no partition
     challenger: bool = False  # registered as a challenger of the production version (``warehouse.rollout``)
+    baseline: dict[str, Any] | None = field(default=None)  # the reference partition's date and rows; None: none
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -303,6 +311,52 @@ def probe(
     return {"date": day.isoformat(), "rows": sample.num_rows, "min": float(values.min()), "max": float(values.max())}
 
 
+def reference_baseline(
+    rt: Runtime,
+    model: str,
+    booster: xgb.Booster,
+    names: list[str],
+    categories: dict[str, list[str]],
+    day: dt.date | None = None,
+) -> dict[str, Any] | None:
+    """The baseline of a registered version on a reference partition (module docstring, step 5); None when the
+    feature set has no partition (and no ``day`` was asked for) or it has no rows."""
+    from jobs import profile
+
+    spec = rt.config.model(model)
+    fs = rt.config.feature_set(spec.feature_set)
+    dates = fstore.available_dates(rt.home, spec.feature_set, fs)
+    if day is not None and day not in dates:
+        raise RegistryError(f"--reference-date {day}: {spec.feature_set} has no complete feature partition of that "
+                            f"date (newest: {dates[-1] if dates else 'none'}); choose one that exists")  # fmt: skip
+    if day is None:
+        if not dates:
+            log.info("no %s partition yet: registering %s without a baseline", spec.feature_set, model)
+            return None
+        day = dates[-1]
+    files = fstore.partition_files(rt.home, spec.feature_set, day, fs)
+    total = sum(fstore.parquet_file(f).metadata.num_rows for f in files)
+    if not total:
+        return None
+    rate = min(1.0, BASELINE_ROWS / total)
+    rng = np.random.default_rng(rt.settings.seed)
+    known = {name: categories.get(name) or fs.features[name].categories for name in names
+             if name in categories or (name in fs.features and fs.features[name].dtype == "category")}  # fmt: skip
+    builder = profile.ProfileBuilder(names, known)
+    scores = []
+    for chunk in fstore.iter_partition(rt.home, spec.feature_set, day, columns=names, spec=fs):
+        if rate < 1.0:
+            chunk = chunk.filter(pa.array(rng.random(chunk.num_rows) < rate))
+        if not chunk.num_rows:
+            continue
+        builder.add(chunk)
+        scores.append(np.asarray(booster.inplace_predict(to_matrix(chunk, names, categories)), dtype=np.float64))
+    if not builder.rows:
+        return None
+    source = {"kind": "reference", "dates": [day.isoformat()], "rows": builder.rows, "partition_rows": total}
+    return profile.baseline(builder.profile(), np.concatenate(scores), source)
+
+
 def register_model(
     rt: Runtime,
     model: str,
@@ -314,6 +368,7 @@ def register_model(
     promote: bool = False,
     now: dt.datetime | None = None,
     challenger: bool = False,
+    reference_date: dt.date | None = None,
 ) -> RegisterReport:
     """Check and register the model file ``path``, or the MLflow model ``from_mlflow`` (``jobs.mlflow_source``), as
     a new ``role`` version of ``model`` (see the module docstring). ``challenger``: a primary version that becomes
@@ -327,12 +382,13 @@ def register_model(
         rt.registry.require_room_for_challenger(model)  # checked before any work
     if from_mlflow is None:
         assert path is not None
-        return _register(rt, model, role, Path(path), {}, features, promote, now, challenger)
+        return _register(rt, model, role, Path(path), {}, features, promote, now, challenger, reference_date)
     from jobs.mlflow_source import fetch
 
     with tempfile.TemporaryDirectory(prefix="prescore-mlflow-") as tmp:
         fetched = fetch(from_mlflow, Path(tmp))
-        return _register(rt, model, role, fetched.path, fetched.lineage, features, promote, now, challenger)
+        return _register(rt, model, role, fetched.path, fetched.lineage, features, promote, now, challenger,
+                         reference_date)  # fmt: skip
 
 
 def _register(
@@ -345,6 +401,7 @@ def _register(
     promote: bool,
     now: dt.datetime | None,
     challenger: bool = False,
+    reference_date: dt.date | None = None,
 ) -> RegisterReport:
     if role not in KINDS:
         raise RegistryError(f"unknown role {role!r}; use one of {list(KINDS)}")
@@ -363,6 +420,7 @@ def _register(
         check_fallback_runs(booster, names, path)
     categories = category_orders(rt, model, booster, names, path)
     probed = probe(rt, model, booster, names, categories)
+    base = reference_baseline(rt, model, booster, names, categories, reference_date)
     lineage = {
         "source": origin.get("mlflow_uri") or str(path.resolve()),
         "source_sha256": sha256_file(path),
@@ -373,10 +431,11 @@ def _register(
     }
     booster.feature_names, booster.feature_types = None, None  # artifacts are positional: the manifest names them
     before = rt.registry.production_version(model, role)
-    manifest = rt.registry.register(model, role, booster, names, {}, {}, lineage=lineage, categories=categories)
+    manifest = rt.registry.register(model, role, booster, names, {}, {}, lineage=lineage, categories=categories,
+                                    baseline=base)  # fmt: skip
     rt.add_model_version(manifest, promote=promote, challenger=challenger)
     log.info("registered %s %s %s from %s (promoted: %s, challenger: %s)", model, role, manifest.version,
              lineage["source"], promote, challenger)  # fmt: skip
     return RegisterReport(model=model, role=role, version=manifest.version, objective=objective, features=names,
                           promoted=promote, previous_production=before, lineage=lineage, probe=probed,
-                          challenger=challenger)  # fmt: skip
+                          challenger=challenger, baseline=base and base["source"])  # fmt: skip

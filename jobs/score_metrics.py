@@ -11,6 +11,9 @@ No I/O, numpy only (no scipy or scikit-learn: they stay off the scoring and comp
 - ``quality``: realized metrics on labels, by objective as ``jobs.train`` evaluates a hold-out day: ``auc`` (rank
   based, ties counted half) and, for probabilities, ``logloss`` for the ``binary:*`` objectives; ``rmse`` and ``mae``
   (and ``logloss`` for ``reg:logistic``) for every other one;
+- ``calibration``: the reliability of probabilities: ``CALIBRATION_BINS`` equal-width bins over [0, 1], each with its
+  count, mean predicted probability and observed positive rate, and the expected calibration error (the bins' gaps
+  weighted by their share of rows); ``bias``: the mean error (score − label) of a regression;
 - ``quality_loss``: how much worse the challenger's headline metric is than the champion's — AUC points lost
   (champion − challenger) for binary objectives, the relative RMSE increase ((challenger − champion) / champion)
   otherwise, as ``jobs.train`` compares a new version with production; negative when the challenger is better.
@@ -115,6 +118,39 @@ def quality(objective: str, labels: np.ndarray, scores: np.ndarray) -> dict[str,
     if objective == "reg:logistic":
         out["logloss"] = log_loss(y, s)
     return out
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, object]:
+    """Reliability bins and the expected calibration error of ``probabilities`` on 0/1 ``labels`` (module
+    docstring); a bin without rows has count 0 and None means. ``{}`` without rows."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    if len(y) == 0:
+        return {}
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    mean_p = np.bincount(which, weights=p, minlength=bins)
+    rate = np.bincount(which, weights=y, minlength=bins)
+    out, ece = [], 0.0
+    for i in range(bins):
+        n = int(counts[i])
+        predicted = float(mean_p[i] / n) if n else None
+        observed = float(rate[i] / n) if n else None
+        if n:
+            ece += n / len(y) * abs(predicted - observed)  # type: ignore[operator]
+        out.append({"low": i / bins, "high": (i + 1) / bins, "count": n,
+                    "predicted": None if predicted is None else round(predicted, 6),
+                    "observed": None if observed is None else round(observed, 6)})  # fmt: skip
+    return {"bins": out, "ece": round(ece, 6)}
+
+
+def bias(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Mean error (score − label); None without rows."""
+    y = np.asarray(labels, dtype=np.float64)
+    return float(np.mean(np.asarray(scores, dtype=np.float64) - y)) if len(y) else None
 
 
 def quality_loss(objective: str, champion: Mapping[str, float], challenger: Mapping[str, float]) -> float | None:

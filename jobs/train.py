@@ -7,6 +7,9 @@ checked against the objective (``warehouse.objectives.check_labels``: 0/1 for ``
 ``reg:logistic``, >= 0 for ``count:poisson`` and ``reg:tweedie``, > 0 for ``reg:gamma``, finite for all); a
 label the objective cannot learn from is a ``UserError`` naming the model, the objective and the values.
 
+Each version is registered with its baseline (``training_baseline``, ``jobs.profile``): the profile of the training
+sample it was fitted on and its scores there, what ``prescore monitor`` measures drift against.
+
 Hold-out metrics and promotion, by objective (``holdout_metrics``, ``should_promote``). The production model is
 evaluated on the same hold-out rows, with the same metrics; a new version is promoted when there is no
 production version yet (or it cannot be loaded), or when:
@@ -31,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs import score_metrics
+from jobs import profile, score_metrics
 from jobs.feature_matrix import to_matrix
 from jobs.runtime import Runtime
 from warehouse.datasets import features as fstore
@@ -214,6 +217,15 @@ def _check_labels(model: str, feature_set: str, objective: str, y: np.ndarray, d
         raise UserError(f"{problem}; fix labels/{feature_set} or choose models.{model}.training.objective to fit them")
 
 
+def training_baseline(
+    train: pa.Table, cols: list[str], orders: dict[str, list[str]], scores: np.ndarray, dates: list[str]
+) -> dict[str, Any]:
+    """The baseline of a trained version (``jobs.profile``): its training sample's features and its scores on it."""
+    builder = profile.ProfileBuilder(cols, {name: orders[name] for name in orders})
+    builder.add(train.select(cols))
+    return profile.baseline(builder.profile(), scores, {"kind": "training", "dates": dates, "rows": train.num_rows})
+
+
 def train_model(rt: Runtime, model: str, end_date: dt.date | None = None, *, challenger: bool = False) -> TrainReport:
     """Train, evaluate, register and (conditionally) promote both kinds of ``model``.
 
@@ -256,14 +268,17 @@ def train_model(rt: Runtime, model: str, end_date: dt.date | None = None, *, cha
         depth, trees, eta = shapes[kind]
         orders = category_orders(rt, model, cols)
         types = ["c" if c in orders else "q" for c in cols]
-        dtrain = xgb.DMatrix(to_matrix(train, cols, orders), label=y_train, feature_names=cols, feature_types=types,
+        x_train = to_matrix(train, cols, orders)
+        dtrain = xgb.DMatrix(x_train, label=y_train, feature_names=cols, feature_types=types,
                              enable_categorical=bool(orders))  # fmt: skip
         params = _params(depth, eta, rt.settings.seed, tspec.params, objective)
         booster = xgb.train(params, dtrain, num_boost_round=trees)
         booster.feature_names, booster.feature_types = None, None  # positional: the manifest holds names and orders
         x_test = to_matrix(test, cols, orders)
         metrics = evaluate(booster, x_test, y_test, objective)
-        manifest = rt.registry.register(model, kind, booster, cols, metrics, window, categories=orders)
+        base = training_baseline(train, cols, orders, booster.inplace_predict(x_train), window["train"])
+        manifest = rt.registry.register(model, kind, booster, cols, metrics, window, categories=orders,
+                                        baseline=base)  # fmt: skip
         prod = _production_metrics(rt.registry, model, kind, cols, test, (orders, x_test), y_test, objective)
         promote = not challenger and should_promote(objective, metrics, prod, tspec.promote_margin)
         rt.add_model_version(manifest, promote=promote, challenger=challenger and kind == "primary")

@@ -4,6 +4,9 @@ Layout under ``<home>/models/<model>/<kind>/``::
 
     <version>/model.ubj         native xgboost (UBJSON) artifact
     <version>/manifest.json     name, kind, version, ordered features, sha256, metrics, window, versions
+    <version>/baseline.json     the feature and score profile of the data the version was trained on (or, for a
+                                registered model, of a reference partition): ``jobs.profile``; its sha256 is the
+                                manifest's ``baseline_sha256`` (optional: versions registered before it have none)
     production.json             {"version": ...}: the promoted version of this kind (atomic replace)
     challengers.json            {"versions": [...]}: primary versions scored in shadow next to production
                                 (``warehouse.rollout``; at most ``MAX_CHALLENGERS``; atomic replace)
@@ -21,6 +24,12 @@ reads a local file whose sha256 equals the manifest's.
 ``booster.save_raw("json")`` holds) without importing xgboost: the online reader runs its fallback model from it.
 xgboost is imported only by the calls that need a booster.
 
+The baseline is written inside the same staged directory (on object storage: before the manifest), so a version
+has its baseline from the moment it is listed. ``baseline`` returns it after checking its sha256 against the
+manifest (``RegistryError`` when the file was changed or is missing), or None for a version without one; the
+registry treats it as an opaque JSON document (``jobs.profile`` builds and reads it). Scoring never reads it: a
+damaged baseline stops monitoring, not scoring.
+
 Removal (``remove_version``, what retention calls) never touches the production version. A version leaves the
 listing first — locally one rename of its directory to ``.removing-<version>``, on object storage its manifest is
 deleted first — and its files go after; a crash in between leaves an entry of ``leftovers``, never a listed version
@@ -30,11 +39,12 @@ without its artifact.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,6 +60,7 @@ Kind = Literal["primary", "fallback"]
 KINDS: tuple[Kind, ...] = ("primary", "fallback")
 ARTIFACT = "model.ubj"
 MANIFEST = "manifest.json"
+BASELINE = "baseline.json"
 PRODUCTION = "production.json"
 CHALLENGERS = "challengers.json"
 STAGING_PREFIX = ".staging-"  # a version being registered (locally)
@@ -70,6 +81,7 @@ class Manifest:
     lineage: dict[str, Any] = field(default_factory=dict)  # where a registered (not trained) model came from
     # category feature → its values in code order (code i is categories[i]); jobs.feature_matrix encodes with it
     categories: dict[str, list[str]] = field(default_factory=dict)
+    baseline_sha256: str = ""  # sha256 of baseline.json; "" for a version without a baseline
 
 
 @dataclass(frozen=True)
@@ -118,10 +130,12 @@ class Registry:
         training_window: dict[str, Any],
         lineage: dict[str, Any] | None = None,
         categories: dict[str, list[str]] | None = None,
+        baseline: dict[str, Any] | None = None,
     ) -> Manifest:
         """Save the booster and its manifest as a new version (staged, then renamed into place).
 
-        ``categories``: the code order of each category feature (``Manifest.categories``)."""
+        ``categories``: the code order of each category feature (``Manifest.categories``); ``baseline``: the
+        version's data profile (``jobs.profile``), written as ``baseline.json`` in the same step."""
         if booster.num_features() != len(features):
             raise RegistryError(
                 f"{model}/{kind}: booster has {booster.num_features()} features but {len(features)} names given"
@@ -130,7 +144,8 @@ class Registry:
         if unknown:
             raise RegistryError(f"{model}/{kind}: categories given for {unknown}, which are not among its features")
         kdir = self.kind_dir(model, kind)
-        about = {"lineage": dict(lineage or {}), "categories": {k: list(v) for k, v in (categories or {}).items()}}
+        about = {"lineage": dict(lineage or {}), "categories": {k: list(v) for k, v in (categories or {}).items()},
+                 "baseline": baseline}  # fmt: skip
         if isinstance(kdir, ObjectPath):
             with tempfile.TemporaryDirectory(prefix="prescore-register-") as local:
                 return self._register(model, kind, booster, features, metrics, training_window, about, Path(local),
@@ -155,6 +170,10 @@ class Registry:
         artifact = staging / ARTIFACT
         booster.save_model(artifact)
         digest = sha256_file(artifact)
+        baseline_sha = ""
+        if about["baseline"] is not None:
+            (staging / BASELINE).write_text(json.dumps(about["baseline"], sort_keys=True, allow_nan=False))
+            baseline_sha = sha256_file(staging / BASELINE)
         created = dt.datetime.now(dt.UTC)
         version = f"{created:%Y%m%dT%H%M%S%f}-{digest[:8]}"
         xgb = xgboost()
@@ -171,10 +190,13 @@ class Registry:
             created_at=created.isoformat(),
             lineage=about["lineage"],
             categories=about["categories"],
+            baseline_sha256=baseline_sha,
         )
         text = json.dumps(asdict(manifest), indent=2, sort_keys=True)
         if isinstance(kdir, ObjectPath):
             storage.upload(artifact, kdir / version / ARTIFACT)
+            if baseline_sha:
+                storage.upload(staging / BASELINE, kdir / version / BASELINE)
             (kdir / version / MANIFEST).write_text(text)  # last: the version exists once its manifest does
             return manifest
         (staging / MANIFEST).write_text(text)
@@ -200,7 +222,31 @@ class Registry:
             ) from None
         except ValueError as exc:
             raise RegistryError(f"manifest {path} is not valid JSON: {exc}") from None
-        return Manifest(**raw)
+        known = {f.name for f in fields(Manifest)}  # a newer prescore may add fields: an older reader ignores them
+        return Manifest(**{k: v for k, v in raw.items() if k in known})
+
+    def baseline(self, model: str, kind: str, version: str) -> dict[str, Any] | None:
+        """The version's baseline document, sha256-checked against its manifest; None for a version registered
+        without one. ``RegistryError`` when the file is missing, changed or unreadable."""
+        manifest = self.manifest(model, kind, version)
+        if not manifest.baseline_sha256:
+            return None
+        path = self.kind_dir(model, kind) / version / BASELINE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RegistryError(f"baseline {path} is missing although its manifest records one; restore it") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != manifest.baseline_sha256:
+            raise RegistryError(
+                f"baseline {path} does not match its manifest (sha256 {actual[:12]}… != "
+                f"{manifest.baseline_sha256[:12]}…): the file was changed after registration; restore it"
+            )
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise RegistryError(f"baseline {path} is not valid JSON: {exc}; restore it") from None
+        return doc if isinstance(doc, dict) else None
 
     def promote(self, model: str, kind: str, version: str) -> None:
         """Make ``version`` the production version of this kind (one atomic file replace); a challenger promoted

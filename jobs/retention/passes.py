@@ -18,6 +18,7 @@ from jobs.retention.rules import (
     DAY_S,
     LEFTOVERS,
     LOGS,
+    MONITOR_REPORTS,
     PREDICTION_LOGS,
     PUBLICATIONS,
     REDIS_RUNS,
@@ -273,7 +274,8 @@ def _publications(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, repo
 
 
 def _comparisons(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:
-    """Champion/challenger comparisons (``jobs.compare``) of partitions older than the publication window."""
+    """Champion/challenger comparisons (``jobs.compare``) and monitoring reports (``jobs.monitor``) of partitions
+    older than the publication window."""
     days = rt.settings.retention_publication_days
     before = now.date() - dt.timedelta(days=days)
     old = [c for c in rt.catalog.comparisons(model) if c.partition_date < before]
@@ -281,6 +283,11 @@ def _comparisons(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, repor
         rt.catalog.delete_comparisons(model, before=before)
     why = f"compared more than {days} days ago (retention_publication_days={days})"
     report.removed += [Removal(COMPARISONS, f"{model}/{c.challenger_version}/{c.partition_date}", why) for c in old]
+    reports = [r for r in rt.catalog.monitor_reports(model) if r.partition_date < before]
+    if reports and not dry_run:
+        rt.catalog.delete_monitor_reports(model, before=before)
+    why = f"monitored more than {days} days ago (retention_publication_days={days})"
+    report.removed += [Removal(MONITOR_REPORTS, f"{model}/{r.partition_date}", why) for r in reports]
 
 
 def _prediction_logs(rt: Runtime, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:

@@ -181,8 +181,11 @@ def test_nightly_task_graph(dags: dict[str, Any]) -> None:
         ("validate_contract", "shadow"),
         ("score", "shadow"),  # challengers after the champion's score, beside its publish: never in its way
         ("shadow", "compare"),  # each challenger's run against the champion's, stored for the promotion gate
+        ("compare", "monitor"),  # drift, quality and serving of the date, after everything else of the night
+        ("verify_online", "monitor"),
     }
     assert dag.task_dict["retain_and_record"].trigger_rule == "none_failed"  # runs after a skipped publish
+    assert dag.task_dict["monitor"].trigger_rule == "all_done"  # also after a blocked publish
     sensor = dag.task_dict["wait_for_features"]
     assert sensor.mode == "reschedule"
     assert (sensor.poke_interval, sensor.timeout) == (1, 4)  # AIRFLOW__PRESCORE__* set by tests/dags/conftest

@@ -110,6 +110,9 @@ def test_nightly_run_scores_publishes_and_serves_then_a_history_run_skips_publis
     checked, scored = task_result(dr, "validate_contract"), task_result(dr, "score")
     assert (checked["date"], len(checked["fingerprint"])) == (DAY.isoformat(), 64)
     assert (scored["contract"], scored["reused"]) == ("confirmed", False)
+    monitored = task_result(dr, "monitor")  # last of the night: drift against the trained version's baseline
+    assert (monitored["monitored"], monitored["run_id"], monitored["drifted"]) == (True, scored["run_id"], [])
+    assert monitored["reports"][0]["drift_status"] == "measured"
 
     [run] = committed(rt, DAY)
     assert run.report["cluster"] == "local-threads"  # inside an Airflow task the local cluster uses threads
@@ -130,7 +133,7 @@ def test_nightly_run_scores_publishes_and_serves_then_a_history_run_skips_publis
     assert history.state == "success", states
     assert states["score"] == "success"
     assert (states["publish"], states["verify_online"]) == ("skipped", "skipped")
-    assert states["retain_and_record"] == "success"
+    assert (states["retain_and_record"], states["monitor"]) == ("success", "success")
     [older] = committed(rt, DAY - dt.timedelta(days=1))
     assert current_run_id(prescore_env["redis_url"]) == run.run_id
     with ScoreStore.from_url(prescore_env["redis_url"]) as store:
@@ -147,6 +150,7 @@ def test_feature_partition_never_arrives(airflow_db: Path, prescore_env: dict[st
     assert states["wait_for_features"] == "failed"
     assert tries(dr, "wait_for_features") == 1  # a sensor timeout is final: no retries
     assert {states[t] for t in ("validate_contract", "score", "publish")} == {"upstream_failed"}
+    assert states["monitor"] == "skipped"  # nothing scored: nothing to monitor (all_done: it ran and skipped)
     assert not (prescore_env["home"] / "scores").exists()
     assert current_run_id(prescore_env["redis_url"]) is None
 
@@ -197,6 +201,7 @@ def test_quality_gate_blocks_and_the_current_run_stays_served(
     assert states["publish"] == "failed"
     assert tries(dr, "publish") == 1  # QualityGateError is not retried
     assert {states["verify_online"], states["retain_and_record"]} == {"upstream_failed"}
+    assert states["monitor"] == "success"  # a blocked publish is monitored: the run's drift is what to look at
     assert current_run_id(prescore_env["redis_url"]) == earlier["run_id"]
     blocked = rt.catalog.publications(MODEL)[0]
     assert blocked["action"] == "blocked" and blocked["detail"]["psi"] > 1e-9

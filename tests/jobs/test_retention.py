@@ -592,3 +592,19 @@ def test_comparisons_older_than_the_publication_window_go(rt: Runtime) -> None:
     assert kept == [0, days - 1]
     again = apply_retention(rt, now=now)
     assert not [r for r in again.removed if r.store == "catalog.comparisons"]
+
+
+def test_monitor_reports_older_than_the_publication_window_go(rt: Runtime) -> None:
+    from warehouse.catalog import MonitorRecord
+
+    now = dt.datetime.now(dt.UTC)
+    days = rt.settings.retention_publication_days
+    for age in (0, days - 1, days + 1):
+        rt.catalog.upsert_monitor(MonitorRecord(model=MODEL, partition_date=now.date() - dt.timedelta(days=age),
+                                                monitored_at=now, drift_status="unavailable",
+                                                quality_status="no labels yet", serving_status="no log"))  # fmt: skip
+    dry = apply_retention(rt, now=now, dry_run=True)
+    assert sum(r.store == "catalog.monitor_reports" for r in dry.removed) == 1
+    assert len(rt.catalog.monitor_reports(MODEL)) == 3
+    apply_retention(rt, now=now)
+    assert sorted((now.date() - r.partition_date).days for r in rt.catalog.monitor_reports(MODEL)) == [0, days - 1]

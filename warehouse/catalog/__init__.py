@@ -1,10 +1,19 @@
-"""The run catalog: model versions, score runs, publications and comparisons in SQL (SQLite by default, or PostgreSQL).
+"""The run catalog: model versions, score runs, publications, comparisons and monitoring reports in SQL (SQLite by
+default, or PostgreSQL).
 
 ``tables`` holds the SQLAlchemy models and run states, ``records`` the read-only row copies, ``repository`` the
 ``Catalog`` that reads and writes them, ``migrations`` the Alembic revisions ``Catalog.open`` applies.
 """
 
-from warehouse.catalog.records import ComparisonRecord, PointerRecord, RunRecord, new_run_id, redact
+from warehouse.catalog.records import (
+    ComparisonRecord,
+    MonitorFeatureRecord,
+    MonitorRecord,
+    PointerRecord,
+    RunRecord,
+    new_run_id,
+    redact,
+)
 from warehouse.catalog.repository import Catalog
 from warehouse.catalog.tables import (
     ABANDON_AFTER_S,
@@ -18,6 +27,8 @@ from warehouse.catalog.tables import (
     Base,
     Comparison,
     ModelVersion,
+    MonitorFeature,
+    MonitorReport,
     Publication,
     ScoreRun,
     UTCDateTime,
@@ -38,6 +49,10 @@ __all__ = [
     "Comparison",
     "ComparisonRecord",
     "ModelVersion",
+    "MonitorFeature",
+    "MonitorFeatureRecord",
+    "MonitorRecord",
+    "MonitorReport",
     "PointerRecord",
     "Publication",
     "RunRecord",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from warehouse.catalog.tables import Comparison, ScoreRun, utcnow
+from warehouse.catalog.tables import Comparison, MonitorFeature, MonitorReport, ScoreRun, utcnow
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,68 @@ class ComparisonRecord:
         out = asdict(self)
         out["partition_date"] = self.partition_date.isoformat()
         out["compared_at"] = self.compared_at.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class MonitorFeatureRecord:
+    """A read-only copy of a ``monitor_features`` row: one feature's drift against the production baseline."""
+
+    feature: str
+    kind: str
+    psi: float | None = None
+    null_rate: float | None = None
+    baseline_null_rate: float | None = None
+    null_rate_change: float | None = None
+    unknown_share: float | None = None
+    drifted: bool = False
+
+    @classmethod
+    def of(cls, row: MonitorFeature) -> MonitorFeatureRecord:
+        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class MonitorRecord:
+    """A read-only copy of a ``monitor_reports`` row (``jobs.monitor``) with its features, also what
+    ``Catalog.upsert_monitor`` takes. ``*_status`` say whether a part was measured (``measured``) or why not
+    (``unavailable``, ``no labels yet``, ``no log``, ``error``; ``notes`` the details)."""
+
+    model: str
+    partition_date: dt.date
+    monitored_at: dt.datetime
+    drift_status: str
+    quality_status: str
+    serving_status: str
+    model_version: str | None = None
+    run_id: str | None = None
+    previous_run_id: str | None = None
+    n_drifted: int | None = None
+    score_psi_previous: float | None = None
+    score_psi_baseline: float | None = None
+    objective: str | None = None
+    n_labels: int | None = None
+    n_labels_unscored: int | None = None
+    published_quality: dict[str, Any] | None = None
+    served_quality: dict[str, Any] | None = None
+    answers: int | None = None
+    lost_to_trimming: int | None = None
+    serving: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    features: tuple[MonitorFeatureRecord, ...] = ()
+
+    @classmethod
+    def of(cls, row: MonitorReport, features: list[MonitorFeature]) -> MonitorRecord:
+        names = [f for f in cls.__dataclass_fields__ if f != "features"]
+        return cls(**{f: getattr(row, f) for f in names},
+                   features=tuple(MonitorFeatureRecord.of(r) for r in features))  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: dates and times as ISO text."""
+        out = asdict(self)
+        out["partition_date"] = self.partition_date.isoformat()
+        out["monitored_at"] = self.monitored_at.isoformat()
+        out["features"] = [asdict(f) for f in self.features]
         return out
 
 

@@ -11,6 +11,8 @@ Contract:
   a tombstone (status ``expired``: no query for committed runs returns it), the files go, then ``delete_runs``
   drops the row. A crash in between leaves a tombstone that the next pass finishes; never a committed row
   naming missing files.
+- A monitoring report (``upsert_monitor``) is keyed by (model, partition date): writing one again replaces it and
+  its per-feature rows in one transaction (no duplicates, also when two writers race).
 - A comparison (``upsert_comparison``) is keyed by (model, challenger version, partition date): writing one again
   replaces it, also when two writers race (the database's unique constraint decides, the loser updates).
 """
@@ -28,7 +30,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from warehouse.catalog.records import ComparisonRecord, PointerRecord, RunRecord, new_run_id, redact
+from warehouse.catalog.records import (
+    ComparisonRecord,
+    MonitorRecord,
+    PointerRecord,
+    RunRecord,
+    new_run_id,
+    redact,
+)
 from warehouse.catalog.tables import (
     ABANDON_AFTER_S,
     ABANDONED,
@@ -39,6 +48,8 @@ from warehouse.catalog.tables import (
     RUNNING,
     Comparison,
     ModelVersion,
+    MonitorFeature,
+    MonitorReport,
     Publication,
     ScoreRun,
     utcnow,
@@ -457,3 +468,56 @@ class Catalog:
                 where.append(Comparison.challenger_version.not_in(sorted(keep_versions)))
             result = s.execute(stmt.where(sa.or_(*where)))
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # ---- monitoring -----------------------------------------------------------------------------------
+    def upsert_monitor(self, record: MonitorRecord) -> MonitorRecord:
+        """Insert or replace the monitoring report of (model, partition date) and its features; returns it as
+        stored."""
+        names = [f for f in MonitorRecord.__dataclass_fields__ if f != "features"]
+        values = {f: getattr(record, f) for f in names}
+        values["notes"] = list(record.notes)
+        key = {"model": record.model, "partition_date": record.partition_date}
+        for attempt in range(2):
+            try:
+                with self.session() as s:
+                    s.execute(sa.delete(MonitorFeature).filter_by(**key))
+                    s.execute(sa.delete(MonitorReport).filter_by(**key))
+                    s.flush()
+                    row = MonitorReport(**values)
+                    s.add(row)
+                    rows = [MonitorFeature(**key, **{f: getattr(feature, f) for f in feature.__dataclass_fields__})
+                            for feature in record.features]  # fmt: skip
+                    s.add_all(rows)
+                    s.flush()
+                    return MonitorRecord.of(row, rows)
+            except sa.exc.IntegrityError:
+                if attempt:  # a concurrent writer inserted it first: the second pass replaces its rows
+                    raise
+        raise AssertionError("unreachable")
+
+    def delete_monitor_reports(self, model: str, *, before: dt.date) -> int:
+        """Delete the monitoring reports (and their features) of ``model``'s partitions before ``before``
+        (retention). Returns the reports deleted."""
+        with self.session() as s:
+            s.execute(sa.delete(MonitorFeature).filter_by(model=model).where(MonitorFeature.partition_date < before))
+            result = s.execute(sa.delete(MonitorReport).filter_by(model=model)
+                               .where(MonitorReport.partition_date < before))  # fmt: skip
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def monitor_reports(
+        self, model: str, *, partition_date: dt.date | None = None, limit: int | None = None
+    ) -> list[MonitorRecord]:
+        """Monitoring reports of ``model``, newest partition first, each with its features (by name)."""
+        with self.session() as s:
+            stmt = sa.select(MonitorReport).filter_by(model=model)
+            if partition_date is not None:
+                stmt = stmt.filter_by(partition_date=partition_date)
+            stmt = stmt.order_by(MonitorReport.partition_date.desc())
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            out = []
+            for row in s.scalars(stmt):
+                features = s.scalars(sa.select(MonitorFeature).filter_by(model=model, partition_date=row.partition_date)
+                                     .order_by(MonitorFeature.feature))  # fmt: skip
+                out.append(MonitorRecord.of(row, list(features)))
+            return out

@@ -1,5 +1,5 @@
-"""The catalog's tables: model versions, score runs, publications and champion/challenger comparisons (SQLAlchemy
-models), and the run and comparison states.
+"""The catalog's tables: model versions, score runs, publications, champion/challenger comparisons and monitoring
+reports (SQLAlchemy models), and the run and comparison states.
 
 Every timestamp is timezone-aware UTC (``UTCDateTime``).
 """
@@ -139,3 +139,54 @@ class Comparison(Base):
     champion_quality: Mapped[dict[str, float] | None] = mapped_column(sa.JSON, nullable=True)
     challenger_quality: Mapped[dict[str, float] | None] = mapped_column(sa.JSON, nullable=True)
     compared_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class MonitorReport(Base):
+    """What ``prescore monitor`` measured for one model on one partition date (``jobs.monitor``): one row per
+    (model, partition_date), replaced with its ``monitor_features`` rows by a rerun. Drift, quality and serving
+    figures are None where they could not be measured; ``notes`` says why (no baseline, no labels yet, ...)."""
+
+    __tablename__ = "monitor_reports"
+    __table_args__ = (sa.UniqueConstraint("model", "partition_date", name="uq_monitor_reports"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    partition_date: Mapped[dt.date] = mapped_column(sa.Date)
+    model_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    previous_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    drift_status: Mapped[str] = mapped_column(sa.String(32))
+    n_drifted: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    score_psi_previous: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    score_psi_baseline: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    quality_status: Mapped[str] = mapped_column(sa.String(32))
+    objective: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    n_labels: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    n_labels_unscored: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    published_quality: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    served_quality: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    serving_status: Mapped[str] = mapped_column(sa.String(32))
+    answers: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    lost_to_trimming: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    serving: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    notes: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    monitored_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class MonitorFeature(Base):
+    """The drift of one feature of a ``monitor_reports`` row against the production version's baseline."""
+
+    __tablename__ = "monitor_features"
+    __table_args__ = (sa.UniqueConstraint("model", "partition_date", "feature", name="uq_monitor_features"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    partition_date: Mapped[dt.date] = mapped_column(sa.Date)
+    feature: Mapped[str] = mapped_column(sa.String(256))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    psi: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    null_rate: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    baseline_null_rate: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    null_rate_change: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    unknown_share: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    drifted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
