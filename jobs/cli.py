@@ -183,6 +183,22 @@ def monitor(
 
 @app.command()
 @user_errors
+def report(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    days: int = typer.Option(30, "--days", help="The newest N partition dates with a run or a monitoring report."),
+    out: str = typer.Option(..., "--out", "-o", help="The HTML file to write (self-contained: opens offline)."),
+) -> None:
+    """One HTML page of plots from the catalog: score distributions, feature drift, calibration, realized quality
+    and the serving mix of the newest --days dates (prescore score and prescore monitor fill it)."""
+    from jobs import commands
+
+    if days < 1:
+        raise typer.BadParameter(f"--days must be >= 1, not {days}")
+    commands.report(model, days, out)
+
+
+@app.command()
+@user_errors
 def promote(
     model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
     version: str = typer.Option(..., "--version", help="The challenger version to make the champion."),

@@ -190,6 +190,19 @@ def monitor(model: str, day: dt.date, days: int, as_json: bool) -> None:
             err.print(f"  {note}")
 
 
+def report(model: str, days: int, out: str) -> None:
+    """``jobs.report_page``: the page of ``model``'s newest ``days`` dates, written to ``out``."""
+    from jobs.report_page import collect, render
+
+    path = Path(out)
+    if not path.parent.is_dir():
+        raise UserError(f"--out {out}: directory {path.parent} does not exist; create it or choose another path")
+    with open_runtime() as rt:
+        data = collect(rt, model, days)
+    path.write_text(render(data), encoding="utf-8")
+    say(f"wrote {path} ({len(data.dates)} dates, {len(data.runs)} runs, {len(data.reports)} monitoring reports)")
+
+
 def promote(model: str, version: str, force: bool, as_json: bool) -> None:
     from jobs.promote import promote_challenger
 
