@@ -156,6 +156,9 @@ def main() -> None:
             if args.before:  # its own copy of the home (without the catalog: the other checkout migrates its own)
                 before = args.before.resolve()
                 shutil.copytree(home, base / "home-before", ignore=shutil.ignore_patterns("catalog*", "scores"))
+                for manifest in (base / "home-before" / "models").rglob("manifest.json"):  # keys it predates
+                    raw = json.loads(manifest.read_text())
+                    manifest.write_text(json.dumps({k: v for k, v in raw.items() if k != "baseline_sha256"}))
                 old = {**env, "PRESCORE_HOME": str(base / "home-before")}
                 variants["before: prescore score, 1 row"] = lambda: _run(score(TINY, before), old, before)
                 variants["before: prescore publish, 1 row"] = lambda: publish_tiny(before, old)

@@ -67,6 +67,9 @@ def _run(tree: Path, base: Path, name: str, template: Path, models_file: Path, r
     shutil.rmtree(home, ignore_errors=True)
     shutil.rmtree(airflow, ignore_errors=True)
     shutil.copytree(template, home, ignore=shutil.ignore_patterns("catalog*", "scores"))
+    for manifest in (home / "models").rglob("manifest.json"):  # an older checkout refuses keys it predates
+        raw = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({k: v for k, v in raw.items() if k != "baseline_sha256"}))
     airflow.mkdir()
     env = {**os.environ, "AIRFLOW_HOME": str(airflow), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
            f"sqlite:///{airflow / 'airflow.db'}", "AIRFLOW__CORE__DAGS_FOLDER": str(tree / "dags"),
