@@ -37,11 +37,10 @@ def resume_canary(rt: Runtime, model: str) -> dict[str, Any]:
 
 
 def drop_challenger(rt: Runtime, model: str, version: str) -> dict[str, Any]:
-    rt.config.model(model)
-    if version not in rt.registry.challengers(model):
-        listed = ", ".join(rt.registry.challengers(model)) or "none"
-        raise UserError(f"{version} is not a challenger of {model} (challengers: {listed})")
     spec = rt.config.model(model)
+    challengers = rt.registry.challengers(model)
+    if version not in challengers:
+        raise UserError(f"{version} is not a challenger of {model} (challengers: {', '.join(challengers) or 'none'})")
     if spec.rollout is not None and spec.rollout.challenger == version and spec.rollout.percent > 0:
         raise UserError(
             f"models.{model}.rollout serves {spec.rollout.percent:g} % of entities from {version}: set its percent "

@@ -226,7 +226,8 @@ class PromotionGate(_Strict):
     the champion's on every one of them; ``max_decision_change``: the share of entities whose threshold decision
     would change (models with ``thresholds``); ``min_rank_correlation``: Spearman's rho of the two score lists;
     ``min_labelled_days``: dates whose labels arrived, on which the realized quality (AUC for binary, RMSE for
-    regression) of the challenger is not worse than the champion's by more than ``max_quality_loss``."""
+    regression) of the challenger is not worse than the champion's by more than ``max_quality_loss`` (AUC points
+    for binary objectives, the relative RMSE increase otherwise, as ``training.promote_margin``)."""
 
     min_days: int = Field(default=3, ge=1, le=365)
     max_psi: float = Field(default=0.25, gt=0)

@@ -63,15 +63,15 @@ class Publisher:
 
         def flip(pipe: Any) -> Publication:
             pipe.watch(current_key, history_key, meta_key)
+            current = _text(pipe.get(current_key))
             if slot_key is not None:
                 pipe.watch(slot_key)
                 named = _text(pipe.get(slot_key))
-                if named != run_id and _text(pipe.get(current_key)) != run_id:
+                if named != run_id and current != run_id:
                     raise PointerMovedError(
                         f"challenger {challenger} of model {model!r} now names run {named!r}, not {run_id!r} (a "
                         "nightly run replaced it meanwhile): nothing was promoted; promote again"
                     )
-            current = _text(pipe.get(current_key))
             if current == run_id:
                 history = [_text(r) for r in pipe.lrange(history_key, 0, 1)]
                 info = RunInfo.from_meta(pipe.hgetall(meta_key))
