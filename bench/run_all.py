@@ -22,6 +22,7 @@ BENCHES: dict[str, list[str]] = {
     "commands": ["bench_commands.py", "--rows", "4000000", "--rounds", "3"],
     "online": ["bench_online.py"],
     "canary": ["bench_canary.py"],
+    "read_cache": ["bench_read_cache.py"],
     "online_start": ["bench_online_start.py"],
 }
 

@@ -18,7 +18,9 @@ drained before its 413 is written. A declared body beyond the bound is not drain
 connection closes right after the 413. Bodies within ``max_body_bytes`` pay nothing for this: the only
 per-message work is the running total that ``_limited`` keeps.
 
-Keys are never logged; rejections are reported through ``on_reject(status, code)`` for metrics.
+Keys are never logged; rejections are reported through ``on_reject(status, code)`` for metrics. ``check`` is the
+decision alone (no I/O, nothing counted): the app's fast path for single GETs (``online.app``) asks it before it
+answers without the middleware stack, and hands every rejection to the stack.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class Admission:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
-        rejection = self._check(scope)
+        rejection = self.check(scope)
         if rejection is not None:
             self.on_reject(rejection.status, rejection.code)
             if isinstance(rejection, BodyTooLarge):
@@ -100,7 +102,8 @@ class Admission:
         finally:
             stats.in_flight -= 1
 
-    def _check(self, scope: Scope) -> ApiError | None:
+    def check(self, scope: Scope) -> ApiError | None:
+        """The rejection of a request outside ``open_paths`` (shedding, API keys, declared body size), or None."""
         if self.stats.in_flight >= self.max_in_flight:
             return Overloaded(f"{self.max_in_flight} requests already in flight (the limit); retry in a second")
         path: str = scope["path"]

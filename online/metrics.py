@@ -10,7 +10,10 @@ Series: ``prescore_request_seconds{route,source}`` and ``prescore_redis_seconds{
 hit/stale/miss/unavailable, or variant = champion/challenger of a rollout), ``prescore_shadow_reads_total{model,
 lookup}`` (a shadow's challenger scores read: hit/miss), ``prescore_shed_total``, ``prescore_errors_total{status,
 code}``, the gauges below (among them ``prescore_rollout_percent{model,challenger}``, the canary's effective
-percent, and ``prescore_rollout_challenger_loaded{model,challenger}``).
+percent, and ``prescore_rollout_challenger_loaded{model,challenger}``). With the read cache on:
+``prescore_read_cache_hits_total`` / ``_misses_total`` (ids looked up in it: found, including cached misses, or not),
+``prescore_read_cache_evictions_total`` (entries dropped for room), ``prescore_read_cache_entries`` and
+``prescore_read_cache_bytes`` (its accounted size), read from the ``ReadCache`` at scrape.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class _Collector(Collector):
     ``breaker`` (0 closed, 1 half-open, 2 open), ``ready`` (0/1), ``in_flight``, ``run_as_of`` (model → epoch of
     the current run's as_of, or None), ``store_lost`` (model → 0/1), ``catalog_available`` (0/1, None: no catalog
     compared), ``log_dropped``, ``log_written``, ``log_pending``, ``rollouts`` (model → (challenger version,
-    effective percent, challenger run loaded 0/1))."""
+    effective percent, challenger run loaded 0/1)), ``read_cache`` (the ``ReadCache``, or None: off)."""
 
     def __init__(self, metrics: Metrics, values: Callable[[], dict[str, Any]]) -> None:
         self.metrics, self.values = metrics, values
@@ -200,3 +203,14 @@ class _Collector(Collector):
                                 value=v["log_bytes"])  # fmt: skip
         yield GaugeMetricFamily("prescore_prediction_log_budget_bytes", "Memory budget of the prediction-log stream",
                                 value=v["log_budget_bytes"])  # fmt: skip
+        cache = v.get("read_cache")
+        if cache is not None:
+            yield CounterMetricFamily("prescore_read_cache_hits", "Ids answered from the read cache (a cached miss "
+                                      "included), without Redis", value=cache.hits)  # fmt: skip
+            yield CounterMetricFamily("prescore_read_cache_misses", "Ids looked up in the read cache and read from "
+                                      "Redis", value=cache.misses)  # fmt: skip
+            yield CounterMetricFamily("prescore_read_cache_evictions", "Read-cache entries evicted (least recently "
+                                      "used) to stay within its bounds", value=cache.evictions)  # fmt: skip
+            yield GaugeMetricFamily("prescore_read_cache_entries", "Ids held by the read cache", value=len(cache))
+            yield GaugeMetricFamily("prescore_read_cache_bytes", "Accounted size of the read cache's entries",
+                                    value=cache.bytes)  # fmt: skip

@@ -8,6 +8,14 @@ is open) → ``online.policy.decide`` → precomputed | fallback | default → o
 in metrics and queued for the prediction log (never awaited). The service degrades only on
 ``StoreUnavailableError``.
 
+Read cache (``PRESCORE_READ_CACHE``, on by default): the reader keeps each id's result per run it was read from
+(``warehouse.store.ReadCache``, bounded by ``read_cache_max_entries`` and ``read_cache_max_mb``), so a repeated id is
+answered without Redis while its run is the one the pointer names; a publish, rollback or canary change moves the
+next lookups to the new run's keys. A lookup answered wholly from it (``Routed.from_cache``) is not a Redis call:
+it is left out of ``prescore_redis_seconds`` and tells the circuit breaker nothing. The cache is emptied when the
+store watch sees a model's scores lost or back (misses cached while Redis had lost part of a run must not outlive
+its restore under the same run id).
+
 Rollouts (``online.rollout``): the reader routes every lookup (``AsyncScoreReader.get_routed``): a canary answers the
 entities ``warehouse.rollout.in_canary`` picks at the effective percent from the challenger's run, the rest from the
 champion's; a shadow answers everyone from the champion and logs the challenger's score read in the same round
@@ -56,7 +64,15 @@ from online.validation import check_entity_id, check_features, json_object
 from warehouse import schedule
 from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
 from warehouse.rollout import CHAMPION
-from warehouse.store import AsyncScoreReader, Routed, StoredScore, connect_async, ensure_local_redis, store_error
+from warehouse.store import (
+    AsyncScoreReader,
+    ReadCache,
+    Routed,
+    StoredScore,
+    connect_async,
+    ensure_local_redis,
+    store_error,
+)
 
 log = logging.getLogger("prescore.online")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -73,6 +89,8 @@ class ScoringService:
         self.stats = AdmissionStats()
         self.snapshot: Snapshot | None = None
         self.store: AsyncScoreReader | None = None
+        self.read_cache = ReadCache(settings.read_cache_max_entries, settings.read_cache_max_bytes) \
+            if settings.read_cache else None  # fmt: skip
         self.redis_url: str | None = None
         self.plog: PredictionLog | None = None
         self.redis_seen = False
@@ -80,7 +98,7 @@ class ScoringService:
         self.timeout_s = settings.redis_timeout_ms / 1000
         self.run_as_of: dict[str, float | None] = {}
         self.watch = StoreWatch(settings, lambda: self.store.client if self.store else None, self._model_names,
-                                self._breaker_closed, self.timeout_s, clock)  # fmt: skip
+                                self._breaker_closed, self.timeout_s, clock, self._lost_changed)  # fmt: skip
         self._prefix = uuid.uuid4().hex[:8] + "-"
         self._ids = itertools.count(1)
 
@@ -93,7 +111,7 @@ class ScoringService:
             log.error("not ready: %s", problem)
         url = s.redis_url or (await asyncio.to_thread(ensure_local_redis, s.embedded_redis_dir)).url
         # Every Redis command on the request path is bounded by the socket timeout (and one immediate retry).
-        self.store = AsyncScoreReader.from_url(url, socket_timeout=self.timeout_s)
+        self.store = AsyncScoreReader.from_url(url, socket_timeout=self.timeout_s, cache=self.read_cache)
         self.redis_url = url
         rollout.follow(self.store, None, self.snapshot)
         if s.prediction_log:
@@ -138,6 +156,11 @@ class ScoringService:
         self.redis_seen = True
         self.store_refused = None
         return True
+
+    def _lost_changed(self, model: str) -> None:
+        """The store watch saw ``model``'s scores lost, or back: drop every cached result (see the module docstring)."""
+        if self.read_cache is not None:
+            self.read_cache.clear()
 
     def _breaker_closed(self) -> bool:
         """Whether Redis is answering (read without taking the half-open breaker's one probe from a lookup)."""
@@ -189,8 +212,9 @@ class ScoringService:
             self.breaker.failure()
             self.metrics.redis_call("unavailable", time.perf_counter() - t0)
             return self.unanswered(model, ids), False
-        self.metrics.redis_call("get" if len(ids) == 1 else "get_many", time.perf_counter() - t0)
-        self.breaker.success()
+        if not found.from_cache:
+            self.metrics.redis_call("get" if len(ids) == 1 else "get_many", time.perf_counter() - t0)
+            self.breaker.success()
         return found, True
 
     def answer(
@@ -278,8 +302,9 @@ class ScoringService:
                 self.metrics.redis_call("unavailable", time.perf_counter() - t1)
             else:
                 answered = True
-                self.metrics.redis_call("get", time.perf_counter() - t1)
-                self.breaker.success()
+                if not routed.from_cache:
+                    self.metrics.redis_call("get", time.perf_counter() - t1)
+                    self.breaker.success()
         if routed is None:
             routed = self.unanswered(model, [entity_id])
         elif routed.shadow is not None:
@@ -439,5 +464,6 @@ class ScoringService:
             "log_bytes": plog.stream_bytes if plog else 0,
             "log_budget_bytes": plog.budget_bytes if plog else 0,
             "rollouts": rollout.gauges(self.store, self._model_names()) if self.store else {},
+            "read_cache": self.read_cache,
             "now": self.clock(),
         }

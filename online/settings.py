@@ -34,6 +34,14 @@ class OnlineSettings(Settings):
     - ``store_check_s``: how often (seconds) the watch on the score store (``online.store_watch``) checks, off the
       request path, that every model's live run is in Redis (0: off); ``catalog_refresh_s``: how often it re-reads
       the catalog's live pointers, one query per model in a worker thread (0: never read the catalog).
+    - ``read_cache``: answer lookups from a per-process cache of the scores already read, keyed by run
+      (``warehouse.store.ReadCache``: a published run never changes, and a pointer change moves lookups to other
+      keys); ``read_cache_max_entries`` / ``read_cache_max_mb``: its bounds (ids, including cached misses, and
+      their approximate size in MiB), the least recently used evicted beyond either. Defaults: on, 100,000 ids
+      (about 30 MB of 13-byte ids, 91 % of requests on a Zipf s=1.1 workload over 1M ids), 64 MiB.
+    - ``gc_freeze``: once started, freeze the start-up heap out of the garbage collector and make young
+      collections rarer (``online.app``): full collections then walk only what the traffic left, instead of
+      pausing every request in flight for tens of milliseconds. Off: the interpreter's defaults.
     - ``max_body_bytes``: largest accepted request body (413 beyond).
     - ``max_discard_bytes`` / ``discard_timeout_s``: after a 413 for body size, the rest of the body is read and
       dropped while the whole body stays within ``max_discard_bytes`` and the reading within ``discard_timeout_s``,
@@ -57,6 +65,10 @@ class OnlineSettings(Settings):
     prediction_log_maxlen: int | None = None  # replaced by prediction_log_max_mb: refused when set
     store_check_s: float = Field(default=5.0, ge=0, le=3600)
     catalog_refresh_s: float = Field(default=30.0, ge=0, le=86_400)
+    read_cache: bool = True
+    read_cache_max_entries: int = Field(default=100_000, ge=1, le=100_000_000)
+    read_cache_max_mb: float = Field(default=64.0, ge=1.0, le=1 << 20)
+    gc_freeze: bool = True
     max_body_bytes: int = Field(default=1 << 20, ge=64)
     max_discard_bytes: int = Field(default=64 << 20, ge=0)
     discard_timeout_s: float = Field(default=30.0, gt=0, le=600)
@@ -85,6 +97,10 @@ class OnlineSettings(Settings):
     @property
     def prediction_log_budget_bytes(self) -> int:
         return int(self.prediction_log_max_mb * (1 << 20))
+
+    @property
+    def read_cache_max_bytes(self) -> int:
+        return int(self.read_cache_max_mb * (1 << 20))
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -9,7 +9,9 @@ every ``store_check_s`` seconds, for each served model:
   (``allow``; the watch never takes a half-open breaker's probe from a lookup);
 - judges it against the catalog's live pointer (``warehouse.store_health.judge``): ``lost`` when the catalog says a
   run is live that Redis does not (fully) hold, ``never_published``, ``serving`` or ``ahead`` otherwise;
-- logs one line when a model's scores become lost and one when they are back.
+- logs one line when a model's scores become lost and one when they are back, and calls ``on_lost_change(model)``
+  on both (the service empties its read cache: misses cached while part of a run was gone must not outlive a
+  restore of that run).
 
 The catalog is read in a worker thread (one query per model), at most every ``catalog_refresh_s`` seconds and never
 twice at once (a read that hangs past ``STUCK_READ_S`` counts as the catalog being unavailable); the answer is
@@ -57,9 +59,10 @@ class StoreWatch:
         allow: Callable[[], bool],
         timeout_s: float,
         clock: Callable[[], float] = time.time,
+        on_lost_change: Callable[[str], None] | None = None,
     ) -> None:
         self.settings, self.client, self.models, self.allow = settings, client, models, allow
-        self.timeout_s, self.clock = timeout_s, clock
+        self.timeout_s, self.clock, self.on_lost_change = timeout_s, clock, on_lost_change
         self.health: dict[str, Health] = {}
         self.lost_since: dict[str, float] = {}
         self.records: dict[str, PointerRecord | None] | None = None  # the catalog's live pointers, last read
@@ -152,6 +155,8 @@ class StoreWatch:
     def _judged(self, health: Health) -> None:
         model, before = health.model, self.health.get(health.model)
         self.health[model] = health
+        if health.lost != (model in self.lost_since) and self.on_lost_change is not None:
+            self.on_lost_change(model)
         if health.lost and model not in self.lost_since:
             self.lost_since[model] = self.clock()
             log.error("scores of model %s are lost from Redis: %s; answering from fallback models and defaults until "

@@ -103,7 +103,8 @@ def prescore_env(
 
 def set_prescore_env(monkeypatch: pytest.MonkeyPatch, home: Path, models_file: Path, redis_url: str) -> dict[str, str]:
     """``PRESCORE_*`` as the task processes read it: this home and models file, the test Redis, the SQLite catalog
-    in the home, a local Dask cluster of two workers and tasks of 5,000 rows (so scoring and loading run on Dask, not inline).
+    in the home, a local Dask cluster of two workers and tasks of 5,000 rows (so scoring and loading run on Dask,
+    not inline).
     Returns the variables set."""
     env = {
         "PRESCORE_HOME": str(home),

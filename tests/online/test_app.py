@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 from pathlib import Path
 
 import pytest
 import redis
 
+from online.app import GC_THRESHOLD
 from online.settings import OnlineSettings
 from tests.online.conftest import HOUR, MODEL, SCORES, now_utc, post, serve
 from warehouse.errors import ConfigError
@@ -30,6 +32,49 @@ async def test_oversized_bodies_are_413_declared_or_streamed(make_settings):
         fine = await post(client, "a")
     assert declared.status_code == streamed.status_code == 413
     assert "256" in declared.json()["error"]["message"] and fine.status_code == 200
+
+
+async def test_single_gets_skip_the_stack_and_errors_are_answered_by_it_once(make_settings, publish):
+    """GET /v1/scores/{model}/{id} is answered before most of the middleware stack (``online.app._FastGet``); what
+    that path cannot answer goes down the stack, which answers it as ever, and counts it once: an unknown model 404,
+    a bad or empty id 422, a GET without an id 405, a HEAD 405 (the route is GET only); an id may hold a slash."""
+    publish(SCORES, now_utc() - HOUR)
+    async with serve(make_settings()) as (_, client):
+        hit = await client.get(f"/v1/scores/{MODEL}/a")
+        slash = await client.get(f"/v1/scores/{MODEL}/a/b")
+        unknown = await client.get("/v1/scores/nope/a")
+        bad = await client.get(f"/v1/scores/{MODEL}/a%0Ab")
+        empty = await client.get(f"/v1/scores/{MODEL}/")
+        no_id = await client.get(f"/v1/scores/{MODEL}")
+        head = await client.head(f"/v1/scores/{MODEL}/a")
+        metrics = (await client.get("/metrics")).text
+    assert hit.status_code == 200 and hit.json()["source"] == "precomputed" and hit.headers["x-request-id"]
+    assert slash.status_code == 200 and slash.json()["entity_id"] == "a/b" and slash.json()["source"] == "default"
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "not_found")
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_input")
+    assert (empty.status_code, empty.json()["error"]["code"]) == (422, "invalid_input")
+    assert no_id.status_code == head.status_code == 405
+    assert 'prescore_errors_total{code="not_found",status="404"} 1.0' in metrics
+    assert 'prescore_errors_total{code="invalid_input",status="422"} 2.0' in metrics
+    assert 'prescore_request_seconds_count{route="get_score",source="precomputed"} 1.0' in metrics
+
+
+async def test_the_start_up_heap_is_frozen_out_of_the_collector_while_serving(make_settings, publish):
+    """Started, the app has frozen what start-up left alive and raised the young threshold (two apps at once: the
+    second stop restores the thresholds found before the first start and unfreezes); ``gc_freeze=false`` leaves the
+    collector alone."""
+    publish(SCORES, now_utc() - HOUR)
+    before = gc.get_threshold()
+    async with serve(make_settings()) as (_, client):
+        assert gc.get_freeze_count() > 10_000 and gc.get_threshold() == GC_THRESHOLD
+        async with serve(make_settings()) as (_, other):
+            assert (await other.get(f"/v1/scores/{MODEL}/a")).json()["source"] == "precomputed"
+        assert gc.get_freeze_count() > 10_000 and gc.get_threshold() == GC_THRESHOLD
+        assert (await client.get(f"/v1/scores/{MODEL}/a")).json()["source"] == "precomputed"
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+    async with serve(make_settings(gc_freeze=False)) as (_, client):
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+        assert (await client.get(f"/v1/scores/{MODEL}/a")).status_code == 200
 
 
 async def test_api_keys_and_admin_keys(make_settings, home: Path):
@@ -64,7 +109,8 @@ async def test_key_settings_must_be_sha256_hex(home: Path):
 async def test_requests_beyond_max_in_flight_are_shed_with_retry_after(make_settings, publish, redis_url: str):
     """With Redis paused, lookups hang until the timeout; a second concurrent request finds no room: 503."""
     publish(SCORES, now_utc() - HOUR)
-    async with serve(make_settings(max_in_flight=1, redis_timeout_ms=100)) as (_, client):
+    # the read cache off: it would answer the warmed id without waiting for the paused Redis
+    async with serve(make_settings(max_in_flight=1, redis_timeout_ms=100, read_cache=False)) as (_, client):
         await client.get(f"/v1/scores/{MODEL}/a")
         redis.Redis.from_url(redis_url).execute_command("CLIENT", "PAUSE", "400", "ALL")
         responses = await asyncio.gather(*(client.get(f"/v1/scores/{MODEL}/a") for _ in range(5)))

@@ -344,7 +344,8 @@ async def test_redis_down_during_a_canary_degrades_both_variants_alike(
     load_run(server.url, "chal-1", versions.challenger, challenger, now_utc() - HOUR, challenger=True)
     chal = [e for e in ids if in_canary(MODEL, e, 50.0)][:4]
     champ = [e for e in ids if not in_canary(MODEL, e, 50.0)][:4]
-    async with serve(canary(50.0, redis_url=server.url)) as (_, client):
+    # the read cache off: it would answer the warmed ids without Redis while the pointers stay fresh
+    async with serve(canary(50.0, redis_url=server.url, read_cache=False)) as (_, client):
         warm = await batch(client, chal + champ)
         server.kill()
         down = []
@@ -408,6 +409,115 @@ def load_parquet(url: str, path: Path, run_id: str, version: str, challenger: bo
 
 
 @pytest.mark.slow
+def _live_during(changes: list[tuple[float, float, Any]], value: Any, start: float, end: float) -> bool:
+    """Whether ``value`` may have been in effect at some moment of [start, end]: ``changes`` lists (call started,
+    call returned, value after) in order, and a value is in effect from the start of the call that set it to the
+    end of the call that replaced it."""
+    for k, (began, _, after) in enumerate(changes):
+        replaced = changes[k + 1][1] if k + 1 < len(changes) else float("inf")
+        if after == value and began <= end and replaced >= start:
+            return True
+    return False
+
+
+async def test_canary_changes_under_concurrent_lookups_answer_only_from_live_runs(
+    canary: Callable[..., OnlineSettings], redis_url: str, versions: Versions
+) -> None:
+    """A 30 % canary under concurrent single and batch lookups of a hot set (answered mostly from the read cache)
+    while another thread moves the challenger's pointer from run to run (a replaced challenger run is retired, so
+    each move names a new one) and sets, changes and clears the rollout override, again and again.
+
+    The rule checked for every answer, with the reader's pointer cache at ``refresh_s`` = ``max_stale_s`` = 0 (every
+    lookup reads the pointers itself, so no staleness allowance widens its window [request sent, answer received]):
+    a challenger answer comes from a challenger run its pointer named at some moment of the window, for an id
+    ``in_canary`` at a percent in effect at some moment of it; a champion answer comes from the champion's run, for
+    an id outside the canary at such a percent. Each score is its run's. 0 answers may break it."""
+    ids, champion, _ = tables(40)
+    rng = np.random.default_rng(9)
+    challengers = [f"chal-{k}" for k in range(30)]
+    runs = {"champ-1": champion, **{run: dict(zip(ids, rng.uniform(0.5, 1.0, 40).astype(np.float32).tolist(),
+                                                  strict=True)) for run in challengers}}  # fmt: skip
+    as_of = now_utc() - HOUR
+    load_run(redis_url, "champ-1", versions.champion, champion, as_of, challenger=False)
+    with ScoreStore.from_url(redis_url) as store:
+        for run in challengers:
+            store.create_run(MODEL, run, versions.challenger, as_of, len(ids))
+            store.writer(MODEL, run).write_batch(ids, np.array(list(runs[run].values()), dtype=np.float32))
+            store.finalize_run(MODEL, run)
+        store.publish_challenger(MODEL, versions.challenger, challengers[0])
+    pointers: list[tuple[float, float, Any]] = [(-1.0, -1.0, challengers[0])]
+    percents: list[tuple[float, float, Any]] = [(-1.0, -1.0, 30.0)]
+    stop = threading.Event()
+
+    def change() -> None:
+        fresh = iter(challengers[1:])
+        with ScoreStore.from_url(redis_url) as store:
+
+            def move() -> object:
+                run = next(fresh, None)
+                return None if run is None else store.publish_challenger(MODEL, versions.challenger, run)
+
+            steps: list[tuple[list[tuple[float, float, Any]], Any, Callable[[], object]]] = [
+                (pointers, None, move),
+                (percents, 100.0, lambda: store.set_rollout_override(MODEL, 100.0)),
+                (pointers, None, move),
+                (percents, 0.0, lambda: store.set_rollout_override(MODEL, 0.0)),
+                (percents, 60.0, lambda: store.set_rollout_override(MODEL, 60.0)),
+                (percents, 30.0, lambda: store.clear_rollout_override(MODEL)),
+            ]
+            k = 0
+            while not stop.is_set():
+                history, value, step = steps[k % len(steps)]
+                t0 = time.monotonic()
+                done = step()
+                if history is percents or done is not None:
+                    history.append((t0, time.monotonic(), value if history is percents else store.challengers(MODEL)
+                                    [versions.challenger]))  # fmt: skip
+                k += 1
+                time.sleep(0.01)
+
+    answers: list[tuple[float, float, dict[str, Any]]] = []
+
+    async def client_loop(client: httpx.AsyncClient, seed: int, deadline: float) -> None:
+        pick = np.random.default_rng(seed)
+        while time.monotonic() < deadline:
+            picked = [ids[i] for i in pick.integers(0, len(ids), 5)]
+            t0 = time.monotonic()
+            if seed % 2:
+                results = [(await client.get(f"/v1/scores/{MODEL}/{picked[0]}")).json()]
+            else:
+                results = await batch(client, picked)
+            answers.extend((t0, time.monotonic(), r) for r in results)
+
+    async with serve(canary(30.0, store_check_s=0.0)) as (app, client):
+        state = app.state.service.store._state  # the reader's pointer cache: no staleness allowed
+        state.refresh_s = state.max_stale_s = 0.0
+        thread = threading.Thread(target=change)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 3.0
+            await asyncio.gather(*(client_loop(client, seed, deadline) for seed in range(8)))
+        finally:
+            stop.set()
+            thread.join(10)
+        cache = app.state.service.read_cache
+
+    def valid(t0: float, t1: float, a: dict[str, Any]) -> bool:
+        entity, run = a["entity_id"], a["run_id"]
+        in_effect = [p for p in (0.0, 30.0, 60.0, 100.0) if _live_during(percents, p, t0, t1)]
+        if a["variant"] == "challenger":
+            return _live_during(pointers, run, t0, t1) and any(p > 0 and in_canary(MODEL, entity, p) for p in in_effect)
+        return run == "champ-1" and any(p == 0 or not in_canary(MODEL, entity, p) for p in in_effect)
+
+    assert all(a["source"] == "precomputed" for _, _, a in answers)
+    assert [a for t0, t1, a in answers if not valid(t0, t1, a)] == []
+    assert [a for _, _, a in answers if a["score"] != runs[a["run_id"]][a["entity_id"]]] == []
+    served = {a["run_id"] for _, _, a in answers}
+    assert "champ-1" in served and len(served & set(challengers)) > 3
+    assert len(pointers) > 5 and len(percents) > 10
+    assert cache is not None and cache.hits > cache.misses > 0
+
+
 async def test_a_ten_percent_canary_over_100k_ids_under_load(
     canary: Callable[..., OnlineSettings], redis_url: str, versions: Versions, tmp_path: Path
 ) -> None:

@@ -4,8 +4,9 @@ Modules, from the bottom up: ``connection`` (clients for one node or a Redis Clu
 "unavailable"), ``keys`` (key names, run states and metadata, score values), ``ids`` (the entity-id rule, id arrays
 and buckets), ``wire`` (encoding a batch into pipelined ``HSET`` commands), ``pipeline`` (sending them with bounded
 replies and cluster redirects), ``transaction`` (WATCH/MULTI retried on conflict), ``writer`` (loading one run),
-``lookup`` (the pure core of a reader: pointer cache, rollout routes and lookup plans), ``readers`` (lookups,
-blocking and asyncio), ``runs`` (create, count, finalize, reopen, abort), ``publication`` (publish, roll back,
+``read_cache`` (a bounded cache of looked-up scores keyed by run), ``lookup`` (the pure core of a reader: pointer
+cache, rollout routes and lookup plans), ``readers`` (lookups, blocking and asyncio, optionally through a
+``ReadCache``), ``runs`` (create, count, finalize, reopen, abort), ``publication`` (publish, roll back,
 restore the pointer), ``cleanup`` (retention), ``locks``, ``score_store`` (``ScoreStore``, composed of the four before
 it) and ``local_server`` (an embedded ``redis-server`` for the demo and tests). ``layout`` re-exports ``keys`` and
 ``ids``.
@@ -37,6 +38,7 @@ from warehouse.store.local_server import (
 )
 from warehouse.store.lookup import RolloutView, Route, Routed
 from warehouse.store.publication import Publication
+from warehouse.store.read_cache import ReadCache
 from warehouse.store.readers import AsyncScoreReader, ScoreLookup, ScoreReader
 from warehouse.store.runs import Mismatch
 from warehouse.store.score_store import ScoreStore
@@ -49,6 +51,7 @@ __all__ = [
     "CleanupReport",
     "Mismatch",
     "Publication",
+    "ReadCache",
     "RedisProcess",
     "RolloutView",
     "Route",

@@ -16,6 +16,12 @@ the challenger's run when ``warehouse.rollout.in_canary`` says so at the effecti
 the override, else the route's percent; 0 while the challenger has no loaded run), from the champion's otherwise,
 so each id costs what its variant needs; a shadow reads every id from both runs (the challenger's scores are
 returned apart, never served).
+
+With a read cache (``warehouse.store.read_cache.ReadCache``, handed to ``LookupState``), every plan first looks each
+id up by the run it is about to read (the champion's, the canary variant's or the shadow's challenger run, as the
+pointer cache names it now): the ids found are answered from it and left out of the ``HMGET``s, the replies of the
+others are stored in it as they are assembled. A lookup whose ids were all found sends nothing (but the pointer
+reads of an aging cache). Keys carry the run, so a pointer change moves every later lookup to new keys.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 from warehouse.rollout import CHALLENGER, CHAMPION, in_canary
 from warehouse.store.ids import bucket_of, encode_entity_id
 from warehouse.store.keys import RunInfo, StoredScore, decode_score, store_key, validate_name
+from warehouse.store.read_cache import ABSENT, ReadCache
 
 OVERRIDE_FIELD = "percent"  # the field of ``ps:{m}:rollout`` that overrides the canary percent
 
@@ -62,7 +69,8 @@ class LookupPlan:
     """The commands of one lookup in ``run``: ``HMGET keys[k] *fields[k]`` answers the ids at positions
     ``rows[k]`` of the request, then the pointer reads of ``refresh`` when it is set (all in one pipeline). With
     ``refresh`` None a lone ``HMGET`` is sent as a plain command; no ``run`` (nothing published) means every id is a
-    miss."""
+    miss. With a ``cache`` (``warehouse.store.read_cache``), ``cached`` holds the ``(position, result)`` of the ids
+    it answered (they are in no ``HMGET``), and the replies are stored in it as they are assembled."""
 
     run: RunInfo | None
     keys: list[bytes]
@@ -70,6 +78,8 @@ class LookupPlan:
     rows: list[list[int]]
     size: int
     refresh: Refresh | None = None
+    cached: list[tuple[int, StoredScore | None]] = field(default_factory=list)
+    cache: ReadCache | None = None
 
     def answer(self, replies: Sequence[Sequence[Any]]) -> list[StoredScore | None]:
         """One result per requested id from the replies of the ``HMGET``s (in ``keys`` order, without the replies
@@ -78,34 +88,61 @@ class LookupPlan:
 
 
 def plan_lookup(
-    run: RunInfo, raw_ids: Sequence[bytes], positions: Sequence[int] | None = None, size: int | None = None
+    run: RunInfo,
+    raw_ids: Sequence[bytes],
+    positions: Sequence[int] | None = None,
+    size: int | None = None,
+    cache: ReadCache | None = None,
 ) -> LookupPlan:
     """Group ids (UTF-8 bytes) by bucket of ``run``: one HMGET per bucket. For a plan that answers part of a
-    request of ``size`` ids, ``positions[i]`` is the place of ``raw_ids[i]`` in it (default: ``i``)."""
+    request of ``size`` ids, ``positions[i]`` is the place of ``raw_ids[i]`` in it (default: ``i``). With a
+    ``cache``, the ids it holds for ``run`` are answered from it and left out of the HMGETs."""
     by_bucket: dict[int, tuple[list[bytes], list[int]]] = {}
+    cached: list[tuple[int, StoredScore | None]] = []
     n_buckets = run.n_buckets
     for row, raw in zip(range(len(raw_ids)) if positions is None else positions, raw_ids, strict=True):
+        if cache is not None:
+            found = cache.get(run, raw)
+            if found is not ABSENT:
+                cached.append((row, found))
+                continue
         fields, rows = by_bucket.setdefault(bucket_of(raw, n_buckets), ([], []))
         fields.append(raw)
         rows.append(row)
     keys = [store_key(run.model, "bucket", run.run_id, b).encode() for b in by_bucket]
     fields_of, rows_of = [f for f, _ in by_bucket.values()], [r for _, r in by_bucket.values()]
-    return LookupPlan(run, keys, fields_of, rows_of, len(raw_ids) if size is None else size)
+    return LookupPlan(run, keys, fields_of, rows_of, len(raw_ids) if size is None else size, None, cached, cache)
+
+
+def bucket_key(run: RunInfo, raw_id: bytes) -> str:
+    """The key of the bucket of ``run`` that holds entity ``raw_id`` (UTF-8 bytes)."""
+    return store_key(run.model, "bucket", run.run_id, bucket_of(raw_id, run.n_buckets))
 
 
 def assemble(
     plan: LookupPlan, replies: Sequence[Sequence[Any]], out: list[StoredScore | None] | None = None
 ) -> list[StoredScore | None]:
     """One result per requested id of ``plan`` (which has a run), in request order: ``None`` for a miss, else the
-    score and its run. With ``out`` the results are written into it (at the plan's positions) and it is returned."""
+    score and its run. With ``out`` the results are written into it (at the plan's positions) and it is returned.
+    The plan's cached results are written too, and with a cache each reply is stored in it."""
     run = plan.run
     assert run is not None
     if out is None:
         out = [None] * plan.size
-    for rows, values in zip(plan.rows, replies, strict=True):
-        for row, raw in zip(rows, values, strict=True):
-            if raw is not None:
-                out[row] = StoredScore(decode_score(raw), run.run_id, run.model_version, run.as_of)
+    for row, found in plan.cached:
+        out[row] = found
+    cache = plan.cache
+    if cache is None:
+        for rows, values in zip(plan.rows, replies, strict=True):
+            for row, raw in zip(rows, values, strict=True):
+                if raw is not None:
+                    out[row] = StoredScore(decode_score(raw), run.run_id, run.model_version, run.as_of)
+        return out
+    for rows, fields, values in zip(plan.rows, plan.fields, replies, strict=True):
+        for row, raw_id, raw in zip(rows, fields, values, strict=True):
+            result = None if raw is None else StoredScore(decode_score(raw), run.run_id, run.model_version, run.as_of)
+            out[row] = result
+            cache.put(run, raw_id, result)
     return out
 
 
@@ -123,12 +160,14 @@ def pointer_key(model: str) -> str:
 class Routed:
     """The results of one routed lookup, one entry per requested id in request order: the variant each id is
     answered from (``CHAMPION`` or ``CHALLENGER``) and that variant's stored score (None: a miss); with shadow reads,
-    ``shadow`` holds the challenger's score of every id and ``shadow_run`` the run they were read from."""
+    ``shadow`` holds the challenger's score of every id and ``shadow_run`` the run they were read from.
+    ``from_cache``: every result came from the read cache and the lookup sent nothing to Redis."""
 
     variants: list[str]
     scores: list[StoredScore | None]
     shadow: list[StoredScore | None] | None = None
     shadow_run: RunInfo | None = None
+    from_cache: bool = False
 
 
 @dataclass(slots=True)
@@ -155,7 +194,8 @@ class RoutedPlan:
             assert target is not None
             assemble(plan, replies[start:end], target)
             start = end
-        return Routed(self.variants, scores, shadow, self.shadow_run)
+        from_cache = bool(self.parts) and not self.keys and self.refresh is None
+        return Routed(self.variants, scores, shadow, self.shadow_run, from_cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +273,14 @@ def parse_override(value: Any) -> float | None:
 
 
 class LookupState:
-    """The state of one reader (the pointer cache, the routes it follows, local overrides) and its transitions.
-    ``now`` and ``fetched`` are ``time.monotonic()`` seconds, passed in by the reader."""
+    """The state of one reader (the pointer cache, the routes it follows, local overrides, the read cache) and its
+    transitions. ``now`` and ``fetched`` are ``time.monotonic()`` seconds, passed in by the reader. With a ``cache``
+    every plan answers the ids it holds for the run it reads (``plan_lookup``), and ``one`` / ``one_routed`` leave
+    the cache check to the reader."""
 
-    def __init__(self, refresh_s: float, max_stale_s: float) -> None:
+    def __init__(self, refresh_s: float, max_stale_s: float, cache: ReadCache | None = None) -> None:
         self.refresh_s, self.max_stale_s = refresh_s, max_stale_s
+        self.cache = cache
         self.entries: dict[str, Pointer] = {}
         self.routes: dict[str, Route] = {}
         self.pins: dict[str, tuple[float, float]] = {}  # model → (override, monotonic time it was set here)
@@ -374,7 +417,7 @@ class LookupState:
         run = entry.run
         if run is None:
             return LookupPlan(None, [], [], [], len(raw_ids), refresh)
-        plan = plan_lookup(run, raw_ids)
+        plan = plan_lookup(run, raw_ids, cache=self.cache)
         plan.refresh = refresh
         return plan
 
@@ -386,7 +429,7 @@ class LookupState:
             return None
         route = self.routes.get(model)
         refresh = self.refresh(model) if piggyback else None
-        run, challenger, size = entry.run, entry.challenger, len(raw_ids)
+        run, challenger, size, cache = entry.run, entry.challenger, len(raw_ids), self.cache
         parts: list[tuple[LookupPlan, bool]] = []
         percent = entry.percent(route)
         shadow_run = challenger if entry.shadowing(route) else None
@@ -402,32 +445,44 @@ class LookupState:
                     rows[0].append(i)
             for part_run, part_rows in ((run, rows[0]), (challenger, rows[1])):
                 if part_run is not None and part_rows:
-                    part = plan_lookup(part_run, [raw_ids[i] for i in part_rows], part_rows, size)
+                    part = plan_lookup(part_run, [raw_ids[i] for i in part_rows], part_rows, size, cache)
                     parts.append((part, False))
         else:
             variants = [CHAMPION] * size
             if run is not None:
-                parts.append((plan_lookup(run, raw_ids), False))
+                parts.append((plan_lookup(run, raw_ids, cache=cache), False))
             if shadow_run is not None:
-                parts.append((plan_lookup(shadow_run, raw_ids), True))
+                parts.append((plan_lookup(shadow_run, raw_ids, cache=cache), True))
         keys = [k for plan, _ in parts for k in plan.keys]
         fields = [f for plan, _ in parts for f in plan.fields]
         return RoutedPlan(variants, parts, keys, fields, size, refresh, shadow_run)
 
-    def single(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, str, bytes] | None:
-        """The one ``HGET`` of a champion ``get`` served from a fresh cache: ``(run, bucket key, field)``; pass its
-        reply to ``hit``. None: answer with a ``get_many`` of the one id (cache aging or cold, or nothing
-        published)."""
+    def one(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, bytes] | None:
+        """The run and UTF-8 bytes of a champion ``get`` of one id served from a fresh pointer cache: look it up in
+        the read cache, else send the one ``HGET`` of ``bucket_key(run, raw)`` and pass its reply to ``hit``. None:
+        answer with a ``get_many`` of the one id (pointer cache aging or cold, or nothing published)."""
         entry, piggyback = self._state(model, now)
         if entry is None or entry.run is None or piggyback:
             return None
-        run = entry.run
-        raw = encode_entity_id(entity_id)
-        return run, store_key(run.model, "bucket", run.run_id, bucket_of(raw, run.n_buckets)), raw
+        return entry.run, encode_entity_id(entity_id)
+
+    def single(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, str, bytes] | None:
+        """``one`` with the bucket key: ``(run, bucket key, field)`` of the one ``HGET``, or None."""
+        found = self.one(model, entity_id, now)
+        return None if found is None else (found[0], bucket_key(*found), found[1])
 
     def single_routed(self, model: str, entity_id: str, now: float) -> tuple[str, RunInfo, str, bytes] | None:
-        """The one ``HGET`` of a routed lookup of one id from a fresh cache: ``(variant, run, bucket key, field)``.
-        None: answer with ``plan_routed`` (cache aging or cold, nothing to read, or a shadow read: two runs)."""
+        """``one_routed`` with the bucket key: ``(variant, run, bucket key, field)`` of the one ``HGET``, or None."""
+        found = self.one_routed(model, entity_id, now)
+        if found is None:
+            return None
+        variant, run, raw = found
+        return variant, run, bucket_key(run, raw), raw
+
+    def one_routed(self, model: str, entity_id: str, now: float) -> tuple[str, RunInfo, bytes] | None:
+        """The variant, run and UTF-8 bytes of a routed lookup of one id from a fresh pointer cache (the read cache,
+        else one ``HGET`` of ``bucket_key(run, raw)``). None: answer with ``plan_routed`` (pointer cache aging or
+        cold, nothing to read, or a shadow read: two runs)."""
         entry, piggyback = self._state(model, now)
         if entry is None or piggyback:
             return None
@@ -441,5 +496,4 @@ class LookupState:
                 variant, run = CHALLENGER, entry.challenger
         if run is None:
             return None
-        raw = encode_entity_id(entity_id)
-        return variant, run, store_key(run.model, "bucket", run.run_id, bucket_of(raw, run.n_buckets)), raw
+        return variant, run, encode_entity_id(entity_id)

@@ -15,6 +15,13 @@ challenger's scores apart); ``get`` / ``get_many`` always read the champion. ``p
 written through this process at once; ``rollout`` reports what the reader knows; ``variants`` routes without I/O
 (for answers given while Redis is unreachable).
 
+Read cache (``cache=``, a ``warehouse.store.read_cache.ReadCache``; off by default here, on in the online reader):
+a published run never changes, so each id's result is kept per ``(model, run id, id)`` of the run the pointer cache
+names at the lookup; ``get`` / ``get_routed`` answer a cached id without Redis, ``get_many`` / ``get_many_routed``
+send only the ids not cached (one round trip, or none when all were). A publish, rollback or canary change is seen
+at the next pointer read as ever, and from then on every lookup reads other keys. ``Routed.from_cache`` tells a
+caller that no round trip was made (no evidence of Redis's health either way).
+
 Both readers are I/O shells around one pure core, ``warehouse.store.lookup.LookupState``: it decides what to send
 (pointers, metadata, one ``HGET``, ``HMGET`` per bucket) and turns replies into results; the readers only send and
 return. Redis Cluster (a URL with ``?cluster=true``, see ``warehouse.store.connection``): ``from_url`` returns
@@ -51,8 +58,10 @@ from warehouse.store.lookup import (
     Route,
     Routed,
     RoutedPlan,
+    bucket_key,
     hit,
 )
+from warehouse.store.read_cache import ABSENT, ReadCache
 
 __all__ = ["AsyncScoreReader", "ScoreLookup", "ScoreReader"]
 
@@ -78,15 +87,25 @@ def _queue_refresh(pipe: Any, refresh: Refresh) -> None:
 class ScoreReader:
     """Synchronous ``ScoreLookup`` over ``redis.Redis`` or ``RedisCluster``: one round trip per lookup (HMGET per
     bucket, pipelined); the pointers are cached and re-read at most every ``refresh_s`` (a publish shows within
-    ~1 s)."""
+    ~1 s); with a ``cache``, ids it holds for the run read are answered without Redis."""
 
-    def __init__(self, client: SyncClient, *, refresh_s: float = 0.5, max_stale_s: float = 0.9) -> None:
+    def __init__(
+        self, client: SyncClient, *, refresh_s: float = 0.5, max_stale_s: float = 0.9, cache: ReadCache | None = None
+    ) -> None:
         self.client = client
-        self._state = LookupState(refresh_s, max_stale_s)
+        self._state = LookupState(refresh_s, max_stale_s, cache)
 
     @classmethod
-    def from_url(cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5) -> ScoreReader:
-        return cls(connect(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout), refresh_s=refresh_s)
+    def from_url(
+        cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5, cache: ReadCache | None = None
+    ) -> ScoreReader:
+        client = connect(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout)
+        return cls(client, refresh_s=refresh_s, cache=cache)
+
+    @property
+    def cache(self) -> ReadCache | None:
+        """The read cache of this reader (None: off)."""
+        return self._state.cache
 
     def close(self) -> None:
         self.client.close()
@@ -164,12 +183,21 @@ class ScoreReader:
         return replies
 
     def get(self, model: str, entity_id: str) -> StoredScore | None:
-        found = self._state.single(model, entity_id, time.monotonic())
+        state = self._state
+        found = state.one(model, entity_id, time.monotonic())
         if found is None:
             return self.get_many(model, [entity_id])[0]
-        run, key, field = found
+        run, raw = found
+        cache = state.cache
+        if cache is not None:
+            cached = cache.get(run, raw)
+            if cached is not ABSENT:
+                return cached
         with _unavailable(f"reading scores of model {model}"):
-            return hit(run, self.client.hget(key, field))
+            score = hit(run, self.client.hget(bucket_key(run, raw), raw))
+        if cache is not None:
+            cache.put(run, raw, score)
+        return score
 
     def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
         state = self._state
@@ -186,12 +214,21 @@ class ScoreReader:
 
     def get_routed(self, model: str, entity_id: str) -> Routed:
         """The variant ``entity_id`` is answered from and its score (``Routed`` of one id)."""
-        found = self._state.single_routed(model, entity_id, time.monotonic())
+        state = self._state
+        found = state.one_routed(model, entity_id, time.monotonic())
         if found is None:
             return self.get_many_routed(model, [entity_id])
-        variant, run, key, field = found
+        variant, run, raw = found
+        cache = state.cache
+        if cache is not None:
+            cached = cache.get(run, raw)
+            if cached is not ABSENT:
+                return Routed([variant], [cached], from_cache=True)
         with _unavailable(f"reading scores of model {model}"):
-            return Routed([variant], [hit(run, self.client.hget(key, field))])
+            score = hit(run, self.client.hget(bucket_key(run, raw), raw))
+        if cache is not None:
+            cache.put(run, raw, score)
+        return Routed([variant], [score])
 
     def get_many_routed(self, model: str, entity_ids: Sequence[str]) -> Routed:
         """Each id's variant and that variant's score, in one round trip (see the module docstring)."""
@@ -209,16 +246,25 @@ class ScoreReader:
 
 
 class AsyncScoreReader:
-    """``ScoreReader`` for ``redis.asyncio`` (same contract, same core; methods are coroutines)."""
+    """``ScoreReader`` for ``redis.asyncio`` (same contract, same core, same read cache; methods are coroutines)."""
 
-    def __init__(self, client: AsyncClient, *, refresh_s: float = 0.5, max_stale_s: float = 0.9) -> None:
+    def __init__(
+        self, client: AsyncClient, *, refresh_s: float = 0.5, max_stale_s: float = 0.9, cache: ReadCache | None = None
+    ) -> None:
         self.client = client
-        self._state = LookupState(refresh_s, max_stale_s)
+        self._state = LookupState(refresh_s, max_stale_s, cache)
 
     @classmethod
-    def from_url(cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5) -> AsyncScoreReader:
+    def from_url(
+        cls, url: str, *, socket_timeout: float = 1.0, refresh_s: float = 0.5, cache: ReadCache | None = None
+    ) -> AsyncScoreReader:
         client = connect_async(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout)
-        return cls(client, refresh_s=refresh_s)
+        return cls(client, refresh_s=refresh_s, cache=cache)
+
+    @property
+    def cache(self) -> ReadCache | None:
+        """The read cache of this reader (None: off)."""
+        return self._state.cache
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -303,11 +349,20 @@ class AsyncScoreReader:
             raise store_error(f"reading scores of model {model}", exc) from exc
 
     async def get(self, model: str, entity_id: str) -> StoredScore | None:
-        found = self._state.single(model, entity_id, time.monotonic())
+        state = self._state
+        found = state.one(model, entity_id, time.monotonic())
         if found is None:
             return (await self.get_many(model, [entity_id]))[0]
-        run, key, field = found
-        return hit(run, await self._hget(model, key, field))
+        run, raw = found
+        cache = state.cache
+        if cache is not None:
+            cached = cache.get(run, raw)
+            if cached is not ABSENT:
+                return cached
+        score = hit(run, await self._hget(model, bucket_key(run, raw), raw))
+        if cache is not None:
+            cache.put(run, raw, score)
+        return score
 
     async def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
         state = self._state
@@ -323,11 +378,20 @@ class AsyncScoreReader:
         return plan.answer(replies)
 
     async def get_routed(self, model: str, entity_id: str) -> Routed:
-        found = self._state.single_routed(model, entity_id, time.monotonic())
+        state = self._state
+        found = state.one_routed(model, entity_id, time.monotonic())
         if found is None:
             return await self.get_many_routed(model, [entity_id])
-        variant, run, key, field = found
-        return Routed([variant], [hit(run, await self._hget(model, key, field))])
+        variant, run, raw = found
+        cache = state.cache
+        if cache is not None:
+            cached = cache.get(run, raw)
+            if cached is not ABSENT:
+                return Routed([variant], [cached], from_cache=True)
+        score = hit(run, await self._hget(model, bucket_key(run, raw), raw))
+        if cache is not None:
+            cache.put(run, raw, score)
+        return Routed([variant], [score])
 
     async def get_many_routed(self, model: str, entity_ids: Sequence[str]) -> Routed:
         state = self._state
