@@ -1,8 +1,9 @@
 """The bare baseline of the online benchmarks, lean: Starlette + orjson + redis.asyncio and nothing else imported.
 
-``bench_online.make_baseline`` is the same app, but uvicorn imports it from ``bench_online``, whose module imports
-numpy, xgboost and the warehouse: a heap the garbage collector walks in every full collection, pauses that the
-baseline's own tail latency then pays. This one imports only what it serves with, so its p99 is what a bare app's is.
+``bench_online`` and ``bench_read_cache`` serve it as ``bare_baseline:make_baseline``. It lives apart from them because
+their modules import numpy, xgboost and the warehouse: a heap the garbage collector walks in every full collection,
+pauses that the baseline's own tail latency would then pay. This one imports only what it serves with, so its p99 is
+what a bare app's is.
 The key and bucket rules are the store's (``warehouse.store.keys.store_key``, ``warehouse.store.ids.bucket_of``),
 written out here to keep the import light; ``bench_read_cache`` checks that its answers equal prescore's.
 """

@@ -7,7 +7,7 @@ PRESCORE_HOME with a promoted 30-tree depth-4 fallback model. Then, with wrk on 
 worker, uvloop + httptools, pinned to CPU 0; wrk and redis-server pinned to CPU 1 when there are >= 2 CPUs),
 all three servers up at once and loaded one at a time, in interleaved rounds so drift hits every variant alike:
 
-- ``baseline``: ``make_baseline`` below, GET /v1/scores/churn/<id> → one HGET on the id's bucket → orjson;
+- ``baseline``: ``bare_baseline.make_baseline``, GET /v1/scores/churn/<id> → one HGET on the id's bucket → orjson;
 - ``prescore``: ``online.app:create_app`` (prediction log on), same URLs;
 - ``prescore_nolog``: the same with ``PRESCORE_PREDICTION_LOG=false``.
 
@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,43 +39,12 @@ import orjson
 import xgboost as xgb
 
 from warehouse.registry import Registry
-from warehouse.store import ScoreStore, bucket_of, free_port, start_redis, store_key
+from warehouse.store import ScoreStore, free_port, start_redis
 
 MODEL = "churn"
 FEATURES = [f"f0{i}" for i in range(8)]
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-
-# ---------------------------------------------------------------- the baseline app
-
-
-def make_baseline() -> Any:
-    """A bare Starlette app: one HGET of the id's bucket of the current run (read once at start-up) → orjson."""
-    import redis.asyncio
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    url, run_id, n_buckets = os.environ["BENCH_REDIS_URL"], os.environ["BENCH_RUN_ID"], int(os.environ["BENCH_BUCKETS"])
-    client = redis.asyncio.Redis.from_url(url)
-
-    async def score(request: Request) -> Response:
-        model, entity_id = request.path_params["model"], request.path_params["entity_id"]
-        raw = entity_id.encode()
-        value: bytes | None = await client.hget(store_key(model, "bucket", run_id, bucket_of(raw, n_buckets)), raw)  # type: ignore[assignment]
-        body = {
-            "model": model,
-            "entity_id": entity_id,
-            "score": None if value is None else struct.unpack("<f", value)[0],
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
-
-    async def healthz(_: Request) -> Response:
-        return Response(b"{}", media_type="application/json")
-
-    return Starlette(routes=[Route("/v1/scores/{model}/{entity_id}", score), Route("/healthz", healthz)])
 
 
 # ---------------------------------------------------------------- setup
@@ -217,7 +185,7 @@ def main() -> None:
         fallback_script = lua_fallback(work / "fallback.lua", [f"unknown-{i}" for i in range(1000)])
         prescore_env = {"PRESCORE_HOME": str(work / "home"), "PRESCORE_REDIS_URL": server.url}
         variants: dict[str, tuple[str, dict[str, str], str, bool]] = {
-            "baseline": ("bench_online:make_baseline",
+            "baseline": ("bare_baseline:make_baseline",
                          {"BENCH_REDIS_URL": server.url, "BENCH_RUN_ID": run_id, "BENCH_BUCKETS": str(n_buckets)},
                          "/healthz", True),
             "prescore": ("online.app:create_app", {**prescore_env, "PRESCORE_PREDICTION_LOG": "true"}, "/readyz", True),

@@ -8,9 +8,9 @@ PRESCORE_HOME with a promoted fallback (``bench_online.setup``). Then, with wrk 
 worker, uvloop + httptools, pinned to CPU 0; wrk and redis-server pinned to CPU 1 when there are >= 2 CPUs), these
 servers up at once and loaded one at a time, in interleaved rounds so drift hits every variant alike:
 
-- ``baseline``: ``bare_baseline.make_baseline`` (GET → one HGET of the id's bucket → orjson; the app of
-  ``bench_online.make_baseline``, from a module that imports nothing else, so its heap and GC pauses are a bare
-  app's); its answers are checked against prescore's before the rounds;
+- ``baseline``: ``bare_baseline.make_baseline`` (GET → one HGET of the id's bucket → orjson, from a module that
+  imports nothing else, so its heap and GC pauses are a bare app's); its answers are checked against prescore's
+  before the rounds;
 - ``cache``: ``online.app:create_app`` as configured by default (read cache on: 100k ids, 64 MiB; prediction log
   on; GC frozen after start-up);
 - ``nocache``: the same with ``PRESCORE_READ_CACHE=false``;
