@@ -10,6 +10,10 @@ Uses ``PRESCORE_HOME`` (default ``.prescore/``), the embedded models file, and t
    directly; 4. start the lookup API on 127.0.0.1 in the background (``prescore serve --detach``);
 5. look up a precomputed entity, a new entity with features (fallback model) and one without (safe default)
    over HTTP, and print the URLs and how to stop everything.
+
+Last it prints where the monitoring report of the scored date is: the nightly DAG's ``monitor`` task stored it (the
+direct path runs ``jobs.monitor.monitor_date`` itself), and ``jobs.report_page`` renders the catalog's reports to
+``<local_dir>/reports/churn.html`` (what ``prescore report`` writes), so the demo ends on drift and quality.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ import importlib.util
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from jobs import serve as srv
 from jobs.local_airflow import run_nightly
+from jobs.monitor import monitor_date
 from jobs.publish import publish_run
+from jobs.report_page import collect, render
 from jobs.runtime import Runtime
 from jobs.score import score_partition
 from jobs.synth import synth
@@ -81,14 +88,26 @@ def run_demo(
         say(f"      run {run_id}: {committed[0].rows_out:,} rows -> {output_path}; published to {rt.redis_url}")
         sample = read_run(str(output_path), columns=["entity_id"]).slice(0, 2).column("entity_id").to_pylist()
         out: dict[str, Any] = {"model": DEMO_MODEL, "date": end.isoformat(), "run_id": run_id, "ids": sample}
+        out["report"] = str(_monitoring_report(rt, end))
         if serve:
             out.update(_serve_and_look_up(rt, sample[0], port, say))
         say(f"done in {time.perf_counter() - t0:.0f}s. `prescore status` shows the state, "
             "`prescore lookup --model churn ID` looks up from the CLI.")  # fmt: skip
         say("stop everything with: prescore serve --stop && prescore redis stop")
+        say(f"monitoring report (drift, quality, serving mix) of {DEMO_MODEL}: {out['report']}")
         return out
     finally:
         rt.close()
+
+
+def _monitoring_report(rt: Runtime, day: dt.date) -> Path:
+    """The report page of ``DEMO_MODEL`` (module docstring), ``day`` monitored first when the DAG did not."""
+    if not rt.catalog.monitor_reports(DEMO_MODEL, partition_date=day):
+        monitor_date(rt, DEMO_MODEL, day)
+    path = rt.local_dir / "reports" / f"{DEMO_MODEL}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(collect(rt, DEMO_MODEL, 30)), encoding="utf-8")
+    return path
 
 
 def _serve_and_look_up(rt: Runtime, known: str, port: int, say: Callable[[str], None]) -> dict[str, Any]:

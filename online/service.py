@@ -51,6 +51,7 @@ from starlette.responses import Response
 
 from online import rollout
 from online.admission import AdmissionStats
+from online.batch_metrics import BatchFigures
 from online.breaker import STATE_VALUE, BreakerState, CircuitBreaker
 from online.errors import InvalidInput, NotFound, NotReady, PayloadTooLarge, ReloadFailed
 from online.metrics import Metrics
@@ -86,6 +87,10 @@ class ScoringService:
         self.clock = clock  # epoch seconds: the age of every answer and of every run in /v1/models
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
         self.metrics = Metrics(self.scrape_values)
+        # batch figures (monitor reports, failed runs, publishes) read from the catalog at scrape: online.batch_metrics
+        self.batch_figures = BatchFigures(settings.resolved_catalog_url, lambda: {n: m.spec for n, m in (
+            self.snapshot.models.items() if self.snapshot else ())}, settings.batch_metrics_ttl_s, clock)  # fmt: skip
+        self.metrics.registry.register(self.batch_figures)
         self.stats = AdmissionStats()
         self.snapshot: Snapshot | None = None
         self.store: AsyncScoreReader | None = None
@@ -129,6 +134,7 @@ class ScoringService:
 
     async def stop(self) -> None:
         await self.watch.stop()
+        self.batch_figures.close()  # online.batch_metrics
         if self.plog is not None:
             await self.plog.stop()
             await self.plog.client.aclose()

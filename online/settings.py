@@ -34,6 +34,9 @@ class OnlineSettings(Settings):
     - ``store_check_s``: how often (seconds) the watch on the score store (``online.store_watch``) checks, off the
       request path, that every model's live run is in Redis (0: off); ``catalog_refresh_s``: how often it re-reads
       the catalog's live pointers, one query per model in a worker thread (0: never read the catalog).
+    - ``batch_metrics_ttl_s``: how long (seconds) ``/metrics`` serves the batch figures read from the catalog
+      (monitor drift and quality, failed runs, publishes: ``online.batch_metrics``) before reading them again, in a
+      worker thread (0: not exported).
     - ``read_cache``: answer lookups from a per-process cache of the scores already read, keyed by run
       (``warehouse.store.ReadCache``: a published run never changes, and a pointer change moves lookups to other
       keys); ``read_cache_max_entries`` / ``read_cache_max_mb``: its bounds (ids, including cached misses, and
@@ -65,6 +68,7 @@ class OnlineSettings(Settings):
     prediction_log_maxlen: int | None = None  # replaced by prediction_log_max_mb: refused when set
     store_check_s: float = Field(default=5.0, ge=0, le=3600)
     catalog_refresh_s: float = Field(default=30.0, ge=0, le=86_400)
+    batch_metrics_ttl_s: float = Field(default=30.0, ge=0, le=86_400)
     read_cache: bool = True
     read_cache_max_entries: int = Field(default=100_000, ge=1, le=100_000_000)
     read_cache_max_mb: float = Field(default=64.0, ge=1.0, le=1 << 20)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.deploy.commands import EntryPoints, as_argv, command_problems, is_server
 from tests.deploy.dockerfiles import image_pin_problem, split_image
 
@@ -36,7 +38,12 @@ def check_compose_images(compose: Mapping[str, Any]) -> list[str]:
 
 
 # Upstream images run their own programs: the first word must be that program, or only flags for its entry point.
-UPSTREAM_PROGRAMS = {"redis": {"redis-server"}, "postgres": {"postgres"}, "prom/prometheus": set()}
+UPSTREAM_PROGRAMS = {
+    "redis": {"redis-server"},
+    "postgres": {"postgres"},
+    "prom/prometheus": set(),
+    "grafana/grafana": set(),
+}
 
 
 def check_service_commands(compose: Mapping[str, Any], entry: EntryPoints) -> list[str]:
@@ -293,4 +300,50 @@ def check_build_paths(compose: Mapping[str, Any], compose_dir: Path) -> list[str
                     problems.append(f"service {name}: mounts {source} at {target}, which does not exist")
             elif source not in (compose.get("volumes") or {}):
                 problems.append(f"service {name}: volume {source!r} is not declared under top-level volumes")
+    return problems
+
+
+def check_grafana_provisioning(compose: Mapping[str, Any], compose_dir: Path, service: str = "grafana") -> list[str]:
+    """``service`` mounts a provisioning directory at /etc/grafana/provisioning whose datasource is a Prometheus
+    compose service (on the port it listens on) and whose dashboard provider's path is where dashboards are mounted,
+    each of its dashboard files valid JSON with a ``uid``."""
+    services = compose.get("services", {})
+    if service not in services:
+        return [f"no {service} service"]
+    mounts = _mount_targets(services[service])
+    problems = []
+    provisioning = mounts.get("/etc/grafana/provisioning")
+    if provisioning is None or not (compose_dir / provisioning).is_dir():
+        return [f"service {service}: no provisioning directory mounted at /etc/grafana/provisioning"]
+    root = compose_dir / provisioning
+    sources = [d for f in sorted((root / "datasources").glob("*.yml"))
+               for d in (yaml.safe_load(f.read_text()) or {}).get("datasources") or []]  # fmt: skip
+    prometheus = [d for d in sources if d.get("type") == "prometheus"]
+    if not prometheus:
+        problems.append(f"service {service}: no Prometheus datasource provisioned")
+    for d in prometheus:
+        host, _, port = str(d.get("url", "")).removeprefix("http://").partition(":")
+        if host not in services or port.rstrip("/") != "9090":
+            problems.append(f"service {service}: datasource {d.get('name')} url {d.get('url')} is not a Prometheus "
+                            "service of the stack on 9090")  # fmt: skip
+    providers = [p for f in sorted((root / "dashboards").glob("*.yml"))
+                 for p in (yaml.safe_load(f.read_text()) or {}).get("providers") or []]  # fmt: skip
+    if not providers:
+        problems.append(f"service {service}: no dashboard provider provisioned")
+    for provider in providers:
+        path = str((provider.get("options") or {}).get("path", ""))
+        source = mounts.get(path)
+        if source is None or not (compose_dir / source).is_dir():
+            problems.append(f"service {service}: provider {provider.get('name')} reads {path}, where no dashboards "
+                            "directory is mounted")  # fmt: skip
+            continue
+        files = sorted((compose_dir / source).glob("*.json"))
+        if not files:
+            problems.append(f"service {service}: no dashboard in {source}")
+        for file in files:
+            try:
+                if not json.loads(file.read_text()).get("uid"):
+                    problems.append(f"service {service}: dashboard {file.name} has no uid")
+            except ValueError as exc:
+                problems.append(f"service {service}: dashboard {file.name} is not JSON: {exc}")
     return problems

@@ -54,6 +54,9 @@ def test_demo_runs_every_step_and_serves_scores(
         assert (fallback["source"], fallback["fallback_used"]) == ("fallback", True)
         assert default["source"] == "default"
         assert any("/docs" in line and "/metrics" in line for line in lines)
+        assert lines[-1].endswith(result["report"]) and "monitoring report" in lines[-1]  # it ends on the report
+        page = Path(result["report"]).read_text()
+        assert "feature-drift" in page and "Realized quality" in page
         assert http_json("GET", result["api"] + "/readyz")[0] == 200  # still serving after the demo returns
     finally:
         info = running_server(home)
