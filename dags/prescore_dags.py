@@ -7,6 +7,7 @@
 - ``prescore_retention``: daily enforcement of every store's bound (``jobs.retention``).
 - ``prescore_reconcile``: every 5 minutes, restores the scores of any model Redis lost (``jobs.restore``).
 - ``prescore_promote``: manual promotion of a challenger through its gate (``jobs.promote``), with validated Params.
+- ``prescore_delta``: every 15 minutes, scores each model's new intra-day delta drops as a delta run (``jobs.delta``).
 
 Parse time reads one local file, the models file (``PRESCORE_MODELS_FILE``): the DAG list comes from it. Nothing
 else happens at parse time — no database, Redis, network, ``Variable.get`` or ``now()``; Dask, XGBoost and the
@@ -53,6 +54,7 @@ TRAIN_SCHEDULE = "0 4 * * 0"  # Sundays 04:00 UTC
 DRAIN_SCHEDULE = "7 * * * *"  # hourly, off the full hour
 RETENTION_SCHEDULE = "30 5 * * *"  # daily 05:30 UTC: after the nightly publishes and Sunday's training
 RECONCILE_SCHEDULE = "*/5 * * * *"  # the longest a model's scores stay lost before a restore starts
+DELTA_SCHEDULE = "*/15 * * * *"  # the longest a complete delta drop waits before it is scored
 # Airflow configuration ([prescore] section or AIRFLOW__PRESCORE__* variables), not a Variable: no DB at parse.
 FEATURE_WAIT_TIMEOUT_S = conf.getint("prescore", "feature_wait_timeout_s", fallback=6 * 3600)
 FEATURE_POKE_INTERVAL_S = conf.getint("prescore", "feature_poke_interval_s", fallback=300)
@@ -476,6 +478,54 @@ def prescore_promote() -> None:
     check_gate(model, version) >> promote(model, version)
 
 
+# ---- delta drops between nightly runs ----------------------------------------------------------------------------
+DELTA_DOC = """\
+### Score the delta drops that arrived since the last run
+
+`score_delta`, mapped over the models of the models file (`prescore delta --model <m>` runs the same function):
+the complete drops `dt=YYYY-MM-DD/delta=HHMMSS/` of the model's feature set that no delta run scored yet are
+validated against the contract and scored on Dask (pool `prescore_dask`) as one delta run, committed in the catalog
+and under `scores/<model>/dt=<date>/delta=<run_id>/`. Each drop is scored once (by drop id); no new drop ends the
+task *skipped*. Drops of a date whose nightly run is not the live one are refused (not held): the task fails without
+retrying and its log names the live run and what to do; a drop that breaks the contract fails it the same way.
+One run at a time; a killed run leaves nothing committed and the next run scores its drops again.
+"""
+
+
+@dag(
+    dag_id="prescore_delta",
+    schedule=CronTriggerTimetable(DELTA_SCHEDULE, timezone="UTC"),
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        **DEFAULT_ARGS,
+        "retry_policy": ExceptionRetryPolicy(
+            rules=[
+                RetryRule(
+                    exception=[*orchestration.NON_RETRYABLE, "warehouse.errors.DeltaRefusedError"],
+                    action=RetryAction.FAIL,
+                    reason="not retryable: fix or move the delta drop, or publish its date's nightly run",
+                )
+            ]
+        ),
+    },
+    tags=["prescore", "scoring", "delta"],
+    doc_md=DELTA_DOC,
+)
+def prescore_delta() -> None:
+    @task(multiple_outputs=False, task_id="score_delta", pool=DASK_POOL, execution_timeout=timedelta(minutes=30))
+    def score_delta(model: str) -> dict[str, Any]:
+        from jobs.delta import NOOP, delta_task
+
+        result = delta_task(model)
+        if result["status"] == NOOP:
+            raise AirflowSkipException(result["message"])
+        return result
+
+    score_delta.expand(model=CONFIG.model_names)
+
+
 for _model in CONFIG.model_names:
     nightly_dag(_model)
     if CONFIG.model(_model).trained_here:  # ``training: external``: versions come from prescore register
@@ -485,3 +535,4 @@ prescore_drain_predictions()
 prescore_retention()
 prescore_reconcile()
 prescore_promote()
+prescore_delta()

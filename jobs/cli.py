@@ -123,6 +123,38 @@ def score(
 
 @app.command()
 @user_errors
+def delta(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    since: str = typer.Option(
+        None, "--since", help="Only drops at or after this UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS])."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (auto: cuda when a GPU is visible)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Score the new intra-day delta drops (features/<fs>/dt=D/delta=HHMMSS/) over the live nightly run of their date,
+    on Dask, and commit them as a delta run (catalog and Parquet). Each drop is scored once; no new drop: a no-op."""
+    import datetime as dt
+
+    from jobs.delta import score_deltas
+    from jobs.runtime import open_runtime
+
+    after = None
+    if since:
+        try:
+            after = dt.datetime.fromisoformat(since)
+        except ValueError:
+            raise UserError(f"--since {since!r} is not a time: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
+        after = after.replace(tzinfo=dt.UTC) if after.tzinfo is None else after
+    with open_runtime() as rt:
+        report = score_deltas(rt, model, since=after, device=device)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    say(report.message)
+
+
+@app.command()
+@user_errors
 def publish(
     model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
     run: str = typer.Option(..., "--run", "-r", help="A committed run id (see `prescore status`)."),

@@ -338,7 +338,7 @@ def score_partition(
         chunks = plan_chunks(files, task_rows or rt.settings.task_rows)
         with nullcontext(cluster) if cluster else open_cluster(rt.settings, dev, tasks=len(chunks)) as (client, info):
             t_cluster = time.perf_counter()
-            threads = _predict_threads(client, info)
+            threads = predict_threads(client, info)
             futures = client.map(
                 score_chunk, chunks, ref=ref, entity_col=fs.entity_column, ts_col=fs.timestamp_column,
                 staging=str(staging), run_id=run_id, device=dev, threads=threads, pure=False,
@@ -382,7 +382,7 @@ def score_partition(
         raise
 
 
-def _predict_threads(client: Any, info: ClusterInfo) -> int:
+def predict_threads(client: Any, info: ClusterInfo) -> int:
     if info.kind.startswith("local") or info.kind == "inline":
         slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()) or 1
         return max(1, (os.cpu_count() or 1) // slots)

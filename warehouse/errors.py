@@ -90,3 +90,9 @@ class OlderRunError(StoreError):
 class PromotionRefusedError(UserError):
     """``prescore promote`` refused a challenger: a check of its promotion gate (``models.<m>.promotion``) failed,
     or it has no run to make live; the message lists the failing checks. Nothing was changed."""
+
+
+class DeltaRefusedError(UserError):
+    """``prescore delta`` refused the new delta drops (``jobs.delta``): a drop is of a date whose nightly run is not the
+    live one, or no run is live. Refused, not held: nothing was scored; the message says which run is live and what
+    to do."""

@@ -19,7 +19,7 @@ from tests.dags.conftest import AIRFLOW_OWN_WARNING, DAGS_DIR, REPO
 from warehouse.settings import DEFAULT_MODELS_FILE
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-DASK_TASKS = {"score", "publish", "shadow"}
+DASK_TASKS = {"score", "publish", "shadow", "score_delta"}
 EXPECTED = {
     "prescore_score__churn",
     "prescore_train__churn",
@@ -28,6 +28,7 @@ EXPECTED = {
     "prescore_retention",
     "prescore_reconcile",
     "prescore_promote",
+    "prescore_delta",
 }
 HEAVY = ("dask", "distributed", "xgboost", "sklearn", "pyarrow", "redis", "jobs.runtime", "jobs.score",
          "jobs.publish", "warehouse.catalog", "warehouse.store.score_store", "warehouse.registry")  # fmt: skip

@@ -1,5 +1,5 @@
-"""The run catalog: model versions, score runs, publications, comparisons and monitoring reports in SQL (SQLite by
-default, or PostgreSQL).
+"""The run catalog: model versions, score runs, publications, comparisons, monitoring reports and delta runs in SQL
+(SQLite by default, or PostgreSQL).
 
 ``tables`` holds the SQLAlchemy models and run states, ``records`` the read-only row copies, ``repository`` the
 ``Catalog`` that reads and writes them, ``migrations`` the Alembic revisions ``Catalog.open`` applies.
@@ -7,6 +7,7 @@ default, or PostgreSQL).
 
 from warehouse.catalog.records import (
     ComparisonRecord,
+    DeltaRunRecord,
     MonitorFeatureRecord,
     MonitorRecord,
     PointerRecord,
@@ -24,8 +25,11 @@ from warehouse.catalog.tables import (
     FAILED,
     POINTER_ACTIONS,
     RUNNING,
+    STAGED,
     Base,
     Comparison,
+    DeltaDrop,
+    DeltaRun,
     ModelVersion,
     MonitorFeature,
     MonitorReport,
@@ -44,10 +48,14 @@ __all__ = [
     "FAILED",
     "POINTER_ACTIONS",
     "RUNNING",
+    "STAGED",
     "Base",
     "Catalog",
     "Comparison",
     "ComparisonRecord",
+    "DeltaDrop",
+    "DeltaRun",
+    "DeltaRunRecord",
     "ModelVersion",
     "MonitorFeature",
     "MonitorFeatureRecord",

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from warehouse.catalog.tables import Comparison, MonitorFeature, MonitorReport, ScoreRun, utcnow
+from warehouse.catalog.tables import Comparison, DeltaRun, MonitorFeature, MonitorReport, ScoreRun, utcnow
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,32 @@ class MonitorRecord:
         out["monitored_at"] = self.monitored_at.isoformat()
         out["features"] = [asdict(f) for f in self.features]
         return out
+
+
+@dataclass(frozen=True)
+class DeltaRunRecord:
+    """A read-only copy of a ``delta_runs`` row: what publishing a committed delta run as an overlay of its base run
+    needs (``base_run_id``, ``drop_ids`` in drop order, ``rows_out``, ``as_of``, ``output_path``: its scores
+    Parquet, a committed run directory of ``warehouse.datasets.score_files``)."""
+
+    run_id: str
+    model: str
+    base_run_id: str
+    partition_date: dt.date
+    model_version: str
+    status: str
+    drop_ids: list[str]
+    rows_out: int | None
+    as_of: dt.datetime | None
+    output_path: str | None
+    report: dict[str, Any]
+    error: str | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: DeltaRun) -> DeltaRunRecord:
+        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
 
 
 def redact(url: str) -> str:

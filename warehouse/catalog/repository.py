@@ -15,6 +15,7 @@ Contract:
   its per-feature rows in one transaction (no duplicates, also when two writers race).
 - A comparison (``upsert_comparison``) is keyed by (model, challenger version, partition date): writing one again
   replaces it, also when two writers race (the database's unique constraint decides, the loser updates).
+- Delta runs and the drops they scored: ``warehouse.catalog.deltas`` (mixed into ``Catalog``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from warehouse.catalog.deltas import DeltaRuns
 from warehouse.catalog.records import (
     ComparisonRecord,
     MonitorRecord,
@@ -57,7 +59,7 @@ from warehouse.catalog.tables import (
 from warehouse.errors import CatalogError, RunConflictError
 
 
-class Catalog:
+class Catalog(DeltaRuns):
     """Access to the catalog database. Create with ``Catalog.open(url)``; ``close()`` when done."""
 
     def __init__(self, engine: sa.Engine) -> None:

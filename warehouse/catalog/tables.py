@@ -1,5 +1,5 @@
-"""The catalog's tables: model versions, score runs, publications, champion/challenger comparisons and monitoring
-reports (SQLAlchemy models), and the run and comparison states.
+"""The catalog's tables: model versions, score runs, publications, champion/challenger comparisons, monitoring
+reports and delta runs with the delta drops they scored (SQLAlchemy models), and the run and comparison states.
 
 Every timestamp is timezone-aware UTC (``UTCDateTime``).
 """
@@ -20,6 +20,7 @@ POINTER_ACTIONS = ("publish", "rollback", "reconcile", "restore", "promote")
 COMPARED = "compared"  # a comparison of two committed runs (``Comparison.status``; else FAILED, with its reason)
 EXPIRED = "expired"  # a tombstone: retention is removing the run's Parquet (see warehouse.catalog.repository)
 ABANDONED = "abandoned (no heartbeat)"
+STAGED = "staged"  # a delta run writing its Parquet (``DeltaRun.status``; then COMMITTED or FAILED)
 ABANDON_AFTER_S = 6 * 3600.0  # a running run without a heartbeat for this long is dead (longer than any job's timeout)
 
 
@@ -190,3 +191,40 @@ class MonitorFeature(Base):
     null_rate_change: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     unknown_share: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     drifted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+
+
+# ---- delta runs (``jobs.delta``) ------------------------------------------------------------------------------------
+class DeltaRun(Base):
+    """One scoring of intra-day delta drops on top of the live nightly run ``base_run_id`` of ``partition_date``.
+    ``staged`` while it writes, then ``committed`` (its ``delta_drops`` rows inserted in the same transaction) or
+    ``failed`` (``error``). ``drop_ids`` in drop order; ``as_of``: the newest feature timestamp of its rows."""
+
+    __tablename__ = "delta_runs"
+
+    run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    base_run_id: Mapped[str] = mapped_column(sa.String(64))
+    partition_date: Mapped[dt.date] = mapped_column(sa.Date)
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    drop_ids: Mapped[list[str]] = mapped_column(sa.JSON)
+    rows_out: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    as_of: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    output_path: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    report: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeltaDrop(Base):
+    """A delta drop a committed delta run scored: one row per (model, drop id), so no drop is scored twice (the
+    unique constraint decides between two runs that race to commit the same drop)."""
+
+    __tablename__ = "delta_drops"
+    __table_args__ = (sa.UniqueConstraint("model", "drop_id", name="uq_delta_drops"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(128), index=True)
+    drop_id: Mapped[str] = mapped_column(sa.String(64))
+    run_id: Mapped[str] = mapped_column(sa.String(64))

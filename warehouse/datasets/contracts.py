@@ -362,8 +362,17 @@ def validate_partition(
     Raises ``PartitionNotFoundError`` (naming the path) when the partition is missing or incomplete, and
     ``PartitionUnreadableError`` (naming the file) when one of its files is not readable Parquet.
     """
+    files = partition_files(root, feature_set, day, spec)
+    return validate_files(
+        files, spec, f"the partition {_where(root, feature_set, day, spec)} (e.g. with `prescore synth`)"
+    )
+
+
+def validate_files(files: Iterable[StoragePath], spec: FeatureSetSpec, rewrite: str) -> list[Violation]:
+    """Every contract violation of ``files`` taken as one dataset (a partition, a delta drop), one row group at a
+    time. ``PartitionUnreadableError`` names the file that is not readable Parquet and says to rewrite ``rewrite``."""
     acc = _Accumulator(spec)
-    for path in partition_files(root, feature_set, day, spec):
+    for path in files:
         try:
             with parquet_file(path) as handle:
                 columns = acc.add_schema(handle.schema_arrow)
@@ -371,8 +380,7 @@ def validate_partition(
                     acc.add_values(handle.read_row_group(group, columns=columns))
         except pa.ArrowInvalid as exc:  # a bad footer or page; I/O errors (OSError) stay what they are
             raise PartitionUnreadableError(
-                f"feature file {path} is not readable Parquet ({exc}); rewrite the partition "
-                f"{_where(root, feature_set, day, spec)} (e.g. with `prescore synth`)"
+                f"feature file {path} is not readable Parquet ({exc}); rewrite {rewrite}"
             ) from exc
     return acc.violations()
 

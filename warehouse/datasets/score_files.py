@@ -1,6 +1,9 @@
 """Scores in the warehouse: where a run's Parquet parts live, the commit manifest, and the rule readers apply.
 
-Layout: ``<home>/scores/<model>/dt=YYYY-MM-DD/run=<run_id>/part-NNNNN.parquet`` and ``_SUCCESS``.
+Layout: ``<home>/scores/<model>/dt=YYYY-MM-DD/run=<run_id>/part-NNNNN.parquet`` and ``_SUCCESS``; a delta run
+(``jobs.delta``) of that date's drops: ``dt=YYYY-MM-DD/delta=<run_id>/``, the same parts and manifest, staged locally
+in ``.delta-staging-<run_id>`` (a prefix the nightly's staging cleanup never matches). The catalog's ``delta_runs``
+name the committed ones.
 
 Commit rule, the same for a local home and for object storage: a run is committed when ``run=<id>/_SUCCESS``
 exists, is a manifest ``{"run_id", "rows", "parts": [{"name", "rows"}, ...]}`` of that run, and names exactly
@@ -37,6 +40,8 @@ MANIFEST = "_SUCCESS"
 PART_GLOB = "part-*.parquet"
 STAGING_PREFIX = ".staging-"
 RUN_PREFIX = "run="
+DELTA_PREFIX = "delta="
+DELTA_STAGING_PREFIX = ".delta-staging-"
 
 
 def part_name(index: int) -> str:
@@ -51,6 +56,16 @@ def run_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
 def staging_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
     """``<partition_dir>/.staging-<run_id>``: where a local run writes before its rename (pure)."""
     return partition_dir / f"{STAGING_PREFIX}{run_id}"
+
+
+def delta_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
+    """``<partition_dir>/delta=<run_id>``: a committed delta run's scores (pure)."""
+    return partition_dir / f"{DELTA_PREFIX}{run_id}"
+
+
+def delta_staging_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
+    """``<partition_dir>/.delta-staging-<run_id>``: where a local delta run writes before its rename (pure)."""
+    return partition_dir / f"{DELTA_STAGING_PREFIX}{run_id}"
 
 
 def uncommitted_runs(partition_dir: StoragePath) -> list[tuple[StoragePath, str]]:
