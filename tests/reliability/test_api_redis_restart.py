@@ -31,6 +31,9 @@ TIMEOUT_MS = 50  # PRESCORE_REDIS_TIMEOUT_MS (the default)
 # Add 300 ms for the HTTP round trip, the fallback model and the scheduling of a 2-core host shared with other
 # work (the in-process test allows 250 ms with no socket in between).
 BUDGET_S = 4 * TIMEOUT_MS / 1000 + 0.3
+# How long after its last pointer read a reader may still answer from its pointer cache (and so from the read
+# cache) without Redis: ``AsyncScoreReader``'s ``max_stale_s``.
+CACHED_S = 0.9
 DURABLE = ["--appendonly", "yes", "--appendfsync", "always"]
 FEATS = {name: round(201.3125 + 3.0625 * i, 4) for i, name in enumerate(FEATURES)}  # distinctive in a log
 
@@ -116,7 +119,7 @@ def test_api_under_uvicorn_survives_redis_hang_and_restart(
         t_hang = time.monotonic()
         os.kill(server.pid, signal.SIGSTOP)
         paused = True
-        time.sleep(0.5)
+        time.sleep(1.0)  # past the pointer cache's bound (CACHED_S), then long enough to see the ladder
         ready_hung = probe.get("/readyz")
         time.sleep(0.5)
         t_cont = time.monotonic()
@@ -127,7 +130,7 @@ def test_api_under_uvicorn_survives_redis_hang_and_restart(
         # phase 2: Redis stopped, then restarted on the same port from its append-only file
         server.stop()
         t_down = time.monotonic()
-        time.sleep(0.5)
+        time.sleep(1.0)
         ready_down = probe.get("/readyz")
         time.sleep(0.5)
         t_restart = time.monotonic()
@@ -170,8 +173,13 @@ def test_api_under_uvicorn_survives_redis_hang_and_restart(
     assert answers and statuses.count(0) == 0 and all(s < 500 for s in statuses)
     assert set(statuses) == {200}
     assert max_latency <= BUDGET_S, sorted(a.latency for a in answers)[-5:]
-    for window in (hung, down):
-        assert {(a.kind, a.source) for a in window} == {("get", "default"), ("post", "fallback")}
+    for window, start in ((hung, t_hang), (down, t_down)):
+        # The read cache answers the repeated id "a" from the run it read while the pointer cache holds: never
+        # after CACHED_S (max_stale_s) from the last pointer read, which came before Redis stopped answering.
+        cached = [a for a in window if a.source == "precomputed"]
+        assert all(a.started < start + CACHED_S for a in cached), [round(a.started - start, 3) for a in cached]
+        after = [a for a in window if a.started >= start + CACHED_S]
+        assert {(a.kind, a.source) for a in after} == {("get", "default"), ("post", "fallback")}
     assert back_after_hang is not None and back_after_restart is not None
     assert ready_hung.status_code == ready_down.status_code == 200
     assert ready_hung.json()["status"] == ready_down.json()["status"] == "degraded"

@@ -173,7 +173,9 @@ class Routed:
 @dataclass(slots=True)
 class RoutedPlan:
     """The commands of one routed lookup: the ``HMGET``s of ``parts`` (each a ``LookupPlan`` of one run, its keys in
-    order; ``True`` beside a part: it fills the shadow results), then the pointer reads of ``refresh`` when set."""
+    order; ``True`` beside a part: it fills the shadow results), then the pointer reads of ``refresh`` when set.
+    ``pointers_read``: the reader read the pointers before this plan (a round trip to Redis all the same, so its
+    answer is not ``from_cache`` even when the read cache held every id)."""
 
     variants: list[str]
     parts: list[tuple[LookupPlan, bool]]
@@ -182,6 +184,7 @@ class RoutedPlan:
     size: int
     refresh: Refresh | None
     shadow_run: RunInfo | None
+    pointers_read: bool = False
 
     def answer(self, replies: Sequence[Sequence[Any]]) -> Routed:
         """The results from the replies of the ``HMGET``s (in ``keys`` order, without the pointer reads')."""
@@ -194,7 +197,7 @@ class RoutedPlan:
             assert target is not None
             assemble(plan, replies[start:end], target)
             start = end
-        from_cache = bool(self.parts) and not self.keys and self.refresh is None
+        from_cache = bool(self.parts) and not self.keys and self.refresh is None and not self.pointers_read
         return Routed(self.variants, scores, shadow, self.shadow_run, from_cache)
 
 

@@ -241,6 +241,7 @@ class ScoreReader:
                 self._read_pointers(model, now)
                 plan = state.plan_routed(model, entity_ids, raw, now)
                 assert plan is not None
+                plan.pointers_read = True  # Redis answered: the caller's breaker hears of it
             replies = self._send(model, plan, now)
         return plan.answer(replies)
 
@@ -403,5 +404,6 @@ class AsyncScoreReader:
                 await self._read_pointers(model, now)
                 plan = state.plan_routed(model, entity_ids, raw, now)
                 assert plan is not None
+                plan.pointers_read = True  # Redis answered: the caller's breaker hears of it
             replies = await self._send(model, plan, now)
         return plan.answer(replies)

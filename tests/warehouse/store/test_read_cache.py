@@ -152,6 +152,25 @@ def test_cached_lookups_answer_what_redis_holds_without_a_command(store: ScoreSt
     admin.close()
 
 
+def test_a_lookup_that_read_the_pointers_is_not_from_the_cache(store: ScoreStore, redis_url: str) -> None:
+    """Every id cached, but the pointer cache too old to use: the reader reads the pointers from Redis first, so the
+    answer is not ``from_cache`` (the API's circuit breaker must hear that Redis answered, else an outage followed by
+    cached traffic would leave it open), and the same lookup within the pointer cache's bound is."""
+    ids = ten_digit_ids(50, seed=4)
+    load_run(store, "r1", ids, scores_for(50, 5))
+    reader = _reader(redis_url, ReadCache(1_000), refresh_s=1.0, max_stale_s=1.5)
+    first = reader.get_many_routed(MODEL, ids)
+    assert not first.from_cache
+    assert reader.get_many_routed(MODEL, ids).from_cache  # the pointers were just read: nothing sent
+    time.sleep(1.6)  # past max_stale_s: the next lookup must read the pointers
+    again = reader.get_many_routed(MODEL, ids)
+    assert again.scores == first.scores and not again.from_cache
+    time.sleep(1.6)
+    one = reader.get_routed(MODEL, ids[0])
+    assert one.scores == first.scores[:1] and not one.from_cache
+    reader.close()
+
+
 def test_a_publish_moves_cached_lookups_to_the_new_run(store: ScoreStore, redis_url: str) -> None:
     """Ids cached from r1 are read from r2 once the pointer names it (after the pointer cache's refresh), and from
     r1's cache entries again after a rollback: answers always carry the run the pointer named."""
