@@ -9,6 +9,7 @@ and the same API process serves precomputed scores again without a restart or a 
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import threading
@@ -23,6 +24,7 @@ import pytest
 
 from jobs.serve import running_server, start_detached, stop_detached
 from tests.online.conftest import FEATURES, MODEL, now_utc
+from warehouse.store import AsyncScoreReader
 from warehouse.store.local_server import RedisProcess, free_port
 
 TIMEOUT_MS = 50  # PRESCORE_REDIS_TIMEOUT_MS (the default)
@@ -32,8 +34,8 @@ TIMEOUT_MS = 50  # PRESCORE_REDIS_TIMEOUT_MS (the default)
 # work (the in-process test allows 250 ms with no socket in between).
 BUDGET_S = 4 * TIMEOUT_MS / 1000 + 0.3
 # How long after its last pointer read a reader may still answer from its pointer cache (and so from the read
-# cache) without Redis: ``AsyncScoreReader``'s ``max_stale_s``.
-CACHED_S = 0.9
+# cache) without Redis: the API reader's ``max_stale_s``.
+CACHED_S: float = inspect.signature(AsyncScoreReader).parameters["max_stale_s"].default
 DURABLE = ["--appendonly", "yes", "--appendfsync", "always"]
 FEATS = {name: round(201.3125 + 3.0625 * i, 4) for i, name in enumerate(FEATURES)}  # distinctive in a log
 
