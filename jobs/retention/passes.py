@@ -16,6 +16,7 @@ from jobs.prediction_drain import LOG_DIR
 from jobs.retention.rules import (
     COMPARISONS,
     DAY_S,
+    DELTAS,
     LEFTOVERS,
     LOGS,
     MONITOR_REPORTS,
@@ -30,6 +31,7 @@ from jobs.retention.rules import (
     Removal,
     RetentionReport,
     catalog_held_reasons,
+    delta_run_verdicts,
     held_reasons,
     model_version_verdicts,
     prediction_log_day_verdicts,
@@ -39,7 +41,18 @@ from jobs.retention.rules import (
 )
 from jobs.runtime import Runtime
 from jobs.serve import api_log
-from warehouse.catalog import ABANDON_AFTER_S, COMMITTED, EXPIRED, FAILED, POINTER_ACTIONS, RUNNING, Catalog, RunRecord
+from warehouse.catalog import (
+    ABANDON_AFTER_S,
+    COMMITTED,
+    EXPIRED,
+    FAILED,
+    POINTER_ACTIONS,
+    RUNNING,
+    STAGED,
+    Catalog,
+    DeltaRunRecord,
+    RunRecord,
+)
 from warehouse.datasets import score_files, storage
 from warehouse.datasets.storage import ObjectPath, StoragePath
 from warehouse.errors import CatalogError, StoreError
@@ -92,12 +105,14 @@ def apply_retention(rt: Runtime, *, now: dt.datetime, dry_run: bool = False) -> 
             history = expected_history(rt.catalog.pointer_records(model))
             held[model] = {**catalog_held_reasons(history, rt.config.model(model).keep_runs), **held[model]}
         _run_rows(rt, now, dry_run, report)
+        deltas_gone: dict[str, set[str]] = {}
         for model in models:
-            _score_runs(rt, store, model, held[model], now, dry_run, report)
+            gone = _score_runs(rt, store, model, held[model], now, dry_run, report)
+            deltas_gone[model] = _delta_runs(rt, model, held[model], gone, now, dry_run, report)
             for key in rt.catalog.challenger_keys(model):  # challengers' runs: the same window, held alike
                 _score_runs(rt, store, key, held[model], now, dry_run, report)
     for model in [*models, *(k for m in models for k in rt.catalog.challenger_keys(m))]:
-        _score_leftovers(rt, model, now, dry_run, report)
+        _score_leftovers(rt, model, now, dry_run, report, deltas_gone.get(model, set()))
     for model in models:
         _registry(rt, model, now, dry_run, report)
         _publications(rt, model, now, dry_run, report)
@@ -165,10 +180,13 @@ def _score_runs(
     now: dt.datetime,
     dry_run: bool,
     report: RetentionReport,
-) -> None:
-    """Score-run Parquet of one model: finish interrupted removals, then remove runs past the window."""
+) -> dict[str, str]:
+    """Score-run Parquet of one model: finish interrupted removals, then remove runs past the window. Returns the
+    runs removed (in a dry run: to be removed), run id → why (their delta runs go with them)."""
+    gone: dict[str, str] = {}
     for run in rt.catalog.runs(model, status=EXPIRED, limit=None):
         size = _size(run.output_path)
+        gone[run.run_id] = "was removed (an interrupted removal, finished)"
         if not dry_run:
             _remove_expired(rt, run)
         report.removed.append(Removal(SCORES, run.output_path or run.run_id, "finishing an interrupted removal "
@@ -189,7 +207,62 @@ def _score_runs(
             if not rt.catalog.expire_run(run.run_id):  # no longer committed: someone else changed it
                 continue
             _remove_expired(rt, run)
+        gone[run.run_id] = f"was removed ({why})"
         report.removed.append(Removal(SCORES, item, why, size))
+    return gone
+
+
+def _delta_runs(
+    rt: Runtime,
+    model: str,
+    held: Mapping[str, str],
+    gone: Mapping[str, str],
+    now: dt.datetime,
+    dry_run: bool,
+    report: RetentionReport,
+) -> set[str]:
+    """Delta runs of one model (``jobs.delta``): those whose base run went (this pass, ``gone``, or before it) and
+    failed ones past ``retention_failed_days``; rows first (their drops with them), then ``delta=<id>/`` and
+    ``.delta-staging-<id>/``. Returns the run ids removed (in a dry run: to be removed)."""
+    if not dry_run:
+        for run_id in rt.catalog.abandon_stale_delta_runs(model, now=now, after_s=ABANDON_AFTER_S):
+            report.notes.append(f"delta run {run_id} of {model} had no heartbeat for {ABANDON_AFTER_S / 3600:.0f} h: "
+                                "marked failed")  # fmt: skip
+    deltas = rt.catalog.delta_runs(model)
+    bases = dict(gone)
+    for base_id in {d.base_run_id for d in deltas} - set(bases) - set(held):
+        try:
+            status = rt.catalog.get_run(base_id).status
+        except CatalogError:
+            status = None
+        if status is None or status == EXPIRED:
+            bases[base_id] = "is no longer in the catalog" if status is None else "is being removed (a tombstone)"
+    days = rt.settings.retention_failed_days
+    verdicts = [(run, why) for run, remove, why in delta_run_verdicts(deltas, bases, held, now, days) if remove]
+    paths = {run.run_id: _delta_paths(rt, model, run) for run, _ in verdicts}
+    for run, why in verdicts:
+        item = f"{model}/{run.run_id} (delta over {run.base_run_id})"
+        report.removed.append(Removal(DELTAS, item, why, sum(_size(p) for p in paths[run.run_id])))
+    if dry_run or not verdicts:
+        return set(paths)
+    rt.catalog.delete_delta_runs(list(paths))  # rows first: from then on nothing finds the files
+    for run, _ in verdicts:
+        for path in paths[run.run_id]:
+            score_files.remove_run(path)
+        _drop_if_empty(paths[run.run_id][0].parent)
+    return set(paths)
+
+
+def _delta_paths(rt: Runtime, model: str, run: DeltaRunRecord) -> list[StoragePath]:
+    """Where a delta run may have left files: ``delta=<id>/`` and ``.delta-staging-<id>/`` of its partition, and
+    its recorded output when that differs (only under this ``PRESCORE_HOME``)."""
+    part_dir = rt.settings.scores_dir / model / f"{DAY_PREFIX}{run.partition_date:%Y-%m-%d}"
+    paths = [score_files.delta_dir(part_dir, run.run_id), score_files.delta_staging_dir(part_dir, run.run_id)]
+    if run.output_path and _inside(run.output_path, rt.settings.scores_dir):
+        output = storage.as_path(run.output_path)
+        if str(output) not in {str(p) for p in paths}:
+            paths.append(output)
+    return paths
 
 
 def _remove_expired(rt: Runtime, run: RunRecord) -> None:
@@ -201,7 +274,9 @@ def _remove_expired(rt: Runtime, run: RunRecord) -> None:
     rt.catalog.delete_runs([run.run_id], status=EXPIRED)
 
 
-def _score_leftovers(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:
+def _score_leftovers(
+    rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: RetentionReport, deltas_gone: set[str]
+) -> None:
     hours = rt.settings.retention_leftover_hours
     model_dir = rt.settings.scores_dir / model
     if not model_dir.is_dir():
@@ -215,8 +290,35 @@ def _score_leftovers(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, r
             report.removed.append(Removal(LEFTOVERS, str(path), why, _size(path)))
             if not dry_run:
                 storage.rmtree(path)
+        for path, run_id, status in _abandoned_delta_dirs(rt.catalog, part_dir):
+            age_h = _age_h(path, now)
+            if run_id in deltas_gone or age_h is None or age_h <= hours:
+                continue
+            why = f"left by delta run {run_id} ({status}), {age_h:.0f} h old (retention_leftover_hours={hours:g})"
+            report.removed.append(Removal(LEFTOVERS, str(path), why, _size(path)))
+            if not dry_run:
+                score_files.remove_run(path)
         if not dry_run:
             _drop_if_empty(part_dir)
+
+
+def _abandoned_delta_dirs(catalog: Catalog, part_dir: StoragePath) -> list[tuple[StoragePath, str, str]]:
+    """``(directory, run_id, status)`` of the delta directories of ``part_dir`` nothing will use: staging of a run
+    that is not staged, and ``delta=<id>/`` of a run the catalog does not show staged or committed (unknown: a
+    removal that crashed after the rows, or a failed run on object storage)."""
+    found = [*part_dir.glob(f"{score_files.DELTA_PREFIX}*"), *part_dir.glob(f"{score_files.DELTA_STAGING_PREFIX}*")]
+    out = []
+    for path in sorted(found, key=str):
+        staging = path.name.startswith(score_files.DELTA_STAGING_PREFIX)
+        prefix = score_files.DELTA_STAGING_PREFIX if staging else score_files.DELTA_PREFIX
+        run_id = path.name.removeprefix(prefix)
+        try:
+            status = catalog.get_delta_run(run_id).status
+        except CatalogError:
+            status = "unknown to the catalog"
+        if status != STAGED and (staging or status != COMMITTED):
+            out.append((path, run_id, status))
+    return out
 
 
 def _registry(rt: Runtime, model: str, now: dt.datetime, dry_run: bool, report: RetentionReport) -> None:

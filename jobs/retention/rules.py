@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from warehouse.catalog import RunRecord
+from warehouse.catalog import FAILED, STAGED, DeltaRunRecord, RunRecord
 from warehouse.store import RunInfo, RunState
 
 REDIS_RUNS = "redis.runs"
@@ -24,7 +24,8 @@ VERSION_ROWS = "catalog.model_versions"
 REGISTRY = "registry"
 PREDICTION_LOGS = "prediction_logs"
 LOGS = "logs"
-STORES = (REDIS_RUNS, SCORES, LEFTOVERS, RUN_ROWS, PUBLICATIONS, VERSION_ROWS, REGISTRY, PREDICTION_LOGS, LOGS)
+DELTAS = "scores.deltas"
+STORES = (REDIS_RUNS, SCORES, DELTAS, LEFTOVERS, RUN_ROWS, PUBLICATIONS, VERSION_ROWS, REGISTRY, PREDICTION_LOGS, LOGS)
 DAY_S = 86_400.0
 
 
@@ -128,6 +129,33 @@ def score_run_verdicts(
         else:
             out.append((run, True, f"partition {run.partition_date} is {age} days old (retention_score_days="
                                    f"{keep_days})"))  # fmt: skip
+    return out
+
+
+def delta_run_verdicts(
+    deltas: Sequence[DeltaRunRecord],
+    gone_bases: Mapping[str, str],
+    held: Mapping[str, str],
+    now: dt.datetime,
+    failed_days: int,
+) -> list[tuple[DeltaRunRecord, bool, str]]:
+    """``(delta run, remove, reason)`` for the delta runs of one model that leave or that stay past their age. A
+    delta run goes with its base run (``gone_bases``: base run id → why it is gone or going), whatever its status;
+    a failed delta run (a scoring that failed or was abandoned: no scores, no drops claimed) goes
+    ``failed_days`` after it ended, whatever its base. Never listed: a delta run of a held base run (``held``: the
+    live run, rollback targets, ...) that did not fail, and a staged one (its writer may be at work; it is marked
+    failed once abandoned)."""
+    out = []
+    for run in deltas:
+        if run.status == STAGED or (run.base_run_id in held and run.status != FAILED):
+            continue  # a writer may be at work; delta runs of the live run (or of a rollback target) stay with it
+        if run.base_run_id in gone_bases:
+            out.append((run, True, f"its base run {run.base_run_id} {gone_bases[run.base_run_id]}"))
+        elif run.status == FAILED:
+            age = (now - (run.finished_at or run.started_at)).total_seconds() / DAY_S
+            if age > failed_days:
+                out.append((run, True, f"failed {age:.0f} days ago (retention_failed_days={failed_days}): "
+                                       f"{(run.error or '')[:80]}"))  # fmt: skip
     return out
 
 

@@ -8,6 +8,9 @@ Contract:
   one of the drops first, nothing changes and ``RunConflictError`` names that run.
 - ``fail_delta_run`` marks a staged run ``failed``; ``abandon_stale_delta_runs`` marks runs staged longer than a bound
   failed (their process died).
+- ``delete_delta_runs`` (retention) deletes runs and the ``delta_drops`` rows of their drops in one transaction,
+  before their Parquet goes: from then on nothing finds those files (a crash leaves directories no row names,
+  which the next retention pass removes).
 - Only committed delta runs are visible (``delta_runs(status=COMMITTED)``, ``scored_drops``): readers of delta
   Parquet find it through the catalog, never by listing directories.
 - Every time is given by the caller (``at``, UTC-aware): the job's clock decides, not this module.
@@ -96,6 +99,20 @@ class DeltaRuns:
                 s.execute(sa.update(DeltaRun).where(DeltaRun.run_id.in_(stale))
                           .values(status=FAILED, error=ABANDONED, finished_at=now))  # fmt: skip
             return stale
+
+    def delete_delta_runs(self, run_ids: list[str]) -> int:
+        """Delete the delta runs ``run_ids`` that are not staged, with their ``delta_drops`` rows, in one transaction
+        (a run staged meanwhile stays). Returns the runs deleted."""
+        if not run_ids:
+            return 0
+        with self.session() as s:
+            doomed = list(s.scalars(sa.select(DeltaRun.run_id).where(DeltaRun.run_id.in_(run_ids),
+                                                                     DeltaRun.status != STAGED)))  # fmt: skip
+            if not doomed:
+                return 0
+            s.execute(sa.delete(DeltaDrop).where(DeltaDrop.run_id.in_(doomed)))
+            result = s.execute(sa.delete(DeltaRun).where(DeltaRun.run_id.in_(doomed)))
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def get_delta_run(self, run_id: str) -> DeltaRunRecord:
         with self.session() as s:
