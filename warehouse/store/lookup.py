@@ -34,7 +34,7 @@ from typing import Any
 from warehouse.rollout import CHALLENGER, CHAMPION, in_canary
 from warehouse.store.ids import bucket_of, encode_entity_id
 from warehouse.store.keys import RunInfo, StoredScore, decode_score, store_key, validate_name
-from warehouse.store.read_cache import ABSENT, ReadCache
+from warehouse.store.read_cache import ABSENT, Cached, ReadCache
 
 OVERRIDE_FIELD = "percent"  # the field of ``ps:{m}:rollout`` that overrides the canary percent
 
@@ -278,8 +278,8 @@ def parse_override(value: Any) -> float | None:
 class LookupState:
     """The state of one reader (the pointer cache, the routes it follows, local overrides, the read cache) and its
     transitions. ``now`` and ``fetched`` are ``time.monotonic()`` seconds, passed in by the reader. With a ``cache``
-    every plan answers the ids it holds for the run it reads (``plan_lookup``), and ``one`` / ``one_routed`` leave
-    the cache check to the reader."""
+    every plan answers the ids it holds for the run it reads (``plan_lookup``), and ``one`` / ``one_routed`` say
+    what it holds for their one id (the reader hands a reply it had to read to ``remember``)."""
 
     def __init__(self, refresh_s: float, max_stale_s: float, cache: ReadCache | None = None) -> None:
         self.refresh_s, self.max_stale_s = refresh_s, max_stale_s
@@ -460,32 +460,27 @@ class LookupState:
         fields = [f for plan, _ in parts for f in plan.fields]
         return RoutedPlan(variants, parts, keys, fields, size, refresh, shadow_run)
 
-    def one(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, bytes] | None:
-        """The run and UTF-8 bytes of a champion ``get`` of one id served from a fresh pointer cache: look it up in
-        the read cache, else send the one ``HGET`` of ``bucket_key(run, raw)`` and pass its reply to ``hit``. None:
-        answer with a ``get_many`` of the one id (pointer cache aging or cold, or nothing published)."""
+    def one(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, bytes, Cached] | None:
+        """A champion ``get`` of one id served from a fresh pointer cache: ``(run, raw, cached)``, the id's UTF-8
+        bytes and what the read cache holds for it in ``run`` (``ABSENT``: not cached, or no cache): else send the
+        one ``HGET`` of ``bucket_key(run, raw)`` and pass ``hit``'s result to ``remember``. None: answer with a
+        ``get_many`` of the one id (pointer cache aging or cold, or nothing published)."""
         entry, piggyback = self._state(model, now)
         if entry is None or entry.run is None or piggyback:
             return None
-        return entry.run, encode_entity_id(entity_id)
+        run, raw = entry.run, encode_entity_id(entity_id)
+        return run, raw, ABSENT if self.cache is None else self.cache.get(run, raw)
 
-    def single(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, str, bytes] | None:
-        """``one`` with the bucket key: ``(run, bucket key, field)`` of the one ``HGET``, or None."""
-        found = self.one(model, entity_id, now)
-        return None if found is None else (found[0], bucket_key(*found), found[1])
+    def remember(self, run: RunInfo, raw: bytes, score: StoredScore | None) -> StoredScore | None:
+        """Keep what ``run`` holds for ``raw`` in the read cache (when there is one); returns ``score``."""
+        if self.cache is not None:
+            self.cache.put(run, raw, score)
+        return score
 
-    def single_routed(self, model: str, entity_id: str, now: float) -> tuple[str, RunInfo, str, bytes] | None:
-        """``one_routed`` with the bucket key: ``(variant, run, bucket key, field)`` of the one ``HGET``, or None."""
-        found = self.one_routed(model, entity_id, now)
-        if found is None:
-            return None
-        variant, run, raw = found
-        return variant, run, bucket_key(run, raw), raw
-
-    def one_routed(self, model: str, entity_id: str, now: float) -> tuple[str, RunInfo, bytes] | None:
-        """The variant, run and UTF-8 bytes of a routed lookup of one id from a fresh pointer cache (the read cache,
-        else one ``HGET`` of ``bucket_key(run, raw)``). None: answer with ``plan_routed`` (pointer cache aging or
-        cold, nothing to read, or a shadow read: two runs)."""
+    def one_routed(self, model: str, entity_id: str, now: float) -> tuple[str, RunInfo, bytes, Cached] | None:
+        """A routed lookup of one id from a fresh pointer cache: ``(variant, run, raw, cached)``, as ``one`` says
+        for the variant's run. None: answer with ``plan_routed`` (pointer cache aging or cold, nothing to read, or
+        a shadow read: two runs)."""
         entry, piggyback = self._state(model, now)
         if entry is None or piggyback:
             return None
@@ -499,4 +494,5 @@ class LookupState:
                 variant, run = CHALLENGER, entry.challenger
         if run is None:
             return None
-        return variant, run, encode_entity_id(entity_id)
+        raw = encode_entity_id(entity_id)
+        return variant, run, raw, ABSENT if self.cache is None else self.cache.get(run, raw)

@@ -183,21 +183,15 @@ class ScoreReader:
         return replies
 
     def get(self, model: str, entity_id: str) -> StoredScore | None:
-        state = self._state
-        found = state.one(model, entity_id, time.monotonic())
+        found = self._state.one(model, entity_id, time.monotonic())
         if found is None:
             return self.get_many(model, [entity_id])[0]
-        run, raw = found
-        cache = state.cache
-        if cache is not None:
-            cached = cache.get(run, raw)
-            if cached is not ABSENT:
-                return cached
+        run, raw, cached = found
+        if cached is not ABSENT:
+            return cached
         with _unavailable(f"reading scores of model {model}"):
-            score = hit(run, self.client.hget(bucket_key(run, raw), raw))
-        if cache is not None:
-            cache.put(run, raw, score)
-        return score
+            reply = self.client.hget(bucket_key(run, raw), raw)
+        return self._state.remember(run, raw, hit(run, reply))
 
     def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
         state = self._state
@@ -214,21 +208,15 @@ class ScoreReader:
 
     def get_routed(self, model: str, entity_id: str) -> Routed:
         """The variant ``entity_id`` is answered from and its score (``Routed`` of one id)."""
-        state = self._state
-        found = state.one_routed(model, entity_id, time.monotonic())
+        found = self._state.one_routed(model, entity_id, time.monotonic())
         if found is None:
             return self.get_many_routed(model, [entity_id])
-        variant, run, raw = found
-        cache = state.cache
-        if cache is not None:
-            cached = cache.get(run, raw)
-            if cached is not ABSENT:
-                return Routed([variant], [cached], from_cache=True)
+        variant, run, raw, cached = found
+        if cached is not ABSENT:
+            return Routed([variant], [cached], from_cache=True)
         with _unavailable(f"reading scores of model {model}"):
-            score = hit(run, self.client.hget(bucket_key(run, raw), raw))
-        if cache is not None:
-            cache.put(run, raw, score)
-        return Routed([variant], [score])
+            reply = self.client.hget(bucket_key(run, raw), raw)
+        return Routed([variant], [self._state.remember(run, raw, hit(run, reply))])
 
     def get_many_routed(self, model: str, entity_ids: Sequence[str]) -> Routed:
         """Each id's variant and that variant's score, in one round trip (see the module docstring)."""
@@ -350,20 +338,14 @@ class AsyncScoreReader:
             raise store_error(f"reading scores of model {model}", exc) from exc
 
     async def get(self, model: str, entity_id: str) -> StoredScore | None:
-        state = self._state
-        found = state.one(model, entity_id, time.monotonic())
+        found = self._state.one(model, entity_id, time.monotonic())
         if found is None:
             return (await self.get_many(model, [entity_id]))[0]
-        run, raw = found
-        cache = state.cache
-        if cache is not None:
-            cached = cache.get(run, raw)
-            if cached is not ABSENT:
-                return cached
-        score = hit(run, await self._hget(model, bucket_key(run, raw), raw))
-        if cache is not None:
-            cache.put(run, raw, score)
-        return score
+        run, raw, cached = found
+        if cached is not ABSENT:
+            return cached
+        reply = await self._hget(model, bucket_key(run, raw), raw)
+        return self._state.remember(run, raw, hit(run, reply))
 
     async def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
         state = self._state
@@ -379,20 +361,14 @@ class AsyncScoreReader:
         return plan.answer(replies)
 
     async def get_routed(self, model: str, entity_id: str) -> Routed:
-        state = self._state
-        found = state.one_routed(model, entity_id, time.monotonic())
+        found = self._state.one_routed(model, entity_id, time.monotonic())
         if found is None:
             return await self.get_many_routed(model, [entity_id])
-        variant, run, raw = found
-        cache = state.cache
-        if cache is not None:
-            cached = cache.get(run, raw)
-            if cached is not ABSENT:
-                return Routed([variant], [cached], from_cache=True)
-        score = hit(run, await self._hget(model, bucket_key(run, raw), raw))
-        if cache is not None:
-            cache.put(run, raw, score)
-        return Routed([variant], [score])
+        variant, run, raw, cached = found
+        if cached is not ABSENT:
+            return Routed([variant], [cached], from_cache=True)
+        reply = await self._hget(model, bucket_key(run, raw), raw)
+        return Routed([variant], [self._state.remember(run, raw, hit(run, reply))])
 
     async def get_many_routed(self, model: str, entity_ids: Sequence[str]) -> Routed:
         state = self._state

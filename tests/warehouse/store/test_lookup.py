@@ -58,10 +58,10 @@ def test_an_aging_pointer_is_reread_with_the_lookup_and_an_expired_one_first() -
     raw = state.query("churn", [f"id-{i}" for i in range(40)])
     fresh = state.plan("churn", raw, 0.1)
     assert fresh is not None and len(fresh.keys) > 1 and fresh.refresh is None
-    assert state.single("churn", "id-1", 0.1) is not None
+    assert state.one("churn", "id-1", 0.1) is not None
     aging = state.plan("churn", raw[:1], 0.7)
     assert aging is not None and aging.refresh == state.refresh("churn") and len(aging.keys) == 1
-    assert state.single("churn", "id-1", 0.7) is None
+    assert state.one("churn", "id-1", 0.7) is None
     assert state.plan("churn", raw, 1.0) is None
     assert state.pointer_read("churn", [None], 1.0) is None
     empty = state.plan("churn", raw, 1.1)
@@ -108,7 +108,7 @@ def test_a_canary_splits_ids_by_variant_and_reads_each_from_its_run() -> None:
             ("c1", "v2", 0.5) if variant == CHALLENGER else ("r1", "v1", 0.25)
         )
     one = next(e for e in ids if in_canary("churn", e, 30.0))
-    found = state.single_routed("churn", one, 0.1)
+    found = state.one_routed("churn", one, 0.1)
     assert found is not None and found[0] == CHALLENGER and found[1].run_id == "c1"
     assert state.variants("churn", ids) == expected
 
@@ -155,7 +155,7 @@ def test_a_shadow_reads_every_id_from_both_runs_and_serves_the_champion() -> Non
     assert [s.score for s in routed.scores] == [0.25] * 3  # type: ignore[union-attr]
     assert routed.shadow is not None and [s.score for s in routed.shadow] == [0.5] * 3  # type: ignore[union-attr]
     assert routed.shadow_run is not None and routed.shadow_run.run_id == "c1"
-    assert state.single_routed("churn", "a", 0.1) is None
+    assert state.one_routed("churn", "a", 0.1) is None
     state.pin_override("churn", 0.0, since=0.1)
     quiet = state.plan_routed("churn", ids, state.query("churn", ids), 0.2)
     assert quiet is not None and quiet.shadow_run is None and len(quiet.parts) == 1
