@@ -185,10 +185,7 @@ def score_deltas(
                            f"scored ({scored} drops scored before)")  # fmt: skip
     dev = resolve_device(device)
     features = rt.config.model_features(model)
-    loaded = rt.registry.load(model, "primary", features)  # hash + contract check before any work
-    manifest = loaded.manifest
-    order = tuple((name, tuple(values)) for name, values in sorted(manifest.categories.items()))
-    ref = ModelRef(str(loaded.path), manifest.sha256, manifest.version, tuple(features), order)
+    ref = ModelRef.load(rt, model, features)
     base = _base_run(rt, model, drops, ref.version)
     run_id = new_run_id(model, base.partition_date)
     ids = [d.drop_id for d in drops]

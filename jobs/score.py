@@ -76,6 +76,15 @@ class ModelRef:
     features: tuple[str, ...]
     categories: tuple[tuple[str, tuple[str, ...]], ...] = ()  # category feature → code order (the manifest's)
 
+    @classmethod
+    def load(cls, rt: Runtime, model: str, features: list[str], challenger: str | None = None) -> ModelRef:
+        """The reference the scoring tasks load: the production (or ``challenger``) primary model of ``model`` from
+        the registry, its hash and the feature contract checked first (before any work)."""
+        loaded = rt.registry.load(model, "primary", features, challenger)
+        manifest = loaded.manifest
+        order = tuple((name, tuple(values)) for name, values in sorted(manifest.categories.items()))
+        return cls(str(loaded.path), manifest.sha256, manifest.version, tuple(features), order)
+
 
 @dataclass
 class RunReport:
@@ -294,12 +303,9 @@ def score_partition(
     fs = rt.config.feature_set(spec.feature_set)
     features = rt.config.model_features(model)
     dev = resolve_device(device)
-    loaded = rt.registry.load(model, "primary", features, challenger)  # hash + contract check before any work
-    manifest = loaded.manifest
+    ref = ModelRef.load(rt, model, features, challenger)
     if challenger is not None:
         model = challenger_key(model, challenger)  # the catalog and Parquet name of the challenger's runs
-    order = tuple((name, tuple(values)) for name, values in sorted(manifest.categories.items()))
-    ref = ModelRef(str(loaded.path), manifest.sha256, manifest.version, tuple(features), order)
     files = fstore.partition_files(rt.home, spec.feature_set, day, fs)
     fp = fingerprint(files)
 
