@@ -222,7 +222,7 @@ def plan_chunks(files: list[StoragePath], task_rows: int = TASK_ROWS) -> list[Ch
 
 
 def scores_partition_dir(rt: Runtime, model: str, day: dt.date) -> StoragePath:
-    return rt.settings.scores_dir / model / f"dt={day:%Y-%m-%d}"
+    return score_files.partition_of(rt.settings.scores_dir, model, day)
 
 
 def _prepare_output(part_dir: StoragePath, run_id: str) -> StoragePath:

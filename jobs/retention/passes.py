@@ -256,7 +256,7 @@ def _delta_runs(
 def _delta_paths(rt: Runtime, model: str, run: DeltaRunRecord) -> list[StoragePath]:
     """Where a delta run may have left files: ``delta=<id>/`` and ``.delta-staging-<id>/`` of its partition, and
     its recorded output when that differs (only under this ``PRESCORE_HOME``)."""
-    part_dir = rt.settings.scores_dir / model / f"{DAY_PREFIX}{run.partition_date:%Y-%m-%d}"
+    part_dir = score_files.partition_of(rt.settings.scores_dir, model, run.partition_date)
     paths = [score_files.delta_dir(part_dir, run.run_id), score_files.delta_staging_dir(part_dir, run.run_id)]
     if run.output_path and _inside(run.output_path, rt.settings.scores_dir):
         output = storage.as_path(run.output_path)

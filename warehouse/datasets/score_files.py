@@ -26,6 +26,7 @@ no reader takes the run as committed, then the parts. ``uncommitted_runs`` lists
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,11 @@ DELTA_STAGING_PREFIX = ".delta-staging-"
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
+
+
+def partition_of(scores_dir: StoragePath, model: str, day: dt.date) -> StoragePath:
+    """``<scores_dir>/<model>/dt=YYYY-MM-DD``: the runs and delta runs of one model and date (pure)."""
+    return scores_dir / model / f"dt={day:%Y-%m-%d}"
 
 
 def run_dir(partition_dir: StoragePath, run_id: str) -> StoragePath:
