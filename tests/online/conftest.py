@@ -4,6 +4,7 @@ score runs in the real test Redis, and the app served in-process with its lifesp
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -103,3 +104,22 @@ def fallback_score(home: Path, features: dict[str, float]) -> float:
 
 async def post(client: httpx.AsyncClient, entity_id: str, features: Any = None, **kw: Any) -> httpx.Response:
     return await client.post(f"/v1/scores/{MODEL}", json={"entity_id": entity_id, "features": features}, **kw)
+
+
+async def look_up_until(
+    client: httpx.AsyncClient, ids: list[str], seed: int, deadline: float, answers: list[tuple[float, float, Any]]
+) -> None:
+    """Lookups of ids drawn from ``ids`` until ``deadline`` (``time.monotonic()``): GETs of one id for an odd
+    ``seed``, batches of 5 for an even one. Each answer goes to ``answers`` with its lookup's window: ``(sent,
+    received, answer)``."""
+    rng = np.random.default_rng(seed)
+    while time.monotonic() < deadline:
+        picked = [ids[i] for i in rng.integers(0, len(ids), 5)]
+        t0 = time.monotonic()
+        if seed % 2:
+            results = [(await client.get(f"/v1/scores/{MODEL}/{picked[0]}")).json()]
+        else:
+            r = await client.post(f"/v1/scores/{MODEL}/batch", json={"entity_ids": picked})
+            assert r.status_code == 200, r.text
+            results = r.json()["results"]
+        answers.extend((t0, time.monotonic(), a) for a in results)

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from online.settings import OnlineSettings
-from tests.online.conftest import FEATS, HOUR, MODEL, SCORES, now_utc, post, serve
+from tests.online.conftest import FEATS, HOUR, MODEL, SCORES, look_up_until, now_utc, post, serve
 from warehouse.store import ScoreStore
 
 pytestmark = pytest.mark.asyncio
@@ -146,18 +146,6 @@ async def test_lookups_under_publishes_and_rollbacks_answer_only_from_live_runs(
 
     answers: list[tuple[float, float, dict[str, Any]]] = []
 
-    async def client_loop(client: httpx.AsyncClient, seed: int, deadline: float) -> None:
-        rng = np.random.default_rng(seed)
-        while time.monotonic() < deadline:
-            picked = [ids[i] for i in rng.integers(0, len(ids), 5)]
-            t0 = time.monotonic()
-            if seed % 2:
-                results = [(await client.get(f"/v1/scores/{MODEL}/{picked[0]}")).json()]
-            else:
-                results = (await client.post(BATCH, json={"entity_ids": picked})).json()["results"]
-            t1 = time.monotonic()
-            answers.extend((t0, t1, r) for r in results)
-
     async with serve(make_settings(store_check_s=0.0)) as (app, client):
         state = app.state.service.store._state  # the pointer cache of the app's reader: no staleness allowed
         state.refresh_s = state.max_stale_s = 0.0
@@ -165,7 +153,7 @@ async def test_lookups_under_publishes_and_rollbacks_answer_only_from_live_runs(
         thread.start()
         try:
             deadline = time.monotonic() + 3.0
-            await asyncio.gather(*(client_loop(client, seed, deadline) for seed in range(8)))
+            await asyncio.gather(*(look_up_until(client, ids, seed, deadline, answers) for seed in range(8)))
         finally:
             stop.set()
             thread.join(10)

@@ -29,7 +29,7 @@ import yaml
 from jobs.prediction_drain import drain_predictions
 from online.app import create_app
 from online.settings import OnlineSettings
-from tests.online.conftest import FEATS, FEATURES, HOUR, MODEL, now_utc, post, serve, train_fallback
+from tests.online.conftest import FEATS, FEATURES, HOUR, MODEL, look_up_until, now_utc, post, serve, train_fallback
 from warehouse.registry import Registry
 from warehouse.rollout import in_canary
 from warehouse.settings import DEFAULT_MODELS_FILE
@@ -478,17 +478,6 @@ async def test_canary_changes_under_concurrent_lookups_answer_only_from_live_run
 
     answers: list[tuple[float, float, dict[str, Any]]] = []
 
-    async def client_loop(client: httpx.AsyncClient, seed: int, deadline: float) -> None:
-        pick = np.random.default_rng(seed)
-        while time.monotonic() < deadline:
-            picked = [ids[i] for i in pick.integers(0, len(ids), 5)]
-            t0 = time.monotonic()
-            if seed % 2:
-                results = [(await client.get(f"/v1/scores/{MODEL}/{picked[0]}")).json()]
-            else:
-                results = await batch(client, picked)
-            answers.extend((t0, time.monotonic(), r) for r in results)
-
     async with serve(canary(30.0, store_check_s=0.0)) as (app, client):
         state = app.state.service.store._state  # the reader's pointer cache: no staleness allowed
         state.refresh_s = state.max_stale_s = 0.0
@@ -496,7 +485,7 @@ async def test_canary_changes_under_concurrent_lookups_answer_only_from_live_run
         thread.start()
         try:
             deadline = time.monotonic() + 3.0
-            await asyncio.gather(*(client_loop(client, seed, deadline) for seed in range(8)))
+            await asyncio.gather(*(look_up_until(client, ids, seed, deadline, answers) for seed in range(8)))
         finally:
             stop.set()
             thread.join(10)
