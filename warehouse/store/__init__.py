@@ -37,6 +37,8 @@ from warehouse.store.local_server import (
     stop_local_redis,
 )
 from warehouse.store.lookup import RolloutView, Route, Routed
+from warehouse.store.overlay import LayerInfo
+from warehouse.store.overlays import BaseNotLiveError, Invalidation, OverlayBoundError, Overlays, TooManyIdsError
 from warehouse.store.publication import Publication
 from warehouse.store.read_cache import ReadCache
 from warehouse.store.readers import AsyncScoreReader, ScoreLookup, ScoreReader
@@ -48,8 +50,13 @@ __all__ = [
     "UNAVAILABLE_ERRORS",
     "AsyncClient",
     "AsyncScoreReader",
+    "BaseNotLiveError",
     "CleanupReport",
+    "Invalidation",
+    "LayerInfo",
     "Mismatch",
+    "OverlayBoundError",
+    "Overlays",
     "Publication",
     "ReadCache",
     "RedisProcess",
@@ -63,6 +70,7 @@ __all__ = [
     "ScoreStore",
     "StoredScore",
     "SyncClient",
+    "TooManyIdsError",
     "bucket_of",
     "buckets",
     "connect",

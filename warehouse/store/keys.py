@@ -10,6 +10,8 @@ No I/O. Layout of one model ``m`` (names built only by ``store_key``):
 - ``ps:{m}:challenger:<v>`` string, the run of challenger version ``<v>`` (shadow-scored; never the live pointer)
 - ``ps:{m}:challengers`` set of the versions that have a challenger pointer
 - ``ps:{m}:rollout``   hash, a rollout override the readers obey (``percent`` "0" after ``prescore rollout abort``)
+- ``ps:{m}:layer``, ``ps:{m}:layerseq``, ``ps:{m}:layer:<id>:<g>``, ``ps:{m}:ov:<id>:<g>:<b>``: the overlay layer of
+  run ``<id>`` (delta runs and invalidations between nightly runs; see ``warehouse.store.overlay``)
 - ``ps:s:<m>:<id>:<b>`` hash bucket ``b`` of run ``<id>``: field = entity id (UTF-8), value = float32 little-endian
 
 The per-model keys share the hash tag ``{m}`` (one cluster slot, so create, publish, rollback and cleanup can each
@@ -58,7 +60,8 @@ def validate_name(kind: str, value: str) -> str:
 def store_key(model: str, kind: str, run_id: str = "", bucket: int | str = "") -> str:
     """The one place key names are built. ``kind``: current, history, runs, meta, bucket (``bucket="*"`` → pattern),
     lock (``run_id`` is the lock's name), challenger (``run_id`` is the challenger's model version), challengers,
-    rollout."""
+    rollout, layer, layerseq, generation (``bucket`` is the generation), overlay (``bucket`` is
+    ``<generation>:<bucket>``)."""
     if kind == "bucket":
         return f"ps:s:{model}:{run_id}:{bucket}"
     if kind == "meta":
@@ -67,7 +70,11 @@ def store_key(model: str, kind: str, run_id: str = "", bucket: int | str = "") -
         return f"ps:{{{model}}}:lock:{run_id}"
     if kind == "challenger":
         return f"ps:{{{model}}}:challenger:{run_id}"
-    if kind in ("current", "history", "runs", "challengers", "rollout"):
+    if kind == "generation":
+        return f"ps:{{{model}}}:layer:{run_id}:{bucket}"
+    if kind == "overlay":
+        return f"ps:{{{model}}}:ov:{run_id}:{bucket}"
+    if kind in ("current", "history", "runs", "challengers", "rollout", "layer", "layerseq"):
         return f"ps:{{{model}}}:{kind}"
     raise ValueError(f"unknown key kind {kind!r}")
 
@@ -117,12 +124,16 @@ def to_utc(epoch_s: float) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class StoredScore:
-    """A hit: the score and the run it came from. ``as_of`` is UTC."""
+    """A hit: the score and the run it came from. ``as_of`` is UTC. ``overlay``: the entity's entry in the run's
+    overlay layer (a delta run rescored it: its own ``as_of``; or it was invalidated: ``invalid`` holds the reason
+    and ``score`` is NaN, never to be served)."""
 
     score: float
     run_id: str
     model_version: str
     as_of: datetime
+    overlay: bool = False
+    invalid: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Any
 from warehouse.rollout import CHALLENGER, CHAMPION, in_canary
 from warehouse.store.ids import bucket_of, encode_entity_id
 from warehouse.store.keys import RunInfo, StoredScore, decode_score, store_key, validate_name
+from warehouse.store.overlay import LayerInfo, entry_result, generation_key, layer_key, parse_layer_pointer
 from warehouse.store.read_cache import ABSENT, Cached, ReadCache
 
 OVERRIDE_FIELD = "percent"  # the field of ``ps:{m}:rollout`` that overrides the canary percent
@@ -53,15 +54,17 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class Refresh:
     """The pointer reads of one model, sent in one pipeline: ``GET current``; with a route also ``GET challenger``
-    and ``HGET rollout percent`` (``replies`` says how many replies they add)."""
+    and ``HGET rollout percent``; then ``GET layer`` (the overlay layer, ``warehouse.store.overlay``). ``replies``
+    says how many replies they add."""
 
     current: str
     challenger: str | None = None
     rollout: str | None = None
+    layer: str | None = None
 
     @property
     def replies(self) -> int:
-        return 1 if self.challenger is None else 3
+        return (1 if self.challenger is None else 3) + (self.layer is not None)
 
 
 @dataclass(slots=True)
@@ -80,6 +83,9 @@ class LookupPlan:
     refresh: Refresh | None = None
     cached: list[tuple[int, StoredScore | None]] = field(default_factory=list)
     cache: ReadCache | None = None
+    layer: LayerInfo | None = None
+    n_base: int = -1  # keys[:n_base] read the run's buckets, the rest its layer's (-1: no layer keys)
+    layered: set[int] | None = None  # positions of the ids read from the layer too (never cached)
 
     def answer(self, replies: Sequence[Sequence[Any]]) -> list[StoredScore | None]:
         """One result per requested id from the replies of the ``HMGET``s (in ``keys`` order, without the replies
@@ -93,14 +99,23 @@ def plan_lookup(
     positions: Sequence[int] | None = None,
     size: int | None = None,
     cache: ReadCache | None = None,
+    layer: LayerInfo | None = None,
 ) -> LookupPlan:
     """Group ids (UTF-8 bytes) by bucket of ``run``: one HMGET per bucket. For a plan that answers part of a
     request of ``size`` ids, ``positions[i]`` is the place of ``raw_ids[i]`` in it (default: ``i``). With a
-    ``cache``, the ids it holds for ``run`` are answered from it and left out of the HMGETs."""
+    ``cache``, the ids it holds for ``run`` are answered from it and left out of the HMGETs. With the run's
+    ``layer``, the ids its filter may hold are read from the run's bucket and from the layer's, in the same
+    pipeline (the layer's entry wins), and are never cached; the others are read as without a layer."""
     by_bucket: dict[int, tuple[list[bytes], list[int]]] = {}
+    by_layer: dict[str, tuple[list[bytes], list[int]]] = {}
     cached: list[tuple[int, StoredScore | None]] = []
     n_buckets = run.n_buckets
     for row, raw in zip(range(len(raw_ids)) if positions is None else positions, raw_ids, strict=True):
+        if layer is not None and layer.may_hold(raw):
+            fields, rows = by_layer.setdefault(layer.bucket_key(raw), ([], []))
+            fields.append(raw)
+            rows.append(row)
+            continue
         if cache is not None:
             found = cache.get(run, raw)
             if found is not ABSENT:
@@ -109,9 +124,24 @@ def plan_lookup(
         fields, rows = by_bucket.setdefault(bucket_of(raw, n_buckets), ([], []))
         fields.append(raw)
         rows.append(row)
+    layered: set[int] | None = None
+    for fields, rows in by_layer.values():  # the run's bucket too: the filter may be wrong, or the id not rescored
+        if layered is None:
+            layered = set()
+        layered.update(rows)
+        for raw, row in zip(fields, rows, strict=True):
+            base_fields, base_rows = by_bucket.setdefault(bucket_of(raw, n_buckets), ([], []))
+            base_fields.append(raw)
+            base_rows.append(row)
     keys = [store_key(run.model, "bucket", run.run_id, b).encode() for b in by_bucket]
     fields_of, rows_of = [f for f, _ in by_bucket.values()], [r for _, r in by_bucket.values()]
-    return LookupPlan(run, keys, fields_of, rows_of, len(raw_ids) if size is None else size, None, cached, cache)
+    plan = LookupPlan(run, keys, fields_of, rows_of, len(raw_ids) if size is None else size, None, cached, cache)
+    if by_layer:
+        plan.layer, plan.n_base, plan.layered = layer, len(keys), layered
+        keys.extend(k.encode() for k in by_layer)
+        fields_of.extend(f for f, _ in by_layer.values())
+        rows_of.extend(r for _, r in by_layer.values())
+    return plan
 
 
 def bucket_key(run: RunInfo, raw_id: bytes) -> str:
@@ -131,18 +161,31 @@ def assemble(
         out = [None] * plan.size
     for row, found in plan.cached:
         out[row] = found
-    cache = plan.cache
+    cache, n_base = plan.cache, plan.n_base
+    if n_base >= 0:
+        base_rows, base_replies = plan.rows[:n_base], replies[:n_base]
+    else:
+        base_rows, base_replies = plan.rows, replies
     if cache is None:
-        for rows, values in zip(plan.rows, replies, strict=True):
+        for rows, values in zip(base_rows, base_replies, strict=True):
             for row, raw in zip(rows, values, strict=True):
                 if raw is not None:
                     out[row] = StoredScore(decode_score(raw), run.run_id, run.model_version, run.as_of)
-        return out
-    for rows, fields, values in zip(plan.rows, plan.fields, replies, strict=True):
-        for row, raw_id, raw in zip(rows, fields, values, strict=True):
-            result = None if raw is None else StoredScore(decode_score(raw), run.run_id, run.model_version, run.as_of)
-            out[row] = result
-            cache.put(run, raw_id, result)
+    else:
+        layered = plan.layered or ()
+        base_fields = plan.fields[:n_base] if n_base >= 0 else plan.fields
+        for rows, fields, values in zip(base_rows, base_fields, base_replies, strict=True):
+            for row, raw_id, raw in zip(rows, fields, values, strict=True):
+                result = None if raw is None else StoredScore(decode_score(raw), run.run_id, run.model_version,
+                                                              run.as_of)  # fmt: skip
+                out[row] = result
+                if row not in layered:
+                    cache.put(run, raw_id, result)
+    if n_base >= 0:
+        for rows, values in zip(plan.rows[n_base:], replies[n_base:], strict=True):
+            for row, entry in zip(rows, values, strict=True):
+                if entry is not None:
+                    out[row] = entry_result(entry, run.run_id, run.model_version, run.as_of)
     return out
 
 
@@ -226,6 +269,7 @@ class Pointer:
     challenger: RunInfo | None = None
     challenger_id: str | None = None
     override: float | None = None
+    layer: LayerInfo | None = None  # the champion run's overlay layer (None: none live)
 
     def percent(self, route: Route | None) -> float:
         """The canary's effective percent: 0 without a canary route or a loaded challenger run; else the override
@@ -252,10 +296,15 @@ class Reading:
     fetched: float
     known: dict[str, RunInfo]
     missing: list[str] = field(default_factory=list)
+    layer: LayerInfo | None = None  # the live layer of ``run_id``, when cached
+    layer_missing: tuple[str, int] | None = None  # the live layer (base, generation), when its record is to be read
 
     @property
     def meta_keys(self) -> list[str]:
-        return [store_key(self.model, "meta", run_id) for run_id in self.missing]
+        keys = [store_key(self.model, "meta", run_id) for run_id in self.missing]
+        if self.layer_missing is not None:
+            keys.append(generation_key(self.model, *self.layer_missing))
+        return keys
 
 
 def _text(value: Any) -> str | None:
@@ -352,20 +401,27 @@ class LookupState:
         entry = self.entries.get(model)
         return entry.run if entry is not None else None
 
+    def layer(self, model: str) -> LayerInfo | None:
+        """The overlay layer of the champion run cached for ``model`` (None: none live)."""
+        entry = self.entries.get(model)
+        return entry.layer if entry is not None else None
+
     def refresh(self, model: str) -> Refresh:
         """The pointer reads of ``model``: the champion's pointer, and its route's challenger pointer and override."""
         route = self.routes.get(model)
         if route is None:
-            return Refresh(pointer_key(model))
+            return Refresh(pointer_key(model), layer=layer_key(model))
         challenger = store_key(model, "challenger", route.challenger)
-        return Refresh(pointer_key(model), challenger, store_key(model, "rollout"))
+        return Refresh(pointer_key(model), challenger, store_key(model, "rollout"), layer_key(model))
 
     def pointer_read(self, model: str, replies: Sequence[Any], fetched: float) -> Reading | None:
         """Record the replies of the reads of ``refresh(model)`` (sent at ``fetched``). Returns a ``Reading`` when a
         pointer names a run that is not cached (read its ``meta_keys``, then ``meta_read``), else None."""
         run_id = _text(replies[0])
-        challenger_id = _text(replies[1]) if len(replies) > 1 else None
-        override = parse_override(replies[2]) if len(replies) > 2 else None
+        routed = len(replies) >= 3
+        challenger_id = _text(replies[1]) if routed else None
+        override = parse_override(replies[2]) if routed else None
+        live_layer = parse_layer_pointer(replies[-1]) if len(replies) in (2, 4) else None
         entry = self.entries.get(model)
         known = {}
         if entry is not None:
@@ -374,7 +430,13 @@ class LookupState:
         for rid in (run_id, challenger_id):
             if rid is not None and rid not in known and rid not in reading.missing:
                 reading.missing.append(rid)
-        if reading.missing:
+        if live_layer is not None and live_layer[0] == run_id:  # a layer of another run is stale: not served
+            cached = entry.layer if entry is not None else None
+            if cached is not None and (cached.base, cached.generation) == live_layer:
+                reading.layer = cached
+            else:
+                reading.layer_missing = live_layer
+        if reading.missing or reading.layer_missing is not None:
             return reading
         self._record(reading, known)
         return None
@@ -382,9 +444,12 @@ class LookupState:
     def meta_read(self, reading: Reading, metas: Sequence[Any]) -> None:
         """Record the ``HGETALL`` replies of ``reading.meta_keys`` (an empty one: that run is gone)."""
         runs = dict(reading.known)
-        for run_id, meta in zip(reading.missing, metas, strict=True):
+        for run_id, meta in zip(reading.missing, metas[: len(reading.missing)], strict=True):
             if meta:
                 runs[run_id] = RunInfo.from_meta(meta)
+        if reading.layer_missing is not None:
+            record = metas[len(reading.missing)]
+            reading.layer = LayerInfo.from_record(record) if record else None  # gone: a newer one replaced it
         self._record(reading, runs)
 
     def _record(self, reading: Reading, runs: dict[str, RunInfo]) -> None:
@@ -401,7 +466,8 @@ class LookupState:
                 del self.pins[model]
         run = runs.get(reading.run_id) if reading.run_id is not None else None
         challenger = runs.get(reading.challenger_id) if reading.challenger_id is not None else None
-        self.entries[model] = Pointer(run, reading.fetched, challenger, reading.challenger_id, override)
+        layer = reading.layer if run is not None and reading.layer is not None else None
+        self.entries[model] = Pointer(run, reading.fetched, challenger, reading.challenger_id, override, layer)
 
     # ---------------------------------------------------------------- lookups
 
@@ -420,7 +486,7 @@ class LookupState:
         run = entry.run
         if run is None:
             return LookupPlan(None, [], [], [], len(raw_ids), refresh)
-        plan = plan_lookup(run, raw_ids, cache=self.cache)
+        plan = plan_lookup(run, raw_ids, cache=self.cache, layer=entry.layer)
         plan.refresh = refresh
         return plan
 
@@ -446,14 +512,14 @@ class LookupState:
                     rows[1].append(i)
                 else:
                     rows[0].append(i)
-            for part_run, part_rows in ((run, rows[0]), (challenger, rows[1])):
+            for part_run, part_rows, layer in ((run, rows[0], entry.layer), (challenger, rows[1], None)):
                 if part_run is not None and part_rows:
-                    part = plan_lookup(part_run, [raw_ids[i] for i in part_rows], part_rows, size, cache)
+                    part = plan_lookup(part_run, [raw_ids[i] for i in part_rows], part_rows, size, cache, layer)
                     parts.append((part, False))
         else:
             variants = [CHAMPION] * size
             if run is not None:
-                parts.append((plan_lookup(run, raw_ids, cache=cache), False))
+                parts.append((plan_lookup(run, raw_ids, cache=cache, layer=entry.layer), False))
             if shadow_run is not None:
                 parts.append((plan_lookup(shadow_run, raw_ids, cache=cache), True))
         keys = [k for plan, _ in parts for k in plan.keys]
@@ -469,6 +535,8 @@ class LookupState:
         if entry is None or entry.run is None or piggyback:
             return None
         run, raw = entry.run, encode_entity_id(entity_id)
+        if entry.layer is not None and entry.layer.may_hold(raw):
+            return None
         return run, raw, ABSENT if self.cache is None else self.cache.get(run, raw)
 
     def remember(self, run: RunInfo, raw: bytes, score: StoredScore | None) -> StoredScore | None:
@@ -495,4 +563,6 @@ class LookupState:
         if run is None:
             return None
         raw = encode_entity_id(entity_id)
+        if variant == CHAMPION and entry.layer is not None and entry.layer.may_hold(raw):
+            return None
         return variant, run, raw, ABSENT if self.cache is None else self.cache.get(run, raw)

@@ -98,6 +98,7 @@ class Publisher:
             now = self.clock()
             pipe.multi()
             pipe.set(current_key, run_id)
+            pipe.delete(store_key(model, "layer"))  # the old run's overlays go with it
             pipe.lrem(history_key, 0, run_id)
             pipe.lpush(history_key, run_id)
             pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
@@ -230,6 +231,7 @@ class Publisher:
             now = self.clock()
             pipe.multi()
             pipe.set(current_key, target)
+            pipe.delete(store_key(model, "layer"))  # the old run's overlays go with it
             pipe.ltrim(history_key, history.index(target), -1)
             pipe.hset(meta_key, mapping={"state": RunState.PUBLISHED.value, "published_at": repr(now)})
             pipe.hdel(meta_key, "retired_at")
@@ -270,6 +272,7 @@ class Publisher:
             now = self.clock()
             pipe.multi()
             pipe.set(current_key, run_id)
+            pipe.delete(store_key(model, "layer"))  # the old run's overlays go with it
             pipe.delete(history_key)
             pipe.rpush(history_key, run_id, *targets)
             if current != run_id or info.state is not RunState.PUBLISHED:

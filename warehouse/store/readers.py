@@ -61,6 +61,7 @@ from warehouse.store.lookup import (
     bucket_key,
     hit,
 )
+from warehouse.store.overlay import LayerInfo
 from warehouse.store.read_cache import ABSENT, ReadCache
 
 __all__ = ["AsyncScoreReader", "ScoreLookup", "ScoreReader"]
@@ -82,6 +83,8 @@ def _queue_refresh(pipe: Any, refresh: Refresh) -> None:
     if refresh.challenger is not None:
         pipe.get(refresh.challenger)
         pipe.hget(refresh.rollout, OVERRIDE_FIELD)
+    if refresh.layer is not None:
+        pipe.get(refresh.layer)
 
 
 class ScoreReader:
@@ -137,8 +140,8 @@ class ScoreReader:
 
     def _read_pointers(self, model: str, now: float) -> None:
         refresh = self._state.refresh(model)
-        if refresh.challenger is None:
-            self._refresh(model, [self.client.get(refresh.current)], now)
+        if refresh.challenger is None:  # the keys share the {model} tag: one MGET on one node
+            self._refresh(model, self.client.mget([refresh.current, str(refresh.layer)]), now)
             return
         with self.client.pipeline(transaction=False) as pipe:
             _queue_refresh(pipe, refresh)
@@ -155,6 +158,11 @@ class ScoreReader:
         """The champion run lookups are served from now (cached view)."""
         self._ensure(model)
         return self._state.run(model)
+
+    def layer(self, model: str) -> LayerInfo | None:
+        """The overlay layer served over the champion run now (cached view; None: none live)."""
+        self._ensure(model)
+        return self._state.layer(model)
 
     def rollout(self, model: str) -> RolloutView | None:
         """What this reader serves of ``model``'s rollout now (cached view); None: no route."""
@@ -285,8 +293,8 @@ class AsyncScoreReader:
 
     async def _read_pointers(self, model: str, now: float) -> None:
         refresh = self._state.refresh(model)
-        if refresh.challenger is None:
-            await self._refresh(model, [await self.client.get(refresh.current)], now)
+        if refresh.challenger is None:  # the keys share the {model} tag: one MGET on one node
+            await self._refresh(model, await self.client.mget([refresh.current, str(refresh.layer)]), now)
             return
         async with self.client.pipeline(transaction=False) as pipe:
             _queue_refresh(pipe, refresh)
@@ -302,6 +310,10 @@ class AsyncScoreReader:
     async def current_run(self, model: str) -> RunInfo | None:
         await self._ensure(model)
         return self._state.run(model)
+
+    async def layer(self, model: str) -> LayerInfo | None:
+        await self._ensure(model)
+        return self._state.layer(model)
 
     async def rollout(self, model: str) -> RolloutView | None:
         await self._ensure(model)

@@ -15,6 +15,8 @@ Contract (the jobs layer uses only this):
   key and pipelined to every node at once (commands redirected by a moving slot are resent after the slot map is
   refreshed, a few times, then ``StoreUnavailableError``); Lua runs on the node of its one key; cleanup scans every
   primary node.
+- Between nightly runs, ``overlays`` (``warehouse.store.overlays.Overlays``) publishes delta runs and
+  invalidations over the live run as one overlay layer in generations; a publish or rollback drops it.
 - Recovery after Redis lost data (``jobs.restore``): ``reopen_run`` lets a verified run's lost buckets be written
   again (same scores), ``purge_run_keys`` drops the buckets of a run whose metadata is gone, ``restore_pointer``
   flips the pointer back only while it is still what the caller saw, ``lock`` keeps one restore of a model at a time.
@@ -39,6 +41,7 @@ from warehouse.store.cleanup import Cleanup, CleanupReport
 from warehouse.store.connection import SyncClient, connect
 from warehouse.store.keys import RunInfo
 from warehouse.store.locks import Locks
+from warehouse.store.overlays import Overlays
 from warehouse.store.pipeline import BulkPipeline
 from warehouse.store.publication import Publication, Publisher
 from warehouse.store.runs import Mismatch, Runs
@@ -63,6 +66,7 @@ class ScoreStore:
         self._publisher = Publisher(client, self._now)
         self._cleanup = Cleanup(client, self._now)
         self._locks = Locks(client)
+        self.overlays = Overlays(client, self._now)
 
     def _now(self) -> float:
         return self.clock()
@@ -226,5 +230,8 @@ class ScoreStore:
         rollback targets), verified runs never published, and loading runs whose heartbeat is younger than
         ``orphan_after_s``. Removed: retired runs beyond that window (once retired for ``grace_s``, longer than any
         reader's pointer cache), loading runs of crashed loaders, and bucket keys of runs with no metadata left
-        (interrupted cleanups). Keys go by SCAN MATCH + UNLINK, at most 1000 per command."""
-        return self._cleanup.cleanup(model, keep_runs, orphan_after_s, grace_s)
+        (interrupted cleanups), and overlay generations no reader can reach (``Overlays.sweep``). Keys go by SCAN
+        MATCH + UNLINK, at most 1000 per command."""
+        report = self._cleanup.cleanup(model, keep_runs, orphan_after_s, grace_s)
+        swept = self.overlays.sweep(model, orphan_after_s)
+        return CleanupReport(report.model, report.removed, report.keys_deleted + swept)

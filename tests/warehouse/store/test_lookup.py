@@ -35,7 +35,7 @@ def test_a_cold_cache_reads_the_pointer_then_the_run_then_sends_one_hmget() -> N
     state = LookupState(refresh_s=0.5, max_stale_s=0.9)
     raw = state.query("churn", ["a", "b"])
     assert state.plan("churn", raw, 10.0) is None
-    assert state.refresh("churn") == Refresh(store_key("churn", "current"))
+    assert state.refresh("churn") == Refresh(store_key("churn", "current"), layer=store_key("churn", "layer"))
     reading = state.pointer_read("churn", [b"r1"], 10.0)
     assert reading is not None and reading.meta_keys == [store_key("churn", "meta", "r1")]
     state.meta_read(reading, [_meta("r1", 1)])
@@ -75,8 +75,8 @@ def test_a_route_reads_the_challenger_pointer_and_the_override_with_the_champion
     drops the cached pointers (read first again), a percent change does not."""
     state = _canary()
     assert state.refresh("churn") == Refresh(store_key("churn", "current"), store_key("churn", "challenger", "v2"),
-                                             store_key("churn", "rollout"))  # fmt: skip
-    assert state.refresh("churn").replies == 3
+                                             store_key("churn", "rollout"), store_key("churn", "layer"))  # fmt: skip
+    assert state.refresh("churn").replies == 4
     view = state.view("churn")
     assert view is not None and view.challenger_run is not None and view.challenger_run.run_id == "c1"
     assert (view.percent, view.override, view.shadow) == (10.0, None, False)
@@ -85,7 +85,7 @@ def test_a_route_reads_the_challenger_pointer_and_the_override_with_the_champion
     state.set_route("churn", Route("v3", 25.0))
     assert state.entry("churn", 0.1) is None
     state.set_route("churn", None)
-    assert state.view("churn") is None and state.refresh("churn").replies == 1
+    assert state.view("churn") is None and state.refresh("churn").replies == 2
 
 
 def test_a_canary_splits_ids_by_variant_and_reads_each_from_its_run() -> None:
