@@ -155,6 +155,31 @@ def delta(
 
 @app.command()
 @user_errors
+def invalidate(
+    model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
+    ids: str = typer.Option(..., "--ids", help="A file of entity ids, one per line, or - for stdin."),
+    reason: str = typer.Option("invalidated", "--reason", help="Why (served in each answer's reason; <= 200 bytes)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Mark entities of the live run invalid until a later run rescores them: the online ladder skips their
+    precomputed score (fallback with request features, else the default) and says why. Atomic per call; ids the live
+    run does not hold are counted, not marked; at most PRESCORE_INVALIDATE_MAX_IDS ids per call."""
+    from jobs.invalidate import invalidate as run_invalidate
+    from jobs.invalidate import read_ids
+    from jobs.runtime import open_runtime
+
+    entity_ids = read_ids(ids)
+    with open_runtime() as rt:
+        done = run_invalidate(rt, model, entity_ids, reason)
+    if as_json:
+        emit_json(done)
+        return
+    say(f"invalidated {done['invalidated']:,} entities of {model} in live run {done['run_id']} "
+        f"({done['unknown']:,} ids not in it, not marked): reason {reason!r}")  # fmt: skip
+
+
+@app.command()
+@user_errors
 def publish(
     model: str = typer.Option(..., "--model", "-m", help="Model name from the models file."),
     run: str = typer.Option(..., "--run", "-r", help="A committed run id (see `prescore status`)."),

@@ -24,9 +24,15 @@ A job killed anywhere leaves no committed delta run: the catalog, not the direct
 runs, and claims happen at commit, so a rerun scores the same drops again. A run left ``staged`` by a killed job is
 marked failed after ``ABANDON_AFTER_S`` and its staging directory is removed by the next delta run of the date.
 
-What publishing a delta run as an overlay of its base run needs is in its catalog record (``DeltaRunRecord``): base
-run id, drop ids, rows, ``as_of`` (newest feature timestamp of its rows), scores directory. Time is read from
-``clock`` only.
+6. publish (``publish_deltas``, also on a no-op call): every committed delta run of the live base run that its
+   overlay layer does not hold yet, oldest first, goes into the layer (``warehouse.store.overlays``: one new
+   generation and one pointer flip each; each entity served with its own score and ``as_of``). So a job killed
+   between commit and publish, or a Redis that was down, is mended by the next call. A nightly publish that lands
+   first wins: the delta run stays committed, is not published (``DeltaRefusedError``: its base is no longer live),
+   and the new nightly run serves its entities as of that night. Bounds (``PRESCORE_OVERLAY_MAX_ENTITIES``,
+   ``PRESCORE_OVERLAY_MAX_DELTAS``) refuse a publish beyond them, saying to run the nightly job.
+
+Time is read from ``clock`` only.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from jobs.cluster import ClusterInfo, open_cluster, resolve_device
+from jobs.invalidate import overlays_for
 from jobs.runtime import Runtime
 from jobs.score import ModelRef, plan_chunks, predict_threads, score_chunk, scores_partition_dir
 from warehouse.catalog import ABANDON_AFTER_S, COMMITTED, STAGED, RunRecord, new_run_id, utcnow
@@ -51,6 +58,7 @@ from warehouse.datasets import features as fstore
 from warehouse.datasets.deltas import Drop, complete_drops
 from warehouse.datasets.storage import ObjectPath, StoragePath
 from warehouse.errors import CatalogError, ContractViolationError, DeltaRefusedError, PrescoreError, UserError
+from warehouse.store import BaseNotLiveError, ScoreStore
 
 log = logging.getLogger(__name__)
 NOOP = "no-op"  # ``DeltaReport.status`` when there was no new drop
@@ -70,6 +78,7 @@ class DeltaReport:
     as_of: str | None = None
     output_path: str | None = None
     cluster: str | None = None
+    published: list[str] = field(default_factory=list)  # delta runs published into the overlay layer by this call
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,10 +178,12 @@ def score_deltas(
     task_rows: int | None = None,
     cluster: tuple[Any, ClusterInfo] | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
+    publish: bool = True,
 ) -> DeltaReport:
     """Score ``model``'s new delta drops as one delta run (see the module docstring); the report says what was done.
 
-    ``since``: only drops at or after it (UTC-aware). ``cluster``: an open ``(client, info)`` to reuse.
+    ``since``: only drops at or after it (UTC-aware). ``cluster``: an open ``(client, info)`` to reuse. ``publish``:
+    then publish the committed delta runs of the live run into its overlay layer (``publish_deltas``).
     """
     spec = rt.config.model(model)
     fs = rt.config.feature_set(spec.feature_set)
@@ -181,8 +192,10 @@ def score_deltas(
     if not drops:
         scored = len(rt.catalog.scored_drops(model))
         after = f" at or after {since.isoformat()}" if since else ""
+        published = publish_deltas(rt, model) if publish else []
+        mended = f"; published {len(published)} committed delta runs left unpublished" if published else ""
         return DeltaReport(model, NOOP, f"no new delta drops of {spec.feature_set} for {model}{after}: nothing "
-                           f"scored ({scored} drops scored before)")  # fmt: skip
+                           f"scored ({scored} drops scored before){mended}", published=published)  # fmt: skip
     dev = resolve_device(device)
     features = rt.config.model_features(model)
     ref = ModelRef.load(rt, model, features)
@@ -231,14 +244,47 @@ def score_deltas(
         rt.catalog.fail_delta_run(run_id, error=reason, at=clock())
         raise
     log.info("delta run %s of %s: %d drops, %d rows over base run %s", run_id, model, len(ids), rows, base.run_id)
+    published = publish_deltas(rt, model) if publish else []
+    served = "; published into the overlay layer" if run_id in published else ""
     return DeltaReport(
         model, COMMITTED,
         f"committed delta run {run_id}: {len(ids)} drops ({', '.join(ids)}), {rows:,} rows of {model} over live run "
-        f"{base.run_id} of {base.partition_date} → {final}",
+        f"{base.run_id} of {base.partition_date} → {final}{served}",
+        published=published,
         run_id=run_id, base_run_id=base.run_id, partition_date=base.partition_date.isoformat(),
         model_version=ref.version, drop_ids=ids, rows_out=rows, output_path=str(final), cluster=info.kind,
         as_of=record.as_of.isoformat() if record.as_of else None,
     )  # fmt: skip
+
+
+def publish_deltas(rt: Runtime, model: str) -> list[str]:
+    """Publish every committed delta run of ``model``'s live base run that its overlay layer does not hold yet,
+    oldest first (see the module docstring). Returns the delta run ids published now."""
+    store = ScoreStore.from_url(rt.redis_url)
+    try:
+        overlays = overlays_for(rt, store)
+        live, layer = overlays.live(model)
+        if live is None:
+            return []
+        held = set(layer.deltas) if layer is not None else set()
+        pending = [d for d in rt.catalog.delta_runs(model, status=COMMITTED) if d.base_run_id == live]
+        published = []
+        for delta in pending:
+            if delta.run_id in held or not delta.output_path:
+                continue
+            table = score_files.read_run(delta.output_path, columns=["entity_id", "score", "as_of"])
+            as_of = [t.timestamp() for t in table.column("as_of").to_pylist()]
+            ids = table.column("entity_id").to_pylist()
+            try:
+                overlays.publish_delta(model, live, delta.run_id, ids, table.column("score").to_pylist(), as_of)
+            except BaseNotLiveError as exc:
+                what = f"delta run {delta.run_id} of {model} is committed but not published"
+                raise DeltaRefusedError(f"{what}: {exc}") from None
+            published.append(delta.run_id)
+            log.info("published delta run %s of %s over run %s: %d rows", delta.run_id, model, live, len(ids))
+        return published
+    finally:
+        store.close()
 
 
 def delta_task(model: str) -> dict[str, Any]:

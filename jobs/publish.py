@@ -354,8 +354,10 @@ def rollback_model(rt: Runtime, model: str, to_run: str | None = None) -> dict[s
 
 
 def store_status(rt: Runtime, model: str, now: datetime | None = None) -> dict[str, Any]:
-    """The model's runs in Redis: current run, its as_of and age, retained runs, and the freshness contract
-    (``warehouse.schedule.contract``: promise, late, next run) at ``now`` (default: the current time)."""
+    """The model's runs in Redis: current run, its as_of and age, retained runs, the current run's overlay layer
+    (``layer``: delta runs and invalidations between nightly runs, ``LayerInfo.describe``; None without one) and
+    the freshness contract (``warehouse.schedule.contract``: promise, late, next run) at ``now`` (default: the
+    current time)."""
     from warehouse import schedule
 
     now = now or datetime.now(UTC)
@@ -363,11 +365,13 @@ def store_status(rt: Runtime, model: str, now: datetime | None = None) -> dict[s
     try:
         current = store.current_run(model)
         runs = store.list_runs(model)
+        layer = store.overlays.live(model)[1] if current is not None else None
     finally:
         store.close()
     spec = rt.config.model(model)
     out: dict[str, Any] = {"current": None, "runs": [{"run_id": r.run_id, "state": r.state.value,
                                                     "rows": r.loaded_rows} for r in runs]}  # fmt: skip
+    out["layer"] = layer.describe() if layer is not None and current is not None else None
     promise = schedule.contract(spec.schedule, spec.staleness.max_age_s, current.as_of if current else None, now)
     upcoming = promise["next_run_at"]  # as text, like as_of: the status goes to JSON and Airflow's XCom
     out["freshness"] = {"promise_s": promise["promise_s"], "late": promise["late"],

@@ -67,6 +67,16 @@ def status_table(item: dict[str, Any]) -> Table:
         )
         retained = [r["run_id"] for r in item["store"]["runs"] if r["run_id"] != current["run_id"]]
         table.add_row("retained runs", ", ".join(retained) or "none")
+        layer = item["store"].get("layer")
+        table.add_row(
+            "between nightly runs",
+            "no overlays, no invalidations"
+            if not layer
+            else (
+                f"{layer['overlays']} delta runs (newest as_of {layer['newest_as_of'] or '-'}), {layer['rescored']:,} "
+                f"entities rescored, {layer['invalidated']:,} invalidated (generation {layer['generation']})"
+            ),
+        )
     elif item["store"].get("health", {}).get("state") != "lost":
         table.add_row("published run", "none (prescore publish)")
     promise = item["store"].get("freshness")

@@ -10,6 +10,8 @@ Routes (``/v1/*`` need an API or admin key when API keys are configured; ``/v1/a
   e.g. a rollout naming a version that is no registered challenger);
 - ``POST /v1/admin/rollout/{model}/abort``: stop the model's canary (and shadow reads) on every replica: the rollout
   override 0 in Redis, applied to this process at once (409 without a rollout, 503 when Redis was not written);
+- ``POST /v1/admin/invalidate/{model}``: ``{"entity_ids": [...], "reason": "..."}`` marks entities of the live run
+  invalid until a later run rescores them (``jobs.invalidate``); 413 beyond ``PRESCORE_INVALIDATE_MAX_IDS`` ids;
 - ``GET /healthz`` (liveness), ``GET /readyz`` (readiness: 503 until models are loaded and Redis answered),
   ``GET /metrics`` (Prometheus), ``GET /docs`` and ``GET /openapi.json`` (the API documentation).
 
@@ -317,5 +319,11 @@ def create_app(settings: OnlineSettings | None = None, *, clock: Callable[[], fl
     async def abort_rollout(model: str = Path(description="model name")) -> Response:
         body = await service.abort_rollout(model)
         return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type=JSON)
+
+    @app.post("/v1/admin/invalidate/{model}", responses=_errors(401, 404, 409, 413, 422, 503), tags=["operations"],
+              summary="Invalidate entities of the live run until they are rescored")  # fmt: skip
+    async def invalidate(request: Request, model: str = Path(description="model name")) -> Response:
+        body = await service.invalidate(request, model)
+        return Response(orjson.dumps(body), media_type=JSON)
 
     return app

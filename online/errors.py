@@ -88,6 +88,12 @@ class NoRollout(ApiError):
     status, code = 409, "no_rollout"
 
 
+class InvalidationRefused(ApiError):
+    """409: an invalidation the store refused (no live run, or the overlay layer is full); nothing was changed."""
+
+    status, code = 409, "invalidation_refused"
+
+
 class StoreUnavailable(ApiError):
     """503: an admin operation that must write to Redis could not (the message says what was done anyway)."""
 

@@ -41,6 +41,8 @@ class Rung(enum.StrEnum):
     STALE = "stale"
     DEFAULT_MISS = "default_miss"
     DEFAULT_EXPIRED = "default_expired"
+    FALLBACK_INVALID = "fallback_invalid"  # the entity's precomputed score was invalidated (``prescore invalidate``)
+    DEFAULT_INVALID = "default_invalid"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ def decide(
     if state == "stale":
         return Decision(Source.PRECOMPUTED, Rung.STALE, True, age)
     return Decision(Source.DEFAULT, Rung.DEFAULT_EXPIRED, False, age)
+
+
+def decide_invalid(can_fallback: bool) -> Decision:
+    """The rung of an entity whose precomputed score was invalidated: never served; the fallback scores the request's
+    features, else the default answers."""
+    if can_fallback:
+        return Decision(Source.FALLBACK, Rung.FALLBACK_INVALID, False, None)
+    return Decision(Source.DEFAULT, Rung.DEFAULT_INVALID, False, None)
 
 
 def policy_version(spec: ModelSpec) -> str:

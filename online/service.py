@@ -53,9 +53,17 @@ from online import rollout
 from online.admission import AdmissionStats
 from online.batch_metrics import BatchFigures
 from online.breaker import STATE_VALUE, BreakerState, CircuitBreaker
-from online.errors import InvalidInput, NotFound, NotReady, PayloadTooLarge, ReloadFailed
+from online.errors import (
+    InvalidationRefused,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ReloadFailed,
+    StoreUnavailable,
+)
 from online.metrics import Metrics
-from online.policy import Rung, Source, decide, label_for
+from online.policy import Rung, Source, decide, decide_invalid, label_for
 from online.prediction_log import PredictionLog, effective_budget, record, server_maxmemory
 from online.responses import JsonResponse
 from online.settings import OnlineSettings
@@ -63,19 +71,36 @@ from online.snapshot import ModelRuntime, Snapshot, load_snapshot
 from online.store_watch import StoreWatch
 from online.validation import check_entity_id, check_features, json_object
 from warehouse import schedule
-from warehouse.errors import ConfigError, StoreAuthError, StoreUnavailableError
+from warehouse.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailableError
 from warehouse.rollout import CHAMPION
 from warehouse.store import (
     AsyncScoreReader,
+    Invalidation,
+    Overlays,
     ReadCache,
     Routed,
+    ScoreStore,
     StoredScore,
     connect_async,
     ensure_local_redis,
     store_error,
 )
+from warehouse.store.overlay import MAX_REASON_BYTES
 
 log = logging.getLogger("prescore.online")
+
+
+def invalidate_ids(
+    url: str, model: str, ids: list[str], reason: str, settings: OnlineSettings, timeout_s: float,
+    clock: Callable[[], float],
+) -> Invalidation:  # fmt: skip
+    """One invalidation written to Redis with the settings' bounds (blocking: run it in a thread)."""
+    with ScoreStore.from_url(url, socket_timeout=timeout_s, clock=clock) as store:
+        overlays = Overlays(store.client, store.clock, max_entities=settings.overlay_max_entities,
+                            max_overlays=settings.overlay_max_deltas)  # fmt: skip
+        return overlays.invalidate(model, ids, reason, max_ids=settings.invalidate_max_ids)
+
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -233,18 +258,31 @@ class ScoringService:
         if stored is None:
             d = decide(None, now, st.max_age_s, st.hard_max_age_s, has_features and m.fallback is not None)
             looked = "miss" if answered else "unavailable"
+        elif stored.invalid is not None:
+            d, looked = decide_invalid(has_features and m.fallback is not None), "invalidated"
         else:
             d = decide(stored.as_of.timestamp(), now, st.max_age_s, st.hard_max_age_s,
                        has_features and m.fallback is not None)  # fmt: skip
-            looked = "stale" if d.rung is not Rung.FRESH else "hit"
+            looked = "stale" if d.rung is not Rung.FRESH else ("overlay" if stored.overlay else "hit")
         source = d.source
         self.metrics.answered(m.name, d.rung, source, looked, variant)
+        if looked == "invalidated":
+            assert stored is not None
+            body = self._not_precomputed(m, entity_id, source, now, request_id, variant)
+            body["reason"] = f"invalidated: {stored.invalid}"
+            return body
         if source is Source.PRECOMPUTED:
             assert stored is not None
             return {"model": m.name, "entity_id": entity_id, "score": stored.score, "source": "precomputed",
                     "stale": d.stale, "age_s": d.age_s, "as_of": stored.as_of, "model_version": stored.model_version,
                     "run_id": stored.run_id, "variant": variant, "policy_version": m.policy_version,
                     "fallback_used": False, "request_id": request_id}  # fmt: skip
+        return self._not_precomputed(m, entity_id, source, now, request_id, variant)
+
+    def _not_precomputed(
+        self, m: ModelRuntime, entity_id: str, source: Source, now: float, request_id: str, variant: str
+    ) -> dict[str, Any]:
+        """The body of an answer from the fallback (its score filled in by the caller) or the default."""
         if source is Source.FALLBACK:
             assert m.fallback is not None
             return {"model": m.name, "entity_id": entity_id, "score": None, "source": "fallback", "stale": False,
@@ -383,6 +421,7 @@ class ScoringService:
                     async with asyncio.timeout(self.timeout_s):
                         run = await self.store.current_run(name)
                         view = await self.store.rollout(name)
+                        layer = await self.store.layer(name)
                     self.breaker.success()
                 except (StoreUnavailableError, TimeoutError):
                     self.breaker.failure()
@@ -394,7 +433,8 @@ class ScoringService:
                     else:
                         age = max(0.0, now - run.as_of.timestamp())
                         entry.update(run_id=run.run_id, model_version=run.model_version, as_of=run.as_of,
-                                     age_s=round(age, 3), state=m.spec.staleness.freshness(age))  # fmt: skip
+                                     age_s=round(age, 3), state=m.spec.staleness.freshness(age),
+                                     layer=layer.describe() if layer is not None else None)  # fmt: skip
                         as_of = run.as_of
             promise = schedule.contract(m.spec.schedule, m.spec.staleness.max_age_s, as_of,
                                         datetime.fromtimestamp(now, UTC))  # fmt: skip
@@ -453,6 +493,37 @@ class ScoringService:
         """``POST /v1/admin/rollout/{model}/abort`` (``online.rollout.abort``)."""
         assert self.store is not None and self.redis_url is not None
         return await rollout.abort(self.model(model), self.store, self.redis_url, max(self.timeout_s, 1.0), self.clock)
+
+    async def invalidate(self, request: Request, model: str) -> dict[str, Any]:
+        """``POST /v1/admin/invalidate/{model}`` with ``{"entity_ids": [...], "reason": "..."}`` (``jobs.invalidate``
+        says what an invalidation does): 413 beyond ``invalidate_max_ids`` ids, 409 when the model has no live run or
+        the layer is full, 503 when Redis could not be written (nothing was invalidated then)."""
+        m = self.model(model)
+        body = await json_object(request, frozenset({"entity_ids", "reason"}))
+        ids, reason = body.get("entity_ids"), body.get("reason", "invalidated")
+        if not isinstance(ids, list) or not ids:
+            raise InvalidInput("entity_ids", "must be a non-empty list of entity ids")
+        limit = self.settings.invalidate_max_ids
+        if len(ids) > limit:
+            raise PayloadTooLarge(f"entity_ids: {len(ids)} ids; at most {limit} per call "
+                                  "(PRESCORE_INVALIDATE_MAX_IDS): nothing was invalidated; split the list")  # fmt: skip
+        for i, entity_id in enumerate(ids):
+            check_entity_id(entity_id, f"entity_ids[{i}]")
+        if not isinstance(reason, str) or len(reason.encode()) > MAX_REASON_BYTES:
+            raise InvalidInput("reason", f"must be a string of at most {MAX_REASON_BYTES} bytes")
+        if self.redis_url is None:
+            raise StoreUnavailable("Redis is not configured: nothing was invalidated")
+        try:
+            done = await asyncio.to_thread(invalidate_ids, self.redis_url, m.name, ids, reason or "invalidated",
+                                           self.settings, max(self.timeout_s, 1.0), self.clock)  # fmt: skip
+        except StoreUnavailableError as exc:
+            raise StoreUnavailable(f"Redis is unavailable: nothing was invalidated ({exc}); retry") from None
+        except StoreError as exc:
+            raise InvalidationRefused(str(exc)) from None
+        log.warning("invalidated %d entities of %s (%d unknown): %s", done.invalidated, m.name, done.unknown, reason)
+        return {"status": "invalidated", "model": m.name, "run_id": done.base, "invalidated": done.invalidated,
+                "unknown": done.unknown, "reason": reason or "invalidated",
+                "generation": done.layer.generation if done.layer else None}  # fmt: skip
 
     def scrape_values(self) -> dict[str, Any]:
         plog = self.plog

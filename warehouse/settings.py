@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     dask_workers: int | None = Field(default=None, ge=1)
     task_rows: int = Field(default=1_000_000, ge=1)  # rows per scoring task; a partition of one task runs inline
     load_rows: int = Field(default=4_000_000, ge=1)  # rows per Redis loader task (a range of buckets, written whole)
+    # ---- between nightly runs (``warehouse.store.overlays``): the bounds of a live run's overlay layer ----
+    overlay_max_entities: int = Field(default=1_000_000, ge=1)  # rescored + invalidated entities over one base run
+    overlay_max_deltas: int = Field(default=200, ge=1)  # delta runs published over one base run
+    invalidate_max_ids: int = Field(default=10_000, ge=1)  # ids of one prescore invalidate / admin call
     dask_host: str = Field(default="127.0.0.1", min_length=1)
     dask_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     # Set by Airflow in every task process; a local Dask cluster then uses threads (spawned worker

@@ -265,3 +265,95 @@ def test_cli_says_no_op_refuses_in_one_line_and_scores(rt: Runtime) -> None:
     assert done.exit_code == 0, done.output
     payload = json.loads(done.stdout)
     assert (payload["status"], payload["base_run_id"], payload["drop_ids"]) == (COMMITTED, base, [f"{END}/090000"])
+
+
+def test_a_committed_delta_is_published_as_an_overlay_a_missed_publish_is_mended_and_a_new_base_drops_it(
+    rt: Runtime,
+) -> None:
+    """A delta run is served over its base (each entity its own score and as_of, the rest of the base unchanged);
+    one committed but not published (the job killed after its commit) is published by the next call, a no-op; a
+    delta committed over a base that a new nightly run replaced is never published over the new one."""
+    base = publish_base(rt)
+    write_drop(rt, END, "093000")
+    report = score_deltas(rt, MODEL, device="cpu", task_rows=TASK_ROWS)
+    assert report.published == [report.run_id] and "published into the overlay layer" in report.message
+    table = score_files.read_run(report.output_path, columns=["entity_id", "score", "as_of"])
+    ids = table.column("entity_id").to_pylist()
+    reader = ScoreReader.from_url(rt.redis_url)
+    try:
+        got = reader.get_many(MODEL, [*ids[:50], "not-an-entity"])
+        layer = reader.layer(MODEL)
+    finally:
+        reader.close()
+    for found, score, as_of in zip(got[:-1], table.column("score").to_pylist(), table.column("as_of").to_pylist(),
+                                   strict=False):  # fmt: skip
+        assert found is not None and found.overlay and found.run_id == base
+        assert found.score == pytest.approx(score, abs=1e-7) and found.as_of == as_of
+    assert got[-1] is None
+    assert layer is not None and (layer.deltas, layer.rescored) == ((report.run_id,), len(set(ids)))
+
+    write_drop(rt, END, "101500", offset=ROWS)
+    unpublished = score_deltas(rt, MODEL, device="cpu", task_rows=TASK_ROWS, publish=False)
+    assert unpublished.status == COMMITTED and unpublished.published == []
+    mended = score_deltas(rt, MODEL, device="cpu", task_rows=TASK_ROWS)
+    assert mended.status == NOOP and mended.published == [unpublished.run_id] and "left unpublished" in mended.message
+
+    write_drop(rt, END, "120000", offset=2 * ROWS)
+    stale = score_deltas(rt, MODEL, device="cpu", task_rows=TASK_ROWS, publish=False)
+    newer = score_partition(rt, MODEL, END, device="cpu", task_rows=5_000, force=True).run_id  # the next nightly
+    assert newer != base and publish_run(rt, MODEL, newer).run_id == newer
+    assert delta_mod.publish_deltas(rt, MODEL) == []
+    reader = ScoreReader.from_url(rt.redis_url)
+    try:
+        late = score_files.read_run(stale.output_path, columns=["entity_id"]).column("entity_id").to_pylist()
+        assert all(f is not None and not f.overlay and f.run_id == newer for f in reader.get_many(MODEL, late[:20]))
+        assert reader.layer(MODEL) is None
+    finally:
+        reader.close()
+
+
+def test_cli_invalidate_marks_counts_and_refuses_in_one_line(rt: Runtime, tmp_path: Path) -> None:
+    """`prescore invalidate`: ids from a file or stdin are marked in the live run (unknown ones counted), shown by
+    `prescore status --json`; beyond PRESCORE_INVALIDATE_MAX_IDS, an empty list, a missing file or nothing live:
+    one line and exit 1, nothing marked."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    runner = CliRunner()
+    env = {
+        "PRESCORE_HOME": str(rt.home),
+        "PRESCORE_MODELS_FILE": str(rt.settings.models_file),
+        "PRESCORE_REDIS_URL": rt.redis_url,
+        "PRESCORE_CATALOG_URL": "",
+        "PRESCORE_INVALIDATE_MAX_IDS": "3",
+    }
+    ids_file = tmp_path / "ids.txt"
+    nothing = runner.invoke(app, ["invalidate", "-m", MODEL, "--ids", "-"], input="a\n", env=env)
+    assert nothing.exit_code == 1 and "no live run" in nothing.output and "Traceback" not in nothing.output
+    base = publish_base(rt)
+    known = fstore.read_partition(rt.home, FS, END).column("entity_id").to_pylist()[:2]
+    ids_file.write_text(f"{known[0]}\n\n{known[1]}\nnobody\n")
+    done = runner.invoke(app, ["invalidate", "-m", MODEL, "--ids", str(ids_file), "--reason", "fraud", "--json"],
+                         env=env)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    payload = json.loads(done.stdout)
+    assert (payload["run_id"], payload["invalidated"], payload["unknown"]) == (base, 2, 1)
+    too_many = runner.invoke(app, ["invalidate", "-m", MODEL, "--ids", "-"], input="a\nb\nc\nd\n", env=env)
+    assert too_many.exit_code == 1 and "PRESCORE_INVALIDATE_MAX_IDS" in too_many.output
+    empty = runner.invoke(app, ["invalidate", "-m", MODEL, "--ids", "-"], input="\n", env=env)
+    missing = runner.invoke(app, ["invalidate", "-m", MODEL, "--ids", str(tmp_path / "nope.txt")], env=env)
+    assert empty.exit_code == 1 and "no ids" in empty.output
+    assert missing.exit_code == 1 and "no such file" in missing.output
+    status = runner.invoke(app, ["status", "-m", MODEL, "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    [item] = json.loads(status.stdout)
+    assert item["store"]["layer"]["invalidated"] == 2 and item["store"]["layer"]["overlays"] == 0
+    reader = ScoreReader.from_url(rt.redis_url)
+    try:
+        marks = [f.invalid if f else None for f in reader.get_many(MODEL, [*known, "nobody"])]
+        assert marks == ["fraud", "fraud", None]
+    finally:
+        reader.close()
+    table = runner.invoke(app, ["status", "-m", MODEL], env=env)
+    assert "between nightly runs" in table.output and "rescored, 2" in table.output, table.output
