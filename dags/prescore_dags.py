@@ -7,7 +7,8 @@
 - ``prescore_retention``: daily enforcement of every store's bound (``jobs.retention``).
 - ``prescore_reconcile``: every 5 minutes, restores the scores of any model Redis lost (``jobs.restore``).
 - ``prescore_promote``: manual promotion of a challenger through its gate (``jobs.promote``), with validated Params.
-- ``prescore_delta``: every 15 minutes, scores each model's new intra-day delta drops as a delta run (``jobs.delta``).
+- ``prescore_delta``: every 15 minutes, scores each model's new intra-day delta drops as a delta run and publishes
+  it as an overlay of the live run (``jobs.delta``).
 
 Parse time reads one local file, the models file (``PRESCORE_MODELS_FILE``): the DAG list comes from it. Nothing
 else happens at parse time — no database, Redis, network, ``Variable.get`` or ``now()``; Dask, XGBoost and the

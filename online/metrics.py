@@ -7,8 +7,9 @@ log, age of each model's current run, lost scores per model) are read at scrape 
 
 Series: ``prescore_request_seconds{route,source}`` and ``prescore_redis_seconds{op}`` (histograms),
 ``prescore_answers_total{model,rung,source,lookup,variant}`` (sum by the label you need: rung, source, lookup =
-hit/stale/miss/unavailable, or variant = champion/challenger of a rollout), ``prescore_shadow_reads_total{model,
-lookup}`` (a shadow's challenger scores read: hit/miss), ``prescore_shed_total``, ``prescore_errors_total{status,
+hit/stale/miss/unavailable, overlay (an entity of the live run's overlay layer served) or invalidated,
+or variant = champion/challenger of a rollout), ``prescore_shadow_reads_total{model, lookup}`` (a shadow's
+challenger scores read: hit/miss), ``prescore_shed_total``, ``prescore_errors_total{status,
 code}``, the gauges below (among them ``prescore_rollout_percent{model,challenger}``, the canary's effective
 percent, and ``prescore_rollout_challenger_loaded{model,challenger}``). With the read cache on:
 ``prescore_read_cache_hits_total`` / ``_misses_total`` (ids looked up in it: found, including cached misses, or not),

@@ -74,6 +74,7 @@ from warehouse import schedule
 from warehouse.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailableError
 from warehouse.rollout import CHAMPION
 from warehouse.store import (
+    MAX_REASON_BYTES,
     AsyncScoreReader,
     Invalidation,
     Overlays,
@@ -85,7 +86,6 @@ from warehouse.store import (
     ensure_local_redis,
     store_error,
 )
-from warehouse.store.overlay import MAX_REASON_BYTES
 
 log = logging.getLogger("prescore.online")
 

@@ -59,6 +59,13 @@ def write_drop(rt: Runtime, day: dt.date, stamp: str, offset: int = 0, f03: floa
     return directory
 
 
+def cli_env(rt: Runtime, **extra: str) -> dict[str, str]:
+    """The environment of a `prescore` command run against the test's home, Redis and catalog."""
+    return {"PRESCORE_HOME": str(rt.home), "PRESCORE_MODELS_FILE": str(rt.settings.models_file),
+            "PRESCORE_REDIS_URL": rt.redis_url, "PRESCORE_DASK_LOCAL": "threads", "PRESCORE_CATALOG_URL": "",
+            **extra}  # fmt: skip
+
+
 def live_run_id(rt: Runtime) -> str | None:
     reader = ScoreReader.from_url(rt.redis_url)
     try:
@@ -245,13 +252,7 @@ def test_cli_says_no_op_refuses_in_one_line_and_scores(rt: Runtime) -> None:
     from jobs.cli import app
 
     runner = CliRunner()
-    env = {
-        "PRESCORE_HOME": str(rt.home),
-        "PRESCORE_MODELS_FILE": str(rt.settings.models_file),
-        "PRESCORE_REDIS_URL": rt.redis_url,
-        "PRESCORE_DASK_LOCAL": "threads",
-        "PRESCORE_CATALOG_URL": "",
-    }
+    env = cli_env(rt)
     quiet = runner.invoke(app, ["delta", "-m", MODEL, "--device", "cpu"], env=env)
     assert quiet.exit_code == 0 and "no new delta drops" in quiet.output, quiet.output
     bad = runner.invoke(app, ["delta", "-m", MODEL, "--since", "noon"], env=env)
@@ -321,13 +322,7 @@ def test_cli_invalidate_marks_counts_and_refuses_in_one_line(rt: Runtime, tmp_pa
     from jobs.cli import app
 
     runner = CliRunner()
-    env = {
-        "PRESCORE_HOME": str(rt.home),
-        "PRESCORE_MODELS_FILE": str(rt.settings.models_file),
-        "PRESCORE_REDIS_URL": rt.redis_url,
-        "PRESCORE_CATALOG_URL": "",
-        "PRESCORE_INVALIDATE_MAX_IDS": "3",
-    }
+    env = cli_env(rt, PRESCORE_INVALIDATE_MAX_IDS="3")
     ids_file = tmp_path / "ids.txt"
     nothing = runner.invoke(app, ["invalidate", "-m", MODEL, "--ids", "-"], input="a\n", env=env)
     assert nothing.exit_code == 1 and "no live run" in nothing.output and "Traceback" not in nothing.output

@@ -37,7 +37,7 @@ from warehouse.store.local_server import (
     stop_local_redis,
 )
 from warehouse.store.lookup import RolloutView, Route, Routed
-from warehouse.store.overlay import LayerInfo
+from warehouse.store.overlay import MAX_REASON_BYTES, LayerInfo
 from warehouse.store.overlays import BaseNotLiveError, Invalidation, OverlayBoundError, Overlays, TooManyIdsError
 from warehouse.store.publication import Publication
 from warehouse.store.read_cache import ReadCache
@@ -47,6 +47,7 @@ from warehouse.store.score_store import ScoreStore
 
 __all__ = [
     "MAX_ENTITY_ID_BYTES",
+    "MAX_REASON_BYTES",
     "UNAVAILABLE_ERRORS",
     "AsyncClient",
     "AsyncScoreReader",
