@@ -31,13 +31,19 @@ larger ones), so the stream's real memory stays under the budget. The side keys 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
 
 from warehouse.errors import ConfigError
+from warehouse.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy_module("pyarrow")
 
 STREAM_KEY = "ps:predlog"
 FORMAT_VERSION = b"2"
@@ -70,24 +76,37 @@ Record = (
     | tuple[str, str, str, str | None, str | None, str, float, int, float, str, float | None, str, str]
 )
 
-ARROW_SCHEMA = pa.schema(
-    [
-        pa.field("entry_id", pa.string(), nullable=False),  # the stream entry the record came from
-        pa.field("request_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("entity_id", pa.string(), nullable=False),
-        pa.field("model_version", pa.string()),
-        pa.field("run_id", pa.string()),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("score", pa.float64(), nullable=False),
-        pa.field("latency_us", pa.int64(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("variant", pa.string(), nullable=False),
-        pa.field("shadow_score", pa.float64()),
-        pa.field("shadow_model_version", pa.string()),
-        pa.field("shadow_run_id", pa.string()),
-    ]
-)
+
+@functools.cache
+def arrow_schema() -> pa.Schema:
+    """The Parquet schema of drained records (built on first use: the online reader, which only appends to the
+    stream, never imports pyarrow); also the module attribute ``ARROW_SCHEMA``."""
+    return pa.schema(
+        [
+            pa.field("entry_id", pa.string(), nullable=False),  # the stream entry the record came from
+            pa.field("request_id", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("entity_id", pa.string(), nullable=False),
+            pa.field("model_version", pa.string()),
+            pa.field("run_id", pa.string()),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("score", pa.float64(), nullable=False),
+            pa.field("latency_us", pa.int64(), nullable=False),
+            pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("variant", pa.string(), nullable=False),
+            pa.field("shadow_score", pa.float64()),
+            pa.field("shadow_model_version", pa.string()),
+            pa.field("shadow_run_id", pa.string()),
+        ]
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ARROW_SCHEMA":
+        return arrow_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # what a shorter record is filled with: format 1 → variant champion, no shadow; no shadow read → no shadow
 _PAD: dict[int, list[Any]] = {BASE_FIELDS: ["champion", None, None, None], BASE_FIELDS + 1: [None] * 3, len(FIELDS): []}
 
@@ -231,6 +250,6 @@ def records_table(entries: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> pa.
     columns[ts] = [round(t * 1_000_000) for t in columns[ts]]
     arrays = [
         pa.array(col, type=pa.int64()).cast(field.type) if i == ts else pa.array(col, type=field.type)
-        for i, (col, field) in enumerate(zip(columns, ARROW_SCHEMA, strict=True))
+        for i, (col, field) in enumerate(zip(columns, arrow_schema(), strict=True))
     ]
-    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=arrow_schema())

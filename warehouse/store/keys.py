@@ -29,12 +29,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from warehouse.errors import StoreError
+from warehouse.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy_module("pyarrow")
 
 TARGET_FIELDS_PER_BUCKET = 64  # half of the default hash-max-listpack-entries: Poisson tails stay < 128
 SCORE_BYTES = 4

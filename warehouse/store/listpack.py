@@ -32,15 +32,23 @@ from its state, payloads sorted by length so that the ones still running are a p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from warehouse.lazy import lazy_module
 from warehouse.store.ids import binary_array, indices, offsets_data
 from warehouse.store.keys import SCORE_BYTES
 from warehouse.store.wire import BucketedBatch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = lazy_module("pyarrow")
+    pc = lazy_module("pyarrow.compute")
 
 RDB_TYPE_HASH_LISTPACK = 16
 MIN_RDB_VERSION = 10  # Redis 7.0: the first RDB version with listpack-encoded hashes (type 16)
@@ -315,7 +323,12 @@ def _id_integers(offsets: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.
     return ok, value
 
 
-_EMPTY = binary_array([b""])[0]
+@functools.cache
+def _scalar(value: bytes) -> pa.Scalar:
+    """``value`` as a large_binary scalar (built on first use: readers never import pyarrow)."""
+    return binary_array([value])[0]
+
+
 # _KEEP[8 * i + j]: the bytes kept of a row [id entry of i bytes, of 10][value entry of j bytes, of 6]
 _KEEP = np.concatenate(
     [
@@ -324,9 +337,9 @@ _KEEP = np.concatenate(
     ],
     axis=1,
 )
-_CRLF = binary_array([b"\r\n"])[0]
-_RESTORE_HEAD = binary_array([b"*4\r\n$7\r\nRESTORE\r\n$"])[0]  # then the key's length, the key
-_RESTORE_TTL = binary_array([b"\r\n$1\r\n0\r\n$"])[0]  # then the payload's length, the payload
+_EMPTY, _CRLF = b"", b"\r\n"
+_RESTORE_HEAD = b"*4\r\n$7\r\nRESTORE\r\n$"  # then the key's length, the key
+_RESTORE_TTL = b"\r\n$1\r\n0\r\n$"  # then the payload's length, the payload
 
 
 def _decimal(values: np.ndarray) -> pa.Array:
@@ -370,10 +383,10 @@ def entity_entries(ids: pa.Array, scores: np.ndarray) -> tuple[np.ndarray, np.nd
         post_len = back_len + value_size
         if id_int.any():  # integer ids' bytes are in their encoding already
             mask = pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(np.packbits(id_int, bitorder="little"))])
-            body = pc.if_else(mask, _EMPTY, ids)
+            body = pc.if_else(mask, _scalar(_EMPTY), ids)
         else:
             body = ids
-        joined = pc.binary_join_element_wise(_ragged(pre, pre_len), body, _ragged(post, post_len), _EMPTY)
+        joined = pc.binary_join_element_wise(_ragged(pre, pre_len), body, _ragged(post, post_len), _scalar(_EMPTY))
         joff, jdata = offsets_data(joined)
         entries = jdata[joff[0] : joff[-1]]
         sizes = pre_len + np.where(id_str, lens, 0) + post_len
@@ -498,7 +511,7 @@ def payloads(batch: BucketedBatch, rdb_version: int) -> Payloads:
 def dump_payloads(batch: BucketedBatch, rdb_version: int) -> list[bytes]:
     """Each bucket's whole payload, as ``DUMP`` answers it (``rdbcompression no``): for tests and one-off use."""
     p = payloads(batch, rdb_version)
-    return pc.binary_join_element_wise(p.prefix, p.body, p.suffix, p.crc, _EMPTY).to_pylist()
+    return pc.binary_join_element_wise(p.prefix, p.body, p.suffix, p.crc, _scalar(_EMPTY)).to_pylist()
 
 
 def restore_commands(
@@ -511,9 +524,10 @@ def restore_commands(
         return []
     p = payloads(batch, rdb_version)
     keys = binary_array(key_of)
+    crlf = _scalar(_CRLF)
     wire = pc.binary_join_element_wise(
-        _RESTORE_HEAD, _decimal(np.diff(offsets_data(keys)[0])), _CRLF, keys, _RESTORE_TTL, _decimal(p.lengths),
-        _CRLF, p.prefix, p.body, p.suffix, p.crc, _CRLF, _EMPTY,
+        _scalar(_RESTORE_HEAD), _decimal(np.diff(offsets_data(keys)[0])), crlf, keys, _scalar(_RESTORE_TTL),
+        _decimal(p.lengths), crlf, p.prefix, p.body, p.suffix, p.crc, crlf, _scalar(_EMPTY),
     )  # fmt: skip
     offsets, data = offsets_data(wire)
     cumulative = np.cumsum(np.diff(np.asarray(batch.starts, dtype=np.int64)))

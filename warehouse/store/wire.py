@@ -10,16 +10,24 @@ some buckets of a bucketized batch. ``warehouse.store.listpack`` encodes whole b
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from warehouse.lazy import lazy_module
 from warehouse.store.ids import MAX_ENTITY_ID_BYTES, binary_array, crc32s, indices, offsets_data
 from warehouse.store.keys import SCORE_BYTES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = lazy_module("pyarrow")
+    pc = lazy_module("pyarrow.compute")
 
 
 @dataclass(frozen=True)
@@ -118,9 +126,12 @@ def _const(value: bytes) -> pa.Scalar:
     return binary_array([value])[0]
 
 
-_RESP_LEN = binary_array([b"$%d\r\n" % n for n in range(MAX_ENTITY_ID_BYTES + 1)])
-_RESP_MID = _const(b"\r\n$%d\r\n" % SCORE_BYTES)
-_CRLF = _const(b"\r\n")
+@functools.cache
+def _pieces() -> tuple[pa.Array, pa.Scalar, pa.Scalar]:
+    """The constant pieces of an HSET's RESP: ``$<len>\r\n`` per id length, the score's header, CRLF (built on first
+    use: readers never write, and never import pyarrow)."""
+    lens = binary_array([b"$%d\r\n" % n for n in range(MAX_ENTITY_ID_BYTES + 1)])
+    return lens, _const(b"\r\n$%d\r\n" % SCORE_BYTES), _const(b"\r\n")
 
 
 def hset_commands(batch: BucketedBatch, key_of: list[bytes], per_chunk: int) -> list[tuple[bytes, int]]:
@@ -129,7 +140,8 @@ def hset_commands(batch: BucketedBatch, key_of: list[bytes], per_chunk: int) -> 
     ``key_of[k]`` is the key of ``batch.bucket_ids[k]``. Returns ``(wire bytes, number of commands)`` per chunk.
     """
     lens = pc.binary_length(batch.ids)
-    data, offs = _join(_RESP_LEN.take(lens), batch.ids, _RESP_MID, _value_array(batch.scores), _CRLF)
+    resp_len, resp_mid, crlf = _pieces()
+    data, offs = _join(resp_len.take(lens), batch.ids, resp_mid, _value_array(batch.scores), crlf)
     chunks: list[tuple[bytes, int]] = []
     parts: list[bytes | memoryview] = []
     entities = 0

@@ -39,12 +39,12 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import pyarrow as pa
 import redis
 
+from warehouse.lazy import lazy_module
 from warehouse.store.connection import unavailable
 from warehouse.store.ids import id_array
 from warehouse.store.keys import RunInfo, score_array, store_key
@@ -60,8 +60,13 @@ from warehouse.store.wire import (
     slice_buckets,
 )
 
-IdsLike: TypeAlias = Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray
-ScoresLike: TypeAlias = Sequence[float] | np.ndarray | pa.Array
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy_module("pyarrow")
+
+IdsLike: TypeAlias = "Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray"  # strings: pyarrow stays unimported
+ScoresLike: TypeAlias = "Sequence[float] | np.ndarray | pa.Array"
 
 log = logging.getLogger(__name__)
 
