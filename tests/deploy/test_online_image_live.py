@@ -67,6 +67,7 @@ def served(image: str, redis_url: str) -> Iterator[tuple[str, Path]]:
             store.finalize_run(MODEL, "image-run")
             store.publish(MODEL, "image-run", force=True)
         port = free_port()
+        STARTED["at"] = time.monotonic()
         started = _docker("run", "-d", "--network", "host", "-v", f"{home}:/data/prescore:ro",
                           "-e", f"PRESCORE_REDIS_URL={redis_url}", image,
                           "prescore", "serve", "--host", "127.0.0.1", "--port", str(port))  # fmt: skip
@@ -78,6 +79,9 @@ def served(image: str, redis_url: str) -> Iterator[tuple[str, Path]]:
             logs = _docker("logs", container).stderr[-2000:]
             _docker("rm", "-f", container)
             print(logs)
+
+
+STARTED: dict[str, float] = {}  # when the fixture's docker run began (the start-up time printed)
 
 
 def _get(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
@@ -103,6 +107,7 @@ def test_the_online_image_serves_a_home_written_by_another_uid(served: tuple[str
             break
         time.sleep(0.2)
     assert status == 200, ready if status else "the container never answered /readyz"
+    print(f"the online container answered /readyz {time.monotonic() - STARTED['at']:.2f} s after docker run")
     status, hit = _get(f"{base}/v1/scores/{MODEL}/known-1")
     assert (status, hit["source"], hit["score"]) == (200, "precomputed", 0.25)
     row = {name: float(i * 10 - 35) for i, name in enumerate(FEATURES)}
@@ -114,8 +119,9 @@ def test_the_online_image_serves_a_home_written_by_another_uid(served: tuple[str
     assert fallback["score"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_the_online_image_has_no_xgboost_scipy_or_sklearn(image: str) -> None:
-    probe = "import importlib.util as u; print([m for m in ('xgboost', 'scipy', 'sklearn') if u.find_spec(m)])"
+def test_the_online_image_has_no_xgboost_scipy_sklearn_or_pyarrow(image: str) -> None:
+    heavy = "('xgboost', 'scipy', 'sklearn', 'pyarrow')"
+    probe = f"import importlib.util as u; print([m for m in {heavy} if u.find_spec(m)])"
     done = _docker("run", "--rm", "--network", "none", image, "python", "-c", probe)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
