@@ -24,6 +24,7 @@ BENCHES: dict[str, list[str]] = {
     "canary": ["bench_canary.py"],
     "read_cache": ["bench_read_cache.py"],
     "online_start": ["bench_online_start.py"],
+    "overlay": ["bench_overlay.py"],
 }
 
 

@@ -19,13 +19,16 @@ from tests.online.conftest import FEATURES, HOUR, MODEL, SCORES, now_utc, train_
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("xgboost", "sklearn", "scipy")
-CHILD = """
-import importlib.abc, json, sys
+# The child's first lines: the packages named in ``blocked`` cannot be imported, as in the online image.
+BLOCK = """
+import asyncio, importlib.abc, json, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {blocked!r}:
             raise ImportError(f"{{name}} is not installed in the online image")
 sys.meta_path.insert(0, Block())
+"""
+CHILD = BLOCK + """
 from online.app import create_app
 from online.settings import OnlineSettings
 from online.snapshot import load_snapshot
@@ -56,13 +59,7 @@ def test_the_online_reader_needs_no_xgboost_scipy_or_sklearn(home: Path) -> None
     assert FallbackModel.from_booster(booster, FEATURES, "same").predict_row(rows[0].tolist()) == answer["one"][0]
 
 
-SERVE = """
-import asyncio, importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ImportError(f"{{name}} is not installed in the online image")
-sys.meta_path.insert(0, Block())
+SERVE = BLOCK + """
 import httpx
 from online.app import create_app
 from online.settings import OnlineSettings

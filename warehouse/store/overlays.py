@@ -113,13 +113,8 @@ class Overlays:
         """Every entry of one generation (entity id → entry)."""
         keys = [overlay_bucket_key(layer.model, layer.base, layer.generation, b) for b in range(layer.n_buckets)]
         out: dict[bytes, bytes] = {}
-        step = max(1, FIELDS_PER_ROUND_TRIP // 64)
-        for start in range(0, len(keys), step):
-            with self.client.pipeline(transaction=False) as pipe:
-                for key in keys[start : start + step]:
-                    pipe.hgetall(key)
-                for bucket in pipe.execute():
-                    out.update(bucket)
+        for key in keys:  # a bucket per reply: at most LAYER_FIELDS_PER_BUCKET entries
+            out.update(self.client.hgetall(key))  # type: ignore[arg-type]
         return out
 
     # ---------------------------------------------------------------- changes
@@ -264,13 +259,13 @@ class Overlays:
         by_bucket: dict[int, dict[bytes, bytes]] = {}
         for raw, entry in merged.items():
             by_bucket.setdefault(bucket_of(raw, n_buckets), {})[raw] = entry
-        groups = list(by_bucket.items())
-        step = max(1, FIELDS_PER_ROUND_TRIP // 64)
-        for start in range(0, len(groups), step):
-            with self.client.pipeline(transaction=False) as pipe:
-                for b, mapping in groups[start : start + step]:
-                    pipe.hset(overlay_bucket_key(model, base, generation, b), mapping=mapping)  # type: ignore[arg-type]
-                pipe.execute()
+        for b, mapping in by_bucket.items():  # HSETs of FIELDS_PER_ROUND_TRIP fields, a few per round trip
+            key, items = overlay_bucket_key(model, base, generation, b), list(mapping.items())
+            for start in range(0, len(items), 4 * FIELDS_PER_ROUND_TRIP):
+                with self.client.pipeline(transaction=False) as pipe:
+                    for at in range(start, min(len(items), start + 4 * FIELDS_PER_ROUND_TRIP), FIELDS_PER_ROUND_TRIP):
+                        pipe.hset(key, mapping=dict(items[at : at + FIELDS_PER_ROUND_TRIP]))
+                    pipe.execute()
         return layer
 
     def _flip(self, model: str, base: str, seen: str | None, layer: LayerInfo, old: LayerInfo | None) -> bool:
