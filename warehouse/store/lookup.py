@@ -189,6 +189,12 @@ def assemble(
     return out
 
 
+def layered_hit(run: RunInfo, entry: Any, value: Any) -> StoredScore | None:
+    """The result of one id of ``run`` read from its layer's bucket (``entry``) and the run's (``value``), the
+    replies of the two ``HGET``s of a layered single lookup: the layer's entry wins."""
+    return entry_result(entry, run.run_id, run.model_version, run.as_of) if entry is not None else hit(run, value)
+
+
 def hit(run: RunInfo, value: Any) -> StoredScore | None:
     """The result of an ``HGET`` reply of ``run``'s bucket: None for a miss."""
     return None if value is None else StoredScore(decode_score(value), run.run_id, run.model_version, run.as_of)
@@ -526,17 +532,19 @@ class LookupState:
         fields = [f for plan, _ in parts for f in plan.fields]
         return RoutedPlan(variants, parts, keys, fields, size, refresh, shadow_run)
 
-    def one(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, bytes, Cached] | None:
+    def one(self, model: str, entity_id: str, now: float) -> tuple[RunInfo, bytes, Cached | LayerInfo] | None:
         """A champion ``get`` of one id served from a fresh pointer cache: ``(run, raw, cached)``, the id's UTF-8
         bytes and what the read cache holds for it in ``run`` (``ABSENT``: not cached, or no cache): else send the
-        one ``HGET`` of ``bucket_key(run, raw)`` and pass ``hit``'s result to ``remember``. None: answer with a
+        one ``HGET`` of ``bucket_key(run, raw)`` and pass ``hit``'s result to ``remember``. The run's layer in
+        place of ``cached``: its filter may hold the id; send the ``HGET``s of ``layer.bucket_key(raw)`` and
+        ``bucket_key(run, raw)`` in one pipeline and answer ``layered_hit`` (never cached). None: answer with a
         ``get_many`` of the one id (pointer cache aging or cold, or nothing published)."""
         entry, piggyback = self._state(model, now)
         if entry is None or entry.run is None or piggyback:
             return None
-        run, raw = entry.run, encode_entity_id(entity_id)
-        if entry.layer is not None and entry.layer.may_hold(raw):
-            return None
+        run, raw, layer = entry.run, encode_entity_id(entity_id), entry.layer
+        if layer is not None and layer.may_hold(raw):
+            return run, raw, layer
         return run, raw, ABSENT if self.cache is None else self.cache.get(run, raw)
 
     def remember(self, run: RunInfo, raw: bytes, score: StoredScore | None) -> StoredScore | None:
@@ -545,10 +553,12 @@ class LookupState:
             self.cache.put(run, raw, score)
         return score
 
-    def one_routed(self, model: str, entity_id: str, now: float) -> tuple[str, RunInfo, bytes, Cached] | None:
+    def one_routed(
+        self, model: str, entity_id: str, now: float
+    ) -> tuple[str, RunInfo, bytes, Cached | LayerInfo] | None:
         """A routed lookup of one id from a fresh pointer cache: ``(variant, run, raw, cached)``, as ``one`` says
-        for the variant's run. None: answer with ``plan_routed`` (pointer cache aging or cold, nothing to read, or
-        a shadow read: two runs)."""
+        for the variant's run (the champion's layer in place of ``cached`` as there). None: answer with
+        ``plan_routed`` (pointer cache aging or cold, nothing to read, or a shadow read: two runs)."""
         entry, piggyback = self._state(model, now)
         if entry is None or piggyback:
             return None
@@ -562,7 +572,7 @@ class LookupState:
                 variant, run = CHALLENGER, entry.challenger
         if run is None:
             return None
-        raw = encode_entity_id(entity_id)
-        if variant == CHAMPION and entry.layer is not None and entry.layer.may_hold(raw):
-            return None
+        raw, layer = encode_entity_id(entity_id), entry.layer
+        if variant == CHAMPION and layer is not None and layer.may_hold(raw):
+            return variant, run, raw, layer
         return variant, run, raw, ABSENT if self.cache is None else self.cache.get(run, raw)

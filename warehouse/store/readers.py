@@ -60,6 +60,7 @@ from warehouse.store.lookup import (
     RoutedPlan,
     bucket_key,
     hit,
+    layered_hit,
 )
 from warehouse.store.overlay import LayerInfo
 from warehouse.store.read_cache import ABSENT, ReadCache
@@ -195,11 +196,21 @@ class ScoreReader:
         if found is None:
             return self.get_many(model, [entity_id])[0]
         run, raw, cached = found
+        if isinstance(cached, LayerInfo):
+            return self._layered(model, run, raw, cached)
         if cached is not ABSENT:
             return cached
         with _unavailable(f"reading scores of model {model}"):
             reply = self.client.hget(bucket_key(run, raw), raw)
         return self._state.remember(run, raw, hit(run, reply))
+
+    def _layered(self, model: str, run: RunInfo, raw: bytes, layer: LayerInfo) -> StoredScore | None:
+        """One id of ``run`` its layer's filter may hold: both buckets' ``HGET``s in one pipeline."""
+        with _unavailable(f"reading scores of model {model}"), self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(layer.bucket_key(raw), raw)
+            pipe.hget(bucket_key(run, raw), raw)
+            entry, value = pipe.execute()
+        return layered_hit(run, entry, value)
 
     def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
         state = self._state
@@ -220,6 +231,8 @@ class ScoreReader:
         if found is None:
             return self.get_many_routed(model, [entity_id])
         variant, run, raw, cached = found
+        if isinstance(cached, LayerInfo):
+            return Routed([variant], [self._layered(model, run, raw, cached)])
         if cached is not ABSENT:
             return Routed([variant], [cached], from_cache=True)
         with _unavailable(f"reading scores of model {model}"):
@@ -354,10 +367,20 @@ class AsyncScoreReader:
         if found is None:
             return (await self.get_many(model, [entity_id]))[0]
         run, raw, cached = found
+        if isinstance(cached, LayerInfo):
+            return await self._layered(model, run, raw, cached)
         if cached is not ABSENT:
             return cached
         reply = await self._hget(model, bucket_key(run, raw), raw)
         return self._state.remember(run, raw, hit(run, reply))
+
+    async def _layered(self, model: str, run: RunInfo, raw: bytes, layer: LayerInfo) -> StoredScore | None:
+        with _unavailable(f"reading scores of model {model}"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(layer.bucket_key(raw), raw)
+                pipe.hget(bucket_key(run, raw), raw)
+                entry, value = await pipe.execute()
+        return layered_hit(run, entry, value)
 
     async def get_many(self, model: str, entity_ids: Sequence[str]) -> list[StoredScore | None]:
         state = self._state
@@ -377,6 +400,8 @@ class AsyncScoreReader:
         if found is None:
             return await self.get_many_routed(model, [entity_id])
         variant, run, raw, cached = found
+        if isinstance(cached, LayerInfo):
+            return Routed([variant], [await self._layered(model, run, raw, cached)])
         if cached is not ABSENT:
             return Routed([variant], [cached], from_cache=True)
         reply = await self._hget(model, bucket_key(run, raw), raw)

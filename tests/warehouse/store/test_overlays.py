@@ -65,6 +65,13 @@ def test_a_delta_is_served_over_its_base_with_its_own_as_of_and_new_entities_too
         assert found.as_of == DAY
     one = reader.get(MODEL, IDS[0])
     assert one is not None and one.overlay and one.score == 0.5
+    fresh = ScoreReader(connect(redis_url), refresh_s=60.0, max_stale_s=120.0, cache=ReadCache())
+    fresh.current_run(MODEL)  # pointers read: the gets below take the single-id path (two HGETs for a layered id)
+    singles = [fresh.get(MODEL, e) for e in (IDS[1], "new-2", IDS[70], "nobody")]
+    assert [(g.score, g.overlay) if g else None for g in singles] == [
+        (0.5, True), (0.5, True), (pytest.approx(float(BASE[70])), False), None]  # fmt: skip
+    routed = fresh.get_routed(MODEL, "new-3")
+    assert routed.scores[0] is not None and routed.scores[0].overlay and not routed.from_cache
     assert reader.layer(MODEL) == layer
 
     async def read_async() -> list:
