@@ -28,7 +28,9 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is not installed in the online image")
 sys.meta_path.insert(0, Block())
 """
-CHILD = BLOCK + """
+CHILD = (
+    BLOCK
+    + """
 from online.app import create_app
 from online.settings import OnlineSettings
 from online.snapshot import load_snapshot
@@ -41,6 +43,7 @@ print(json.dumps({{"problems": snapshot.problems, "one": [fallback.predict_row(r
                    "many": fallback.predict_many(rows * 20).tolist(),
                    "loaded": sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r})}}))
 """
+)
 
 
 def test_the_online_reader_needs_no_xgboost_scipy_or_sklearn(home: Path) -> None:
@@ -59,7 +62,9 @@ def test_the_online_reader_needs_no_xgboost_scipy_or_sklearn(home: Path) -> None
     assert FallbackModel.from_booster(booster, FEATURES, "same").predict_row(rows[0].tolist()) == answer["one"][0]
 
 
-SERVE = BLOCK + """
+SERVE = (
+    BLOCK
+    + """
 import httpx
 from online.app import create_app
 from online.settings import OnlineSettings
@@ -88,6 +93,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 def test_the_online_reader_serves_overlays_and_invalidations_without_pyarrow(
