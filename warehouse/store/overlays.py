@@ -32,6 +32,7 @@ from warehouse.store.connection import text as _text
 from warehouse.store.connection import unavailable as _unavailable
 from warehouse.store.ids import bucket_of, encode_entity_id
 from warehouse.store.keys import RunInfo, store_key, to_utc, validate_name
+from warehouse.store.lookup import plan_lookup
 from warehouse.store.overlay import (
     LayerInfo,
     build_filter,
@@ -181,18 +182,17 @@ class Overlays:
         return Invalidation(model, run.run_id, n, counts["unknown"], layer if changed else None)
 
     def _held(self, run: RunInfo, raw_ids: Sequence[bytes]) -> set[bytes]:
-        """The ids of ``raw_ids`` that run ``run``'s buckets hold (HMGET per bucket, pipelined)."""
-        by_bucket: dict[int, list[bytes]] = {}
-        for raw in raw_ids:
-            by_bucket.setdefault(bucket_of(raw, run.n_buckets), []).append(raw)
+        """The ids of ``raw_ids`` that run ``run``'s buckets hold (the lookup's HMGET per bucket, ``plan_lookup``,
+        pipelined 500 at a time)."""
+        plan = plan_lookup(run, raw_ids)
+        groups = list(zip(plan.keys, plan.fields, strict=True))
         held: set[bytes] = set()
-        groups = list(by_bucket.items())
         with _unavailable(f"reading run {run.run_id} of model {run.model}"):
             for start in range(0, len(groups), 500):
                 chunk = groups[start : start + 500]
                 with self.client.pipeline(transaction=False) as pipe:
-                    for b, fields in chunk:
-                        pipe.hmget(store_key(run.model, "bucket", run.run_id, b), fields)
+                    for key, fields in chunk:
+                        pipe.hmget(key, fields)
                     replies = pipe.execute()
                 for (_, fields), values in zip(chunk, replies, strict=True):
                     held.update(f for f, v in zip(fields, values, strict=True) if v is not None)
