@@ -19,11 +19,15 @@ Partition date: a scoring run scores the UTC date of its ``data_interval_start``
 2026-11-21 02:00) starts when it closes, at 2026-11-21 02:00, and scores partition ``dt=2026-11-20``. For scheduled
 and backfill runs that date is also the logical date (``ds``), so an Airflow backfill over logical dates
 2026-11-18..2026-11-20 scores exactly those partitions. A manual run covers the last interval that closed before
-it (``dag.test(logical_date=2026-11-21T02:00Z)`` scores 2026-11-20). Never ``now()``.
+it (``dag.test(logical_date=2026-11-21T02:00Z)`` scores 2026-11-20). A manual run triggered without a logical date
+(Airflow 3's default from ``airflow dags trigger`` and the REST API) has no data interval: it scores the same
+partition, that of the last interval closed by its ``run_after`` (``orchestration.manual_partition``). Never
+``now()``.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -49,8 +53,14 @@ CONFIG = orchestration.project_config()  # the accepted parse-time read: one loc
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 OWNER = "prescore"
 DASK_POOL = "prescore_dask"  # create it (dags/README.md): airflow pools set prescore_dask 1 "prescore Dask jobs"
-PARTITION = "{{ data_interval_start | ds }}"  # the scored partition: see the module docstring
-TRAIN_END = "{{ macros.ds_add(ds, -1) }}"  # training uses the days up to the one before the trigger
+# The scored partition (module docstring). A manual run without a logical date has no data interval in Airflow 3
+# (data_interval_start undefined): it scores the last closed interval of the schedule (manual_partition).
+PARTITION = (
+    "{{ data_interval_start | ds if data_interval_start is defined and data_interval_start"
+    " else manual_partition(dag_run.run_after) }}"
+)
+# Training uses the days up to the one before the trigger (its run_after where the run has no logical date).
+TRAIN_END = "{{ macros.ds_add(ds if ds is defined and ds else dag_run.run_after | ds, -1) }}"
 TRAIN_SCHEDULE = "0 4 * * 0"  # Sundays 04:00 UTC
 DRAIN_SCHEDULE = "7 * * * *"  # hourly, off the full hour
 RETENTION_SCHEDULE = "30 5 * * *"  # daily 05:30 UTC: after the nightly publishes and Sunday's training
@@ -221,6 +231,7 @@ def nightly_dag(model: str) -> Any:
             model=model, feature_set=spec.feature_set, pool=DASK_POOL, max_psi=spec.max_psi, keep_runs=spec.keep_runs
         ),
         params={"device": DEVICE_PARAM, "force": FORCE_PARAM},
+        user_defined_macros={"manual_partition": functools.partial(orchestration.manual_partition, spec.schedule)},
     )
     def nightly() -> None:
         score = _score_task([Asset(name=f"prescore_scores__{model}", uri=f"prescore://scores/{model}")])

@@ -113,6 +113,21 @@ def partition_date(value: str | dt.date | dt.datetime) -> dt.date:
     return parse_date(value)
 
 
+def manual_partition(schedule: str, run_after: dt.datetime) -> str:
+    """The partition of a nightly run that has no data interval: in Airflow 3 a manual trigger without a logical
+    date (the default of ``airflow dags trigger`` and of the REST API). It is the start date of the last interval
+    of ``schedule`` that had closed by the run's ``run_after``: the interval Airflow infers for a manual run given a
+    logical date, so both kinds of manual trigger score the same partition (normally yesterday's)."""
+    from warehouse.errors import ConfigError
+    from warehouse.schedule import last_interval
+
+    interval = last_interval(schedule, run_after)
+    if interval is None:
+        raise ConfigError(f"schedule {schedule!r} has no interval that closed by {run_after:%Y-%m-%d %H:%M}: "
+                          "trigger with a logical date, or score a date with prescore_rescore")  # fmt: skip
+    return interval[0].date().isoformat()
+
+
 # ---- nightly scoring ------------------------------------------------------------------------------------
 def feature_partition_ready(model: str, day: str) -> bool:
     """True when the model's feature partition of ``day`` is complete (its ``_SUCCESS`` marker exists)."""

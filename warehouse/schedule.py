@@ -15,6 +15,7 @@ are older than the promise; ``None`` without a live run) into one mapping. Pure:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,22 +93,38 @@ def parse(schedule: str | None) -> Cron | None:
     return Cron(minutes, hours, days, months, weekdays, any_day=parts[2] == "*", any_weekday=parts[4] == "*")
 
 
+def _firings(cron: Cron, start: dt.datetime, step: int) -> Iterator[dt.datetime]:
+    """The firings of ``cron`` from the minute ``start`` (UTC, included) on: forward for ``step`` 1, backward for
+    -1; for at most ``MAX_YEARS``."""
+    day = start.date()
+    times = sorted(((h, m) for h in cron.hours for m in cron.minutes), reverse=step < 0)
+    for _ in range(366 * MAX_YEARS):
+        if cron.day_matches(day):
+            for hour, minute in times:
+                at = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
+                if (at - start) * step >= dt.timedelta(0):
+                    yield at
+        day += dt.timedelta(days=step)
+
+
 def next_run(schedule: str | None, after: dt.datetime) -> dt.datetime | None:
     """The first firing of ``schedule`` strictly after ``after`` (aware, UTC), or ``None`` (see the module doc)."""
     cron = parse(schedule)
     if cron is None:
         return None
-    after = after.astimezone(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-    day = after.date()
-    times = sorted((h, m) for h in cron.hours for m in cron.minutes)
-    for _ in range(366 * MAX_YEARS):
-        if cron.day_matches(day):
-            for hour, minute in times:
-                at = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
-                if at >= after:
-                    return at
-        day += dt.timedelta(days=1)
-    return None
+    start = after.astimezone(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    return next(_firings(cron, start, 1), None)
+
+
+def last_interval(schedule: str | None, at: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """The last interval ``[start, end)`` between two firings of ``schedule`` that has closed by ``at`` (a firing
+    at ``at``'s minute has happened), or ``None``: the data interval Airflow gives a manual run at ``at``."""
+    cron = parse(schedule)
+    if cron is None:
+        return None
+    backward = _firings(cron, at.astimezone(dt.UTC).replace(second=0, microsecond=0), -1)
+    end, start = next(backward, None), next(backward, None)
+    return None if start is None or end is None else (start, end)
 
 
 def contract(schedule: str | None, max_age_s: float, as_of: dt.datetime | None, now: dt.datetime) -> dict[str, Any]:

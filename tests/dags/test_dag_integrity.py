@@ -211,7 +211,26 @@ def test_nightly_schedule_comes_from_the_models_file_and_maps_intervals_to_parti
     assert [i.start.date().isoformat() for i in intervals] == ["2026-11-18", "2026-11-19", "2026-11-20"]
     assert [i.logical_date for i in infos] == [i.start for i in intervals]
     assert all(i.end - i.start == dt.timedelta(days=1) for i in intervals)
-    assert dag.task_dict["score"].op_args[1] == "{{ data_interval_start | ds }}"
+
+    # the partition as the task's template renders it: the interval's start; without an interval (a manual run
+    # with no logical date) the last interval closed by run_after; the training end likewise
+    import types
+
+    import pendulum
+    from airflow.sdk.execution_time import macros
+
+    def render(task: Any, **context: Any) -> str:
+        env = task.dag.get_template_env()
+        return str(env.from_string(task.op_args[1]).render(macros=macros, **context))
+
+    score, train = dag.task_dict["score"], dags["prescore_train__churn"].task_dict["train"]
+    at = pendulum.datetime(2026, 11, 21, 1, 30, tz="UTC")  # before the 02:00 firing: the 19th's interval is the last
+    run = types.SimpleNamespace(run_after=at)
+    assert render(score, data_interval_start=pendulum.datetime(2026, 11, 18, 2, tz="UTC"), dag_run=run) == "2026-11-18"
+    assert render(score, dag_run=run) == "2026-11-19"
+    assert render(score, dag_run=types.SimpleNamespace(run_after=at.add(hours=1))) == "2026-11-20"
+    assert render(train, ds="2026-11-22", dag_run=run) == "2026-11-21"
+    assert render(train, dag_run=run) == "2026-11-20"
 
 
 def test_rescore_graph_and_params(dags: dict[str, Any]) -> None:

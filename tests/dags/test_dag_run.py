@@ -95,6 +95,18 @@ def feature_dir(home: Path, day: dt.date) -> Path:
     return home / "features" / "customer_daily" / f"dt={day:%Y-%m-%d}"
 
 
+def test_a_manual_run_without_a_logical_date_scores_the_last_closed_interval(
+    airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any, rt: Runtime
+) -> None:
+    """``airflow dags trigger`` and the REST API create a manual run with no logical date, hence no data interval
+    (Airflow 3): the nightly DAG still scores the partition of the last interval closed by the run's run_after."""
+    dr = load_dags().dags[NIGHTLY].test(logical_date=None, run_after=LOGICAL + dt.timedelta(hours=1))
+    assert dr.state == "success", task_states(dr)
+    assert dr.logical_date is None and dr.data_interval_start is None
+    assert task_result(dr, "validate_contract")["date"] == DAY.isoformat()
+    assert [run.run_id for run in committed(rt, DAY)] == [task_result(dr, "score")["run_id"]]
+
+
 def test_nightly_run_scores_publishes_and_serves_then_a_history_run_skips_publish(
     airflow_db: Path, prescore_env: dict[str, Any], load_dags: Any, rt: Runtime
 ) -> None:
