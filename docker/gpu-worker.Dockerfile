@@ -24,8 +24,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY warehouse/ warehouse/
 COPY online/ online/
 COPY jobs/ jobs/
+# --reinstall-package: uv's cache (the mount) keeps a built wheel of the project until pyproject.toml changes.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --python 3.11.14 --extra batch --extra gpu
+    uv sync --locked --no-dev --no-editable --reinstall-package prescore --python 3.11.14 --extra batch --extra gpu
 
 # ---- runtime ---------------------------------------------------------------------------------------------
 FROM nvidia/cuda:12.6.3-runtime-ubuntu22.04

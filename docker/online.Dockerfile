@@ -22,8 +22,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY warehouse/ warehouse/
 COPY online/ online/
 COPY jobs/ jobs/
+# --reinstall-package: uv's cache (the mount) keeps a built wheel of the project until pyproject.toml changes.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --extra online
+    uv sync --locked --no-dev --no-editable --reinstall-package prescore --extra online
 
 # ---- runtime ---------------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm

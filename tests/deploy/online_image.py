@@ -64,6 +64,19 @@ def check_online_image_extras(dockerfile: str, stages: list[Stage], gpu_packages
     return problems
 
 
+def check_project_rebuilt(dockerfile: str, stages: list[Stage], project: str = "prescore") -> list[str]:
+    """Every ``uv sync`` that installs the project itself rebuilds it (``--reinstall-package <project>``): uv
+    keeps a built wheel of a local project in its cache (a cache mount here) until pyproject.toml changes, so
+    without it an image would ship the code of an earlier build."""
+    problems = []
+    for line, words in uv_sync_commands(stages):
+        installs = words[:2] == ["uv", "sync"] and "--no-install-project" not in words
+        if installs and project not in _option_values(words, "--reinstall-package"):
+            problems.append(f"{dockerfile}:{line}: `uv sync` installs {project} from uv's cache without "
+                            f"--reinstall-package {project}: the image may ship stale code")  # fmt: skip
+    return problems
+
+
 def lock_closure(lock: Mapping[str, Any], root: str, extras: Iterable[str]) -> set[str]:
     """Names of every package ``root`` with ``extras`` installs from a uv.lock (markers ignored: a superset)."""
     packages = {p["name"]: p for p in lock["package"]}

@@ -364,6 +364,14 @@ def test_online_image_installs_only_the_online_extra(dockerfiles: dict[str, Any]
     assert oi.check_online_serving("online.Dockerfile", dockerfiles["online"]) == []
 
 
+def test_every_image_rebuilds_the_project_it_installs(dockerfiles: dict[str, Any]) -> None:
+    for name, stages in dockerfiles.items():
+        assert oi.check_project_rebuilt(name, stages) == [], name
+    stale = dfs.parse_dockerfile("FROM python:3.11.14-slim-bookworm\nRUN uv sync --locked --no-install-project\n"
+                                 "RUN uv sync --locked --no-editable\n")  # fmt: skip
+    _one(oi.check_project_rebuilt("bad", stale), "bad:3: `uv sync` installs prescore from uv's cache")
+
+
 def test_other_installs_in_the_online_image_are_reported(dockerfiles: dict[str, Any]) -> None:
     _one(oi.check_online_image_extras("batch", dockerfiles["batch"]), "extras ['airflow', 'batch', 'online']")
     stages = dfs.parse_dockerfile(
