@@ -7,13 +7,28 @@
 #                                  python at /usr/local/bin as in the official image
 #   ghcr.io/astral-sh/uv:0.13.9    /uv and /uvx from uv's PyPI wheel, FROM scratch
 #
-# Needs root (debootstrap), a Docker engine, and a Python with pip (PYTHON, default .venv/bin/python).
-#   DOCKER=docker DEBIAN_MIRROR=http://deb.debian.org/debian bash docker/local-base-images.sh
+# With --stack, also the service images of docker/compose.yaml (except Grafana, which Debian does not package),
+# each a Dockerfile in docker/stand-ins/ on the Python stand-in with Debian bookworm's package, run the way the
+# official image runs it:
+#   postgres:17.6-bookworm         PostgreSQL 15 (POSTGRES_USER/PASSWORD/DB, /docker-entrypoint-initdb.d)
+#   redis:7.4.5-bookworm           Redis 7.0 (protected mode off, as in the official image)
+#   prom/prometheus:v3.5.0         Prometheus 2.42 (entry point /usr/bin/prometheus, wget for the healthcheck)
+# Stand-ins carry the official tags so that the files build and run unchanged; they are older versions of the same
+# programs. Remove them (docker image rm TAG) once a registry or mirror is reachable, and before you keep data in
+# a volume they initialised: PostgreSQL 17 does not read a PostgreSQL 15 data directory.
+#
+# Needs root (debootstrap), a Docker engine, and a Python with pip (PYTHON, default .venv/bin/python). The Debian
+# mirror is the one this host's apt uses (DEBIAN_MIRROR overrides it).
+#   DOCKER=docker bash docker/local-base-images.sh [--stack]
 set -euo pipefail
 
 DOCKER=${DOCKER:-docker}
 PYTHON=${PYTHON:-.venv/bin/python}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+STACK=0
+[ "${1:-}" = --stack ] && STACK=1
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=docker/stand-ins/debian-mirror.sh
+. "$here/stand-ins/debian-mirror.sh"
 PYTHON_TAG=python:3.11.14-slim-bookworm
 UV_VERSION=0.13.9
 UV_TAG=ghcr.io/astral-sh/uv:${UV_VERSION}
@@ -48,4 +63,17 @@ if ! have "$UV_TAG"; then
   printf 'FROM scratch\nCOPY uv uvx /\n' > "$work/uv/Dockerfile"
   "$DOCKER" build --quiet -t "$UV_TAG" "$work/uv"
 fi
-echo "base images ready: $PYTHON_TAG, $UV_TAG"
+ready="$PYTHON_TAG, $UV_TAG"
+
+if [ "$STACK" = 1 ]; then
+  for pair in postgres=postgres:17.6-bookworm redis=redis:7.4.5-bookworm prometheus=prom/prometheus:v3.5.0; do
+    name=${pair%%=*} tag=${pair#*=}
+    if ! have "$tag"; then
+      echo "building a stand-in for $tag from Debian's $name package"
+      DOCKER_BUILDKIT=1 "$DOCKER" build --quiet -t "$tag" -f "$here/stand-ins/$name.Dockerfile" "$here/stand-ins" \
+        > "$work/$name.log" 2>&1 || { tail -n 20 "$work/$name.log"; exit 1; }
+    fi
+    ready="$ready, $tag"
+  done
+fi
+echo "images ready: $ready"
