@@ -17,6 +17,7 @@ the base images and the build cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -213,10 +214,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config)
         down = stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
         removed = _run(DOCKER, "image", "rm", f"prescore/online:{TAG}", f"prescore/batch:{TAG}", timeout=300)
         timings["down"] = time.monotonic() - t0
-        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-        say = reporter.write_line if reporter else print
-        say("make test-deploy timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-        say(f"last lines of every service's log: {override.parent / 'compose.log'}")
+        capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():  # to the CI log
+            print("\nmake test-deploy timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+            print(f"last lines of every service's log: {override.parent / 'compose.log'}")
         assert down.returncode == 0, down.stderr[-2000:]
         assert removed.returncode == 0, removed.stderr[-2000:]
         left = _run(DOCKER, "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}").stdout
