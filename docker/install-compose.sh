@@ -22,17 +22,16 @@ fi
 
 # shellcheck source=docker/stand-ins/debian-mirror.sh
 . "$(cd "$(dirname "$0")" && pwd)/stand-ins/debian-mirror.sh"
-mirror=$MIRROR
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/parts"
-printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$mirror" "$SUITE" \
+printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$MIRROR" "$SUITE" \
   > "$work/sources.list"
 apt_private=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=$work/parts"
              -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o "Dir::State::Status=/dev/null"
              -o "APT::Sandbox::User=$(id -un)")  # a private temporary directory: no download sandbox user
-echo "downloading docker-compose from $SUITE ($mirror)"
+echo "downloading docker-compose from $SUITE ($MIRROR)"
 apt-get "${apt_private[@]}" update -qq
 (cd "$work" && apt-get "${apt_private[@]}" download docker-compose >/dev/null)
 dpkg-deb -x "$work"/docker-compose_*.deb "$work/unpacked"

@@ -25,8 +25,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,9 @@ from typing import Any
 
 import pytest
 
+from jobs.serve import http_json
 from tests.deploy.conftest import COMPOSE_FILE, REPO
+from warehouse.store.local_server import free_port
 
 DOCKER = os.environ.get("PRESCORE_DOCKER", "docker")
 PROJECT = "prescore-deploy-test"
@@ -57,9 +57,7 @@ def _run(*args: str, timeout: float = 600, env: dict[str, str] | None = None) ->
 def _free_port_pair() -> int:
     """A port p of 127.0.0.1 with p and p + 1 both free (the two online replicas take a range)."""
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         if port >= 65535:
             continue
         with socket.socket() as other:
@@ -69,19 +67,6 @@ def _free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no two consecutive free ports on 127.0.0.1")
-
-
-def _get(url: str, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        return 0, str(exc)
 
 
 @dataclass
@@ -192,9 +177,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config)
     ports = {"online": online}
     taken = {online, online + 1}
     for name in ("airflow", "dask", "prometheus"):
-        port = _free_port_pair()
+        port = free_port()
         while port in taken:
-            port = _free_port_pair()
+            port = free_port()
         ports[name] = port
         taken.add(port)
     override = tmp_path_factory.mktemp("deploy") / "compose.test.yaml"
@@ -307,16 +292,18 @@ def test_both_online_replicas_serve_precomputed_and_fallback(stack: Stack, night
     for port in (stack.ports["online"], stack.ports["online"] + 1):
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
-        status, ready = _get(f"{base}/readyz")
+        status, ready = http_json("GET", f"{base}/readyz")
         while status != 200 and time.monotonic() < deadline:
             time.sleep(1)
-            status, ready = _get(f"{base}/readyz")
+            status, ready = http_json("GET", f"{base}/readyz")
         assert status == 200, f"replica on {port}: /readyz {status} {ready}"
-        status, hit = _get(f"{base}/v1/scores/{MODEL}/{known['entity_id']}")
+        status, hit = http_json("GET", f"{base}/v1/scores/{MODEL}/{known['entity_id']}")
         assert status == 200 and hit["source"] == "precomputed", hit
         assert hit["run_id"] == nightly["run_id"]
         assert hit["score"] == pytest.approx(float(known["score"]), rel=1e-6)
-        status, new = _get(f"{base}/v1/scores/{MODEL}", {"entity_id": "deploy-test-new", "features": features})
+        status, new = http_json(
+            "POST", f"{base}/v1/scores/{MODEL}", {"entity_id": "deploy-test-new", "features": features}
+        )
         assert status == 200 and new["source"] == "fallback", new
 
 
@@ -324,7 +311,7 @@ def test_prometheus_has_every_target_up(stack: Stack) -> None:
     deadline = time.monotonic() + 180
     targets: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        status, answer = _get(stack.url("prometheus", "/api/v1/targets"))
+        status, answer = http_json("GET", stack.url("prometheus", "/api/v1/targets"))
         targets = answer["data"]["activeTargets"] if status == 200 else []
         jobs = [t["labels"]["job"] for t in targets]
         if (
